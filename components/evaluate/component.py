@@ -1,0 +1,33 @@
+from kfp import dsl
+from kfp.dsl import Artifact, ClassificationMetrics, Input, Metrics, Model, Output
+
+from fedpipe.components import RUNTIME_IMAGE
+
+
+@dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
+def evaluate(
+    config_json: str,
+    mlflow_run_id: str,
+    model: Input[Model],
+    registry: Input[Artifact],
+    outcome: Input[Artifact],
+    new_registry: Output[Artifact],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+) -> float:
+    """Held-out accuracy of the new model; updates the client registry; logs the round."""
+    from fedpipe import config, stages
+
+    result = stages.evaluate(
+        config.from_json(config_json),
+        model.path,
+        registry.path,
+        outcome.path,
+        new_registry.path,
+        mlflow_run_id,
+    )
+    metrics.log_metric("accuracy", result.accuracy)
+    metrics.log_metric("loss", result.loss)
+    labels = [str(i) for i in range(len(result.confusion_matrix))]
+    confusion.log_confusion_matrix(labels, result.confusion_matrix.tolist())
+    return result.accuracy

@@ -1,0 +1,1 @@
+"""fedpipe's Kubeflow pipelines, built from the components in fedpipe.components."""

@@ -1,0 +1,132 @@
+"""Aggregation: screen the cohort's updates, check the quorum, combine what is left.
+
+The aggregator sees a list of ClientUpdate. Today every update is a plain float32
+delta; a masked (securely aggregated) update will be another `encoding` that only a
+secure aggregator accepts, so the stage and its artifacts stay the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fedpipe import wire
+from fedpipe.client_update import ClientUpdate
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    client_id: int
+    reason: str
+
+
+class QuorumNotMet(RuntimeError):
+    """Too few valid updates: the round fails and the previous global model stands."""
+
+    def __init__(self, valid: int, required: int, cohort: int, rejections: list[Rejection]):
+        self.valid, self.required, self.cohort = valid, required, cohort
+        detail = "; ".join(f"client {r.client_id}: {r.reason}" for r in rejections) or "none"
+        super().__init__(
+            f"round needs at least {required} valid updates of a cohort of {cohort}, "
+            f"got {valid} (rejected or missing: {detail})"
+        )
+
+
+class Aggregator(Protocol):
+    """Combines validated client updates into one global delta."""
+
+    def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray: ...
+
+
+class WeightedFedAvg:
+    """FedAvg (McMahan et al. 2017): the example-count-weighted mean of client deltas."""
+
+    def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray:
+        weights = np.array([u.num_examples for u in updates], dtype=np.float64)
+        total = np.zeros_like(updates[0].vector, dtype=np.float64)
+        for w, u in zip(weights, updates):
+            total += w * u.vector
+        return (total / weights.sum()).astype(wire.WIRE_DTYPE)
+
+
+def screen(
+    updates: list[ClientUpdate], spec: wire.WeightsSpec
+) -> tuple[list[ClientUpdate], list[Rejection]]:
+    """Split updates into valid ones and rejections with the client id and the reason."""
+    accepted, rejected = [], []
+    for u in updates:
+        try:
+            if u.encoding != "float32":
+                raise wire.UpdateRejected(u.client_id, f"encoding {u.encoding!r} needs secure aggregation")
+            if u.num_examples <= 0:
+                raise wire.UpdateRejected(u.client_id, f"example count {u.num_examples} must be > 0")
+            wire.validate_update(u.client_id, u.vector, spec, u.checksum)
+        except wire.UpdateRejected as e:
+            rejected.append(Rejection(e.client_id, e.reason))
+        else:
+            accepted.append(u)
+    return accepted, rejected
+
+
+def require_quorum(
+    accepted: list[ClientUpdate], rejections: list[Rejection], cohort: int, required: int
+) -> None:
+    if len(accepted) < required:
+        raise QuorumNotMet(len(accepted), required, cohort, rejections)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientStats:
+    client_id: int
+    num_examples: int
+    train_loss: float
+    duration_s: float
+    update_norm: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregationOutcome:
+    """What aggregation did with the cohort's updates; evaluate and the report read it."""
+
+    round_number: int
+    cohort: list[int]
+    accepted: list[ClientStats]
+    rejected: list[Rejection]
+    skipped: bool  # pass-through round after early stop
+    started_at: float  # wall clock when the round began
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> AggregationOutcome:
+        raw = json.loads(Path(path).read_text())
+        raw["accepted"] = [ClientStats(**c) for c in raw["accepted"]]
+        raw["rejected"] = [Rejection(**r) for r in raw["rejected"]]
+        return cls(**raw)
+
+    def to_markdown(self) -> str:
+        lines = [f"# Round {self.round_number}: aggregation", ""]
+        if self.skipped:
+            return "\n".join([*lines, "Target reached earlier: the model passed through.", ""])
+        lines += [
+            f"Cohort {len(self.cohort)} clients; {len(self.accepted)} updates accepted, "
+            f"{len(self.rejected)} rejected or missing.",
+            "",
+            "| client | examples | train loss | update norm | seconds |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {c.client_id} | {c.num_examples} | {c.train_loss:.4f} | "
+            f"{c.update_norm:.4f} | {c.duration_s:.2f} |"
+            for c in self.accepted
+        ]
+        if self.rejected:
+            lines += ["", "| rejected client | reason |", "|---:|---|"]
+            lines += [f"| {r.client_id} | {r.reason} |" for r in self.rejected]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,201 @@
+"""The run config: every knob of a federated run, validated before anything runs.
+
+A config comes from a YAML file, CLI overrides, or both; it travels to every pipeline
+task as one JSON string so that each stage sees exactly the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATASETS = ("digits", "breast_cancer", "mnist")
+PARTITIONERS = ("iid", "dirichlet", "shards", "quantity_skew")
+MODELS = ("logistic_regression", "mlp", "cnn")
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
+
+
+class ConfigError(ValueError):
+    """A config field holds a value that is not allowed."""
+
+    def __init__(self, field: str, value: Any, allowed: str) -> None:
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"config field '{field}' = {value!r} is not allowed: {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Settings of one federated run (see docs/config.md for each field)."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    heldout_fraction: float = 0.2
+    partitioner: str = "dirichlet"
+    dirichlet_alpha: float = 0.5
+    shards_per_client: int = 2
+    quantity_skew_sigma: float = 1.0
+    num_clients: int = 10
+    cohort_size: int = 10
+    clients_per_shard: int = 5
+    rounds: int = 10
+    local_epochs: int = 5
+    batch_size: int = 16
+    client_learning_rate: float = 0.1
+    fedprox_mu: float = 0.0
+    model: str = "mlp"
+    hidden_units: int = 64
+    server_optimizer: str = "fedavg"
+    server_learning_rate: float = 1.0
+    server_momentum: float = 0.9
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_tau: float = 1e-3
+    quorum: float = 0.5
+    seed: int = 0
+    target_accuracy: float | None = None
+    mlflow_tracking_uri: str = "sqlite:///runs/mlflow.db"
+    mlflow_experiment: str = "fedpipe"
+    registered_model_name: str = "fedpipe-digits"
+    promotion_margin: float = 0.005
+
+    def __post_init__(self) -> None:
+        for name, (check, allowed) in _RULES.items():
+            value = getattr(self, name)
+            if not check(value):
+                raise ConfigError(name, value, allowed)
+        if self.cohort_size > self.num_clients:
+            raise ConfigError(
+                "cohort_size", self.cohort_size, f"at most num_clients ({self.num_clients})"
+            )
+        if self.dataset == "mnist" and not self.data_dir:
+            raise ConfigError(
+                "data_dir", self.data_dir, "a directory holding MNIST IDX files when dataset=mnist"
+            )
+
+    @property
+    def shard_count(self) -> int:
+        """How many local-train tasks a round fans out to."""
+        return -(-self.cohort_size // self.clients_per_shard)
+
+    @property
+    def min_valid_updates(self) -> int:
+        """The quorum as a number of clients: at least one, at most the cohort."""
+        return max(1, math.ceil(self.quorum * self.cohort_size - 1e-9))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return from_mapping({**dataclasses.asdict(self), **changes})
+
+
+def _is_int(low: int, high: int | None = None) -> Callable[[Any], bool]:
+    return lambda v: (
+        isinstance(v, int)
+        and not isinstance(v, bool)
+        and v >= low
+        and (high is None or v <= high)
+    )
+
+
+def _is_float(
+    low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return False
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+
+    return check
+
+
+def _one_of(options: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda v: v in options
+
+
+def _nonempty_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+_INF = float("inf")
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "dataset": (_one_of(DATASETS), f"one of {', '.join(DATASETS)}"),
+    "data_dir": (lambda v: v is None or isinstance(v, str), "a directory path or null"),
+    "heldout_fraction": (_is_float(0.0, 0.9, low_open=True), "a number in (0, 0.9]"),
+    "partitioner": (_one_of(PARTITIONERS), f"one of {', '.join(PARTITIONERS)}"),
+    "dirichlet_alpha": (_is_float(0.0, _INF, low_open=True), "a number > 0"),
+    "shards_per_client": (_is_int(1), "an integer >= 1"),
+    "quantity_skew_sigma": (_is_float(0.0, 10.0), "a number in [0, 10]"),
+    "num_clients": (_is_int(2, 100_000), "an integer in [2, 100000]"),
+    "cohort_size": (_is_int(1), "an integer >= 1"),
+    "clients_per_shard": (_is_int(1), "an integer >= 1"),
+    "rounds": (_is_int(1, 1000), "an integer in [1, 1000]"),
+    "local_epochs": (_is_int(1, 100), "an integer in [1, 100]"),
+    "batch_size": (_is_int(1, 65536), "an integer in [1, 65536]"),
+    "client_learning_rate": (_is_float(0.0, 10.0, low_open=True), "a number in (0, 10]"),
+    "fedprox_mu": (_is_float(0.0, 100.0), "a number in [0, 100] (0 = plain FedAvg)"),
+    "model": (_one_of(MODELS), f"one of {', '.join(MODELS)}"),
+    "hidden_units": (_is_int(1, 100_000), "an integer in [1, 100000]"),
+    "server_optimizer": (_one_of(SERVER_OPTIMIZERS), f"one of {', '.join(SERVER_OPTIMIZERS)}"),
+    "server_learning_rate": (_is_float(0.0, 100.0, low_open=True), "a number in (0, 100]"),
+    "server_momentum": (_is_float(0.0, 1.0, high_open=True), "a number in [0, 1)"),
+    "server_beta1": (_is_float(0.0, 1.0, high_open=True), "a number in [0, 1)"),
+    "server_beta2": (_is_float(0.0, 1.0, high_open=True), "a number in [0, 1)"),
+    "server_tau": (_is_float(0.0, 1.0, low_open=True), "a number in (0, 1]"),
+    "quorum": (_is_float(0.0, 1.0, low_open=True), "a fraction of the cohort in (0, 1]"),
+    "seed": (_is_int(0, 2**31 - 1), "an integer in [0, 2^31 - 1]"),
+    "target_accuracy": (
+        lambda v: v is None or _is_float(0.0, 1.0, low_open=True)(v),
+        "null or an accuracy in (0, 1]",
+    ),
+    "mlflow_tracking_uri": (_nonempty_str, "a non-empty MLflow tracking URI"),
+    "mlflow_experiment": (_nonempty_str, "a non-empty experiment name"),
+    "registered_model_name": (_nonempty_str, "a non-empty registered model name"),
+    "promotion_margin": (_is_float(0.0, 1.0), "an accuracy margin in [0, 1]"),
+}
+
+FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def from_mapping(values: Mapping[str, Any]) -> RunConfig:
+    """Build a config from a mapping, refusing unknown fields by name."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ConfigError(unknown[0], values[unknown[0]], f"a known field ({', '.join(FIELDS)})")
+    return RunConfig(**values)
+
+
+def from_json(text: str) -> RunConfig:
+    return from_mapping(json.loads(text))
+
+
+def load(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Read a YAML config (or start from the defaults) and apply overrides on top."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("<file>", str(path), "a YAML mapping of field: value")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return from_mapping(values)
+
+
+def resolve_local_paths(config: RunConfig, base: Path) -> RunConfig:
+    """Make a sqlite tracking URI and data_dir absolute, so pipeline tasks that run in
+    another working directory still find them."""
+    changes: dict[str, Any] = {}
+    uri = config.mlflow_tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        db = (base / uri.removeprefix("sqlite:///")).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        changes["mlflow_tracking_uri"] = f"sqlite:///{db}"
+    if config.data_dir and not Path(config.data_dir).is_absolute():
+        changes["data_dir"] = str((base / config.data_dir).resolve())
+    return config.replace(**changes) if changes else config

@@ -1,0 +1,44 @@
+"""The client registry: each client's history, carried from round to round as an artifact.
+
+Selection policies read it, evaluate writes it. It also records whether the run reached
+its target accuracy, which turns the remaining rounds into pass-throughs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+
+@dataclasses.dataclass
+class ClientRecord:
+    client_id: int
+    num_examples: int
+    label_histogram: list[int]
+    participation: int = 0
+    failures: int = 0
+    last_round: int | None = None
+    last_train_loss: float | None = None
+    last_duration_s: float | None = None
+
+
+@dataclasses.dataclass
+class ClientRegistry:
+    clients: list[ClientRecord]
+    completed_rounds: int = 0
+    target_reached_at: int | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.target_reached_at is not None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClientRegistry:
+        raw = json.loads(Path(path).read_text())
+        clients = [ClientRecord(**c) for c in raw.pop("clients")]
+        return cls(clients=clients, **raw)

@@ -1,0 +1,15 @@
+"""The stages of a federated run, as plain functions over files.
+
+Each KFP component calls exactly one of these, and the in-process simulation calls the
+same ones in the same order, so the pipeline and the simulation cannot drift apart.
+"""
+
+from fedpipe.stages.aggregate import aggregate
+from fedpipe.stages.broadcast import broadcast
+from fedpipe.stages.evaluate import evaluate
+from fedpipe.stages.initialize import initialize
+from fedpipe.stages.local_train import local_train
+from fedpipe.stages.register import register
+from fedpipe.stages.select import select
+
+__all__ = ["aggregate", "broadcast", "evaluate", "initialize", "local_train", "register", "select"]

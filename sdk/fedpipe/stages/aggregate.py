@@ -1,0 +1,93 @@
+"""Aggregate: validate the shards' updates, check the quorum, FedAvg, server optimizer step.
+
+The component is called secure_aggregate: secure aggregation will unmask only the sum
+here, and the stage's inputs and outputs stay the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fedpipe import aggregation, server_optimizers
+from fedpipe.client_update import ClientUpdate, load_shard
+from fedpipe.config import RunConfig
+from fedpipe.global_model import GlobalModel
+from fedpipe.round_plan import RoundPlan
+
+
+def _collect(
+    cohort: list[int], update_paths: list[str | Path]
+) -> tuple[list[ClientUpdate], list[aggregation.Rejection]]:
+    """Read every shard artifact; unreadable shards and absent clients become rejections."""
+    updates, problems = [], []
+    for path in update_paths:
+        try:
+            updates.extend(load_shard(path))
+        except (OSError, ValueError, KeyError) as e:
+            problems.append(f"{Path(path).name}: {e}")
+    seen: set[int] = set()
+    rejections = []
+    kept = []
+    for u in updates:
+        if u.client_id not in cohort:
+            rejections.append(aggregation.Rejection(u.client_id, "not in this round's cohort"))
+        elif u.client_id in seen:
+            rejections.append(aggregation.Rejection(u.client_id, "sent more than one update"))
+        else:
+            seen.add(u.client_id)
+            kept.append(u)
+    reason = "no update received" + (f" ({'; '.join(problems)})" if problems else "")
+    rejections += [aggregation.Rejection(c, reason) for c in cohort if c not in seen]
+    return kept, rejections
+
+
+def aggregate(
+    config: RunConfig,
+    plan_path: str | Path,
+    model_path: str | Path,
+    update_paths: list[str | Path],
+    new_model_path: str | Path,
+    outcome_path: str | Path,
+) -> aggregation.AggregationOutcome:
+    """Write the new global model; raise QuorumNotMet (writing nothing) below quorum."""
+    plan = RoundPlan.load(plan_path)
+    model = GlobalModel.load(model_path)
+    cohort = plan.cohort
+    if cohort.stopped:
+        outcome = aggregation.AggregationOutcome(
+            cohort.round_number, [], [], [], skipped=True, started_at=cohort.started_at
+        )
+        model.save(new_model_path)
+        outcome.save(outcome_path)
+        return outcome
+
+    received, missing = _collect(cohort.clients, update_paths)
+    accepted, rejected = aggregation.screen(received, model.spec)
+    rejected += missing
+    aggregation.require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
+    delta = aggregation.WeightedFedAvg().aggregate(accepted)
+    weights, state = server_optimizers.apply(config, model.weights, delta, model.server_state)
+    GlobalModel(weights, model.spec, state, cohort.round_number).save(new_model_path)
+    outcome = aggregation.AggregationOutcome(
+        round_number=cohort.round_number,
+        cohort=cohort.clients,
+        accepted=[
+            aggregation.ClientStats(
+                u.client_id,
+                u.num_examples,
+                u.train_loss,
+                u.duration_s,
+                float(np.linalg.norm(u.vector)),
+            )
+            for u in accepted
+        ],
+        rejected=sorted(rejected, key=lambda r: r.client_id),
+        skipped=False,
+        started_at=cohort.started_at,
+    )
+    outcome.save(outcome_path)
+    for r in outcome.rejected:
+        print(f"round {cohort.round_number}: client {r.client_id} rejected: {r.reason}", flush=True)
+    return outcome

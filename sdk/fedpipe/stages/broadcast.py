@@ -1,0 +1,27 @@
+"""Broadcast: publish the round plan (global model, hyper-parameters, cohort) to clients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedpipe.config import RunConfig
+from fedpipe.global_model import GlobalModel
+from fedpipe.round_plan import Cohort, LocalTraining, RoundPlan
+
+
+def broadcast(
+    config: RunConfig, model_path: str | Path, cohort_path: str | Path, plan_path: str | Path
+) -> None:
+    model = GlobalModel.load(model_path)
+    RoundPlan(
+        cohort=Cohort.load(cohort_path),
+        weights=model.weights,
+        spec=model.spec,
+        training=LocalTraining(
+            epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.client_learning_rate,
+            fedprox_mu=config.fedprox_mu,
+        ),
+        seed=config.seed,
+    ).save(plan_path)

@@ -1,0 +1,91 @@
+"""Evaluate: score the new global model on the held-out set, update the client registry,
+log the round to MLflow, and decide whether the target accuracy is reached."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fedpipe import tracking, trainer
+from fedpipe.aggregation import AggregationOutcome
+from fedpipe.config import RunConfig
+from fedpipe.global_model import GlobalModel
+from fedpipe.registry import ClientRegistry
+from fedpipe.trainer import Evaluation
+
+
+def _update_registry(registry: ClientRegistry, outcome: AggregationOutcome) -> None:
+    by_id = {c.client_id: c for c in registry.clients}
+    for stats in outcome.accepted:
+        record = by_id[stats.client_id]
+        record.participation += 1
+        record.last_round = outcome.round_number
+        record.last_train_loss = stats.train_loss
+        record.last_duration_s = stats.duration_s
+    for rejection in outcome.rejected:
+        by_id[rejection.client_id].failures += 1
+    registry.completed_rounds = outcome.round_number
+
+
+def _log_round(
+    config: RunConfig, run_id: str, outcome: AggregationOutcome, result: Evaluation, seconds: float
+) -> None:
+    from mlflow.entities import Metric
+
+    step, now = outcome.round_number, int(time.time() * 1000)
+    values = {
+        "accuracy": result.accuracy,
+        "loss": result.loss,
+        "clients_accepted": len(outcome.accepted),
+        "clients_rejected": len(outcome.rejected),
+        "round_seconds": seconds,
+    }
+    if outcome.accepted:
+        total = sum(c.num_examples for c in outcome.accepted)
+        values["train_loss"] = sum(c.train_loss * c.num_examples for c in outcome.accepted) / total
+    for c in outcome.accepted:
+        values[f"client/{c.client_id}/train_loss"] = c.train_loss
+        values[f"client/{c.client_id}/update_norm"] = c.update_norm
+    metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+    mlflow_client = tracking.client(config)
+    mlflow_client.log_batch(run_id, metrics=metrics)
+    mlflow_client.log_text(run_id, outcome.to_markdown(), f"rounds/round_{step:03d}.md")
+
+
+def evaluate(
+    config: RunConfig,
+    model_path: str | Path,
+    registry_path: str | Path,
+    outcome_path: str | Path,
+    new_registry_path: str | Path,
+    mlflow_run_id: str,
+) -> Evaluation:
+    model = GlobalModel.load(model_path)
+    outcome = AggregationOutcome.load(outcome_path)
+    registry = ClientRegistry.load(registry_path)
+    model_trainer = trainer.for_config(config)
+    data = model_trainer.data
+    result = model_trainer.evaluate(model.weights, data.x_heldout, data.y_heldout)
+    n = outcome.round_number
+    if outcome.skipped:
+        print(
+            f"round {n:>3}/{config.rounds}: skipped, target accuracy reached in round "
+            f"{registry.target_reached_at}",
+            flush=True,
+        )
+        registry.save(new_registry_path)
+        return result
+
+    _update_registry(registry, outcome)
+    if config.target_accuracy is not None and result.accuracy >= config.target_accuracy:
+        registry.target_reached_at = n
+    registry.save(new_registry_path)
+    seconds = time.time() - outcome.started_at
+    _log_round(config, mlflow_run_id, outcome, result, seconds)
+    print(
+        f"round {n:>3}/{config.rounds}: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
+        f"clients {len(outcome.accepted)}/{len(outcome.cohort)}  {seconds:.1f}s"
+        + ("  (target reached)" if registry.target_reached_at == n else ""),
+        flush=True,
+    )
+    return result

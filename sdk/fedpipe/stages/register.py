@@ -1,0 +1,129 @@
+"""Register: log the final model to MLflow, register a version, and move the `champion`
+alias to it only when it beats the current champion on the same held-out set."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from fedpipe import plots, tracking, trainer
+from fedpipe.config import RunConfig
+from fedpipe.global_model import GlobalModel
+from fedpipe.registry import ClientRegistry
+
+CHAMPION = "champion"
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    model_name: str
+    version: str
+    accuracy: float
+    champion_accuracy: float | None  # the previous champion on this held-out set
+    promoted: bool
+    reason: str
+
+    def to_markdown(self) -> str:
+        verdict = "promoted to" if self.promoted else "not promoted to"
+        return (
+            f"# Registration\n\nModel `{self.model_name}` version {self.version} "
+            f"(held-out accuracy {self.accuracy:.4f}) {verdict} `@{CHAMPION}`: {self.reason}\n"
+        )
+
+
+def _champion_accuracy(config: RunConfig, x, y, num_classes: int) -> tuple[float | None, str]:
+    """Score the current champion on this run's held-out set (None if there is none)."""
+    import mlflow
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = tracking.client(config).get_model_version_by_alias(
+            config.registered_model_name, CHAMPION
+        )
+    except MlflowException:
+        return None, "no current champion"
+    champion = mlflow.keras.load_model(f"models:/{config.registered_model_name}@{CHAMPION}")
+    try:
+        probs = champion.predict(x, verbose=0)
+    except ValueError as e:  # another input shape: a champion of a different task
+        raise ValueError(
+            f"champion version {version.version} of '{config.registered_model_name}' cannot "
+            f"score this run's held-out set ({e}); use another registered_model_name"
+        ) from e
+    return trainer.score(probs, y, num_classes).accuracy, f"champion is version {version.version}"
+
+
+def _decide(accuracy: float, champion: float | None, margin: float) -> tuple[bool, str]:
+    if champion is None:
+        return True, "there was no champion"
+    gain = accuracy - champion
+    if gain > 0 and gain >= margin:
+        return True, f"beats the champion ({champion:.4f}) by {gain:+.4f} >= margin {margin}"
+    return False, f"gain over the champion ({champion:.4f}) is {gain:+.4f}, below margin {margin}"
+
+
+def register(
+    config: RunConfig,
+    model_path: str | Path,
+    registry_path: str | Path,
+    mlflow_run_id: str,
+    pipeline_run: str,
+) -> Registration:
+    import keras
+    import mlflow
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    model = GlobalModel.load(model_path)
+    registry = ClientRegistry.load(registry_path)
+    model_trainer = trainer.for_config(config)
+    data = model_trainer.data
+    result = model_trainer.evaluate(model.weights, data.x_heldout, data.y_heldout)
+    champion_accuracy, champion_note = _champion_accuracy(
+        config, data.x_heldout, data.y_heldout, data.num_classes
+    )
+    promoted, reason = _decide(result.accuracy, champion_accuracy, config.promotion_margin)
+
+    mlflow_client = tracking.client(config)
+    history = [(m.step, m.value) for m in mlflow_client.get_metric_history(mlflow_run_id, "accuracy")]
+    sample = data.x_heldout[:5]
+    with mlflow.start_run(run_id=mlflow_run_id):
+        mlflow.log_figure(plots.accuracy_per_round(history, config.target_accuracy), "accuracy_per_round.png")
+        mlflow.log_figure(plots.client_participation(registry), "client_participation.png")
+        mlflow.log_dict(dataclasses.asdict(registry), "clients/registry.json")
+        mlflow.log_metric("final_accuracy", result.accuracy)
+        info = mlflow.keras.log_model(
+            model_trainer.model,
+            name="model",
+            signature=infer_signature(sample, model_trainer.model.predict(sample, verbose=0)),
+            pip_requirements=[f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"],
+        )
+    version = mlflow.register_model(
+        info.model_uri,
+        config.registered_model_name,
+        tags={
+            "pipeline_run": pipeline_run,
+            "mlflow_run_id": mlflow_run_id,
+            "rounds": str(registry.completed_rounds),
+            "dataset": config.dataset,
+            "partition": config.partitioner,
+            "heldout_digest": data.heldout_digest,
+            "accuracy": f"{result.accuracy:.6f}",
+        },
+    )
+    if promoted:
+        mlflow_client.set_registered_model_alias(config.registered_model_name, CHAMPION, version.version)
+    mlflow_client.set_model_version_tag(
+        config.registered_model_name, version.version, "promotion", f"{promoted}: {reason}"
+    )
+    registration = Registration(
+        config.registered_model_name,
+        str(version.version),
+        result.accuracy,
+        champion_accuracy,
+        promoted,
+        f"{reason} ({champion_note})",
+    )
+    print(registration.to_markdown().splitlines()[-1], flush=True)
+    return registration

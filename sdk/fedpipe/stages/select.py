@@ -1,0 +1,29 @@
+"""Select: choose this round's cohort from the client registry and split it into shards."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fedpipe import selection
+from fedpipe.config import RunConfig
+from fedpipe.registry import ClientRegistry
+from fedpipe.round_plan import Cohort
+
+
+def select(
+    config: RunConfig, round_number: int, registry_path: str | Path, cohort_path: str | Path
+) -> list[int]:
+    """Write the cohort and return the shard indices the local-train fan-out runs over."""
+    registry = ClientRegistry.load(registry_path)
+    if registry.stopped:
+        # Pass-through: one empty shard keeps the pipeline's fan-out well-formed.
+        cohort = Cohort(round_number, [], [[]], stopped=True, started_at=time.time())
+    else:
+        policy = selection.UniformRandom()
+        rng = selection.round_rng(config.seed, round_number)
+        clients = policy.select(registry, config.cohort_size, rng)
+        shards = selection.split_into_shards(clients, config.clients_per_shard)
+        cohort = Cohort(round_number, clients, shards, stopped=False, started_at=time.time())
+    cohort.save(cohort_path)
+    return list(range(len(cohort.shards)))

@@ -1,0 +1,50 @@
+"""MLflow tracking: one parent run per pipeline run, written to from every stage.
+
+Stages run in separate processes (pods on a cluster), so each one talks to the tracking
+server through MlflowClient with the run id the initialize stage created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fedpipe.config import RunConfig
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+def client(config: RunConfig) -> MlflowClient:
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(config.mlflow_tracking_uri)
+    mlflow.set_registry_uri(config.mlflow_tracking_uri)
+    return MlflowClient(config.mlflow_tracking_uri, config.mlflow_tracking_uri)
+
+
+def experiment_id(config: RunConfig) -> str:
+    """The run's experiment, created on first use. With a local SQLite store the artifacts
+    go beside the database file, not into whatever directory a task happens to run in."""
+    mlflow_client = client(config)
+    existing = mlflow_client.get_experiment_by_name(config.mlflow_experiment)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    uri = config.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return mlflow_client.create_experiment(config.mlflow_experiment, artifact_location=location)
+
+
+def start_run(config: RunConfig, run_name: str, tags: dict[str, str]) -> str:
+    """Create the parent run of a pipeline run, with the whole config as params."""
+    from mlflow.entities import Param
+
+    mlflow_client = client(config)
+    run = mlflow_client.create_run(experiment_id(config), run_name=run_name, tags=tags)
+    params = [Param(k, str(v)) for k, v in sorted(dataclasses.asdict(config).items())]
+    mlflow_client.log_batch(run.info.run_id, params=params)
+    return run.info.run_id
