@@ -4,7 +4,6 @@ KFP v2 has no sequential loop, so the round sub-pipeline is called once per roun
 compile time, each call consuming the previous round's model and client registry.
 """
 
-
 from typing import NamedTuple
 
 from kfp import dsl
@@ -25,7 +24,9 @@ class RoundOutputs(NamedTuple):
     registry: Artifact
 
 
-@dsl.pipeline(name="federated-round", description="One round: select, broadcast, train, aggregate, evaluate")
+@dsl.pipeline(
+    name="federated-round", description="One round: select, broadcast, train, aggregate, evaluate"
+)
 def federated_round(
     config_json: str,
     round_number: int,
@@ -33,7 +34,9 @@ def federated_round(
     model: Input[Model],
     registry: Input[Artifact],
 ) -> RoundOutputs:
-    select_task = select_clients(config_json=config_json, round_number=round_number, registry=registry)
+    select_task = select_clients(
+        config_json=config_json, round_number=round_number, registry=registry
+    )
     select_task.set_display_name("select")
     broadcast_task = broadcast_model(
         config_json=config_json, model=model, cohort=select_task.outputs["cohort"]

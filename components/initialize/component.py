@@ -18,7 +18,9 @@ def initialize(
     run_config = config.from_json(config_json)
     if run_config.rounds != compiled_rounds:
         raise config.ConfigError(
-            "rounds", run_config.rounds, f"{compiled_rounds}, the rounds this pipeline was compiled for"
+            "rounds",
+            run_config.rounds,
+            f"{compiled_rounds}, the rounds this pipeline was compiled for",
         )
     model.metadata.update({"framework": "keras", "model": run_config.model, "round": 0})
     return stages.initialize(run_config, model.path, registry.path, run_name)

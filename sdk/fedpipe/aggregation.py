@@ -46,9 +46,11 @@ class WeightedFedAvg:
     """FedAvg (McMahan et al. 2017): the example-count-weighted mean of client deltas."""
 
     def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray:
+        # Sum in client order, so the result does not depend on the order shards arrive in.
+        updates = sorted(updates, key=lambda u: u.client_id)
         weights = np.array([u.num_examples for u in updates], dtype=np.float64)
         total = np.zeros_like(updates[0].vector, dtype=np.float64)
-        for w, u in zip(weights, updates):
+        for w, u in zip(weights, updates, strict=True):
             total += w * u.vector
         return (total / weights.sum()).astype(wire.WIRE_DTYPE)
 
@@ -61,9 +63,13 @@ def screen(
     for u in updates:
         try:
             if u.encoding != "float32":
-                raise wire.UpdateRejected(u.client_id, f"encoding {u.encoding!r} needs secure aggregation")
+                raise wire.UpdateRejected(
+                    u.client_id, f"encoding {u.encoding!r} needs secure aggregation"
+                )
             if u.num_examples <= 0:
-                raise wire.UpdateRejected(u.client_id, f"example count {u.num_examples} must be > 0")
+                raise wire.UpdateRejected(
+                    u.client_id, f"example count {u.num_examples} must be > 0"
+                )
             wire.validate_update(u.client_id, u.vector, spec, u.checksum)
         except wire.UpdateRejected as e:
             rejected.append(Rejection(e.client_id, e.reason))

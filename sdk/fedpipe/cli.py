@@ -26,9 +26,11 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
 def _load_config(
     config_path: str | None, sets: tuple[str, ...], *, local: bool = True, **extra: Any
 ) -> run_config.RunConfig:
-    """The run config; for a local run, relative paths are made absolute for the tasks."""
+    """The run config; for a local run, relative paths are made absolute for the tasks.
+    `extra` holds the values of dedicated flags (None: the flag was not given)."""
+    overrides = {**_parse_sets(sets), **{k: v for k, v in extra.items() if v is not None}}
     try:
-        loaded = run_config.load(config_path, **_parse_sets(sets), **extra)
+        loaded = run_config.load(config_path, overrides)
         return run_config.resolve_local_paths(loaded, Path.cwd()) if local else loaded
     except run_config.ConfigError as e:
         raise click.UsageError(str(e)) from e
@@ -50,7 +52,9 @@ def main() -> None:
 @main.command()
 @config_option
 @set_option
-@click.option("--pipeline-root", type=click.Path(file_okay=False), default=str(RUNS_DIR / "pipeline_root"))
+@click.option(
+    "--pipeline-root", type=click.Path(file_okay=False), default=str(RUNS_DIR / "pipeline_root")
+)
 def run(config_path: str | None, sets: tuple[str, ...], pipeline_root: str) -> None:
     """Run the compiled pipeline through Kubeflow's local runner (no cluster)."""
     from fedpipe import local_run
@@ -100,12 +104,23 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
 @click.option("--image", default=None, help="Runtime image for every component.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="federated_training.yaml")
 def compile_command(
-    config_path: str | None, sets: tuple[str, ...], rounds: int | None, image: str | None, output: str
+    config_path: str | None,
+    sets: tuple[str, ...],
+    rounds: int | None,
+    image: str | None,
+    output: str,
 ) -> None:
     """Write the pipeline as KFP IR YAML, ready to upload to Kubeflow Pipelines."""
     from fedpipe import compilation
 
     cfg = _load_config(config_path, sets, local=False, rounds=rounds)
+    if cfg.mlflow_tracking_uri.startswith("sqlite:"):
+        click.echo(
+            f"warning: mlflow_tracking_uri {cfg.mlflow_tracking_uri} is a local file; on a "
+            "cluster every pod would get its own database. Pass --set "
+            "mlflow_tracking_uri=http://<your MLflow server> for a cluster run.",
+            err=True,
+        )
     compilation.compile_pipeline(cfg, Path(output), image=image)
     click.echo(f"wrote {output}: {cfg.rounds} rounds, config_json defaults to this config")
 

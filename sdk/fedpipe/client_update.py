@@ -26,11 +26,11 @@ class ClientUpdate:
         return cls(client_id, vector, checksum=wire.checksum(vector), **fields)
 
 
-def save_shard(path: str | Path, round_number: int, shard: int, updates: list[ClientUpdate]) -> None:
+def save_shard(
+    path: str | Path, round_number: int, shard: int, updates: list[ClientUpdate]
+) -> None:
     arrays = {f"client_{u.client_id}": u.vector for u in updates}
-    records = [
-        {k: v for k, v in dataclasses.asdict(u).items() if k != "vector"} for u in updates
-    ]
+    records = [{k: v for k, v in dataclasses.asdict(u).items() if k != "vector"} for u in updates]
     wire.save_bundle(path, arrays, {"round": round_number, "shard": shard, "updates": records})
 
 

@@ -97,10 +97,7 @@ class RunConfig:
 
 def _is_int(low: int, high: int | None = None) -> Callable[[Any], bool]:
     return lambda v: (
-        isinstance(v, int)
-        and not isinstance(v, bool)
-        and v >= low
-        and (high is None or v <= high)
+        isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
     )
 
 
@@ -175,15 +172,16 @@ def from_json(text: str) -> RunConfig:
     return from_mapping(json.loads(text))
 
 
-def load(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Read a YAML config (or start from the defaults) and apply overrides on top."""
+def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config (or start from the defaults) and apply overrides on top; an
+    override of None sets the field to null (e.g. no target accuracy)."""
     values: dict[str, Any] = {}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError("<file>", str(path), "a YAML mapping of field: value")
         values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update(overrides or {})
     return from_mapping(values)
 
 

@@ -15,7 +15,7 @@ def accuracy_per_round(history: list[tuple[int, float]], target: float | None) -
 
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()
-    rounds, accuracy = zip(*sorted(history)) if history else ((), ())
+    rounds, accuracy = zip(*sorted(history), strict=True) if history else ((), ())
     ax.plot(rounds, accuracy, marker="o")
     if target is not None:
         ax.axhline(target, linestyle="--", color="gray", label=f"target {target:.2f}")

@@ -36,7 +36,7 @@ def simulate(
         shard_ids = stages.select(config, n, registry, out / "cohort.json")
         stages.broadcast(config, model, out / "cohort.json", out / "plan.npz")
         update_paths = [out / f"updates_{s}.npz" for s in shard_ids]
-        for shard, path in zip(shard_ids, update_paths):
+        for shard, path in zip(shard_ids, update_paths, strict=True):
             stages.local_train(config, out / "plan.npz", shard, path)
         stages.aggregate(
             config, out / "plan.npz", model, update_paths, out / "model.npz", out / "outcome.json"
@@ -47,6 +47,8 @@ def simulate(
         accuracy.append(result.accuracy)
         model, registry = out / "model.npz", out / "registry.json"
     registration = (
-        stages.register(config, model, registry, run_id, pipeline_run=run_name) if register else None
+        stages.register(config, model, registry, run_id, pipeline_run=run_name)
+        if register
+        else None
     )
     return SimulationResult(GlobalModel.load(model), run_id, accuracy, registration)

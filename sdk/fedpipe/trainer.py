@@ -40,6 +40,7 @@ class Trainer:
         tf.config.experimental.enable_op_determinism()
         self.data = datasets.load(config)
         self.model = models.build(config, self.data)
+        self._initial_weights = wire.flatten(self.model.get_weights())
         self.spec = wire.WeightsSpec(
             names=tuple(v.path for v in self.model.weights),
             shapes=tuple(tuple(int(d) for d in v.shape) for v in self.model.weights),
@@ -60,10 +61,15 @@ class Trainer:
             with tf.GradientTape() as tape:
                 loss = self._loss(y, self.model(x, training=True))
                 # FedProx (Li et al. 2020): keep local weights near the global ones.
-                proximal = tf.add_n([tf.reduce_sum(tf.square(v - a)) for v, a in zip(variables, anchors)])
+                proximal = tf.add_n(
+                    [
+                        tf.reduce_sum(tf.square(v - a))
+                        for v, a in zip(variables, anchors, strict=True)
+                    ]
+                )
                 objective = loss + 0.5 * mu * proximal
             grads = tape.gradient(objective, variables)
-            for v, g in zip(variables, grads):
+            for v, g in zip(variables, grads, strict=True):
                 v.assign_sub(learning_rate * g)
             return loss
 
@@ -76,7 +82,8 @@ class Trainer:
         self._predict = predict
 
     def initial_weights(self) -> np.ndarray:
-        return wire.flatten(self.model.get_weights())
+        """The seeded initial weights (the model itself holds whatever was trained last)."""
+        return self._initial_weights.copy()
 
     def set_weights(self, vector: np.ndarray) -> None:
         self.model.set_weights(self.spec.split(vector))
@@ -95,7 +102,7 @@ class Trainer:
     ) -> LocalResult:
         """E epochs of minibatch SGD from the global weights; shuffling seeded per client."""
         self.set_weights(global_weights)
-        for anchor, tensor in zip(self._anchors, self.model.trainable_weights):
+        for anchor, tensor in zip(self._anchors, self.model.trainable_weights, strict=True):
             anchor.assign(tensor.value)
         rng = np.random.default_rng(seed)
         lr, prox = np.float32(learning_rate), np.float32(mu)
@@ -109,7 +116,9 @@ class Trainer:
                 sizes.append(len(batch))
             epoch_loss = float(np.average(losses, weights=sizes))
         delta = wire.flatten(self.model.get_weights()) - global_weights
-        return LocalResult(delta=delta.astype(wire.WIRE_DTYPE), num_examples=len(x), train_loss=epoch_loss)
+        return LocalResult(
+            delta=delta.astype(wire.WIRE_DTYPE), num_examples=len(x), train_loss=epoch_loss
+        )
 
     def evaluate(self, weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> Evaluation:
         self.set_weights(weights)

@@ -31,7 +31,11 @@ class WeightsSpec:
         return int(sum(int(np.prod(s)) for s in self.shapes))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "shapes": [list(s) for s in self.shapes], "dtype": self.dtype}
+        return {
+            "names": list(self.names),
+            "shapes": [list(s) for s in self.shapes],
+            "dtype": self.dtype,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WeightsSpec:

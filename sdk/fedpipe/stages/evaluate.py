@@ -22,8 +22,12 @@ def _update_registry(registry: ClientRegistry, outcome: AggregationOutcome) -> N
         record.last_round = outcome.round_number
         record.last_train_loss = stats.train_loss
         record.last_duration_s = stats.duration_s
-    for rejection in outcome.rejected:
-        by_id[rejection.client_id].failures += 1
+    # A failure counts once per round, and only for registered clients that did not also
+    # have an update accepted (a duplicate or a stranger's update is not their failure).
+    accepted = {stats.client_id for stats in outcome.accepted}
+    for client_id in {r.client_id for r in outcome.rejected} - accepted:
+        if client_id in by_id:
+            by_id[client_id].failures += 1
     registry.completed_rounds = outcome.round_number
 
 

@@ -28,7 +28,9 @@ def initialize(
     )
     registry.save(registry_path)
 
-    initial = model_trainer.evaluate(weights, model_trainer.data.x_heldout, model_trainer.data.y_heldout)
+    initial = model_trainer.evaluate(
+        weights, model_trainer.data.x_heldout, model_trainer.data.y_heldout
+    )
     run_id = tracking.start_run(
         config,
         run_name,

@@ -11,7 +11,9 @@ from fedpipe.config import RunConfig
 from fedpipe.round_plan import RoundPlan
 
 
-def local_train(config: RunConfig, plan_path: str | Path, shard: int, updates_path: str | Path) -> None:
+def local_train(
+    config: RunConfig, plan_path: str | Path, shard: int, updates_path: str | Path
+) -> None:
     """Write one artifact with the updates of every client in the shard."""
     plan = RoundPlan.load(plan_path)
     round_number = plan.cohort.round_number

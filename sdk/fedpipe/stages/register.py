@@ -34,7 +34,6 @@ class Registration:
 def _champion_accuracy(config: RunConfig, x, y, num_classes: int) -> tuple[float | None, str]:
     """Score the current champion on this run's held-out set (None if there is none)."""
     import mlflow
-
     from mlflow.exceptions import MlflowException
 
     try:
@@ -86,10 +85,14 @@ def register(
     promoted, reason = _decide(result.accuracy, champion_accuracy, config.promotion_margin)
 
     mlflow_client = tracking.client(config)
-    history = [(m.step, m.value) for m in mlflow_client.get_metric_history(mlflow_run_id, "accuracy")]
+    history = [
+        (m.step, m.value) for m in mlflow_client.get_metric_history(mlflow_run_id, "accuracy")
+    ]
     sample = data.x_heldout[:5]
     with mlflow.start_run(run_id=mlflow_run_id):
-        mlflow.log_figure(plots.accuracy_per_round(history, config.target_accuracy), "accuracy_per_round.png")
+        mlflow.log_figure(
+            plots.accuracy_per_round(history, config.target_accuracy), "accuracy_per_round.png"
+        )
         mlflow.log_figure(plots.client_participation(registry), "client_participation.png")
         mlflow.log_dict(dataclasses.asdict(registry), "clients/registry.json")
         mlflow.log_metric("final_accuracy", result.accuracy)
@@ -113,7 +116,9 @@ def register(
         },
     )
     if promoted:
-        mlflow_client.set_registered_model_alias(config.registered_model_name, CHAMPION, version.version)
+        mlflow_client.set_registered_model_alias(
+            config.registered_model_name, CHAMPION, version.version
+        )
     mlflow_client.set_model_version_tag(
         config.registered_model_name, version.version, "promotion", f"{promoted}: {reason}"
     )

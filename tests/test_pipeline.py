@@ -1,0 +1,65 @@
+"""End to end: the compiled pipeline through kfp.local, against MLflow and the simulation."""
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from fedpipe import local_run
+from fedpipe.global_model import GlobalModel
+from fedpipe.simulation import simulate
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    from fedpipe import config
+
+    root = tmp_path_factory.mktemp("pipeline")
+    cfg = config.RunConfig(
+        num_clients=6,
+        cohort_size=6,
+        clients_per_shard=3,  # two local-train tasks per round
+        rounds=3,
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        registered_model_name="fedpipe-e2e",
+    )
+    return cfg, local_run.run_pipeline(cfg, root / "pipeline_root"), root
+
+
+def test_pipeline_trains_logs_and_promotes(pipeline_run):
+    cfg, run, root = pipeline_run
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    (mlflow_run,) = client.search_runs(
+        [client.get_experiment_by_name(cfg.mlflow_experiment).experiment_id]
+    )
+    accuracy = client.get_metric_history(mlflow_run.info.run_id, "accuracy")
+    assert [m.step for m in accuracy] == [0, 1, 2, 3]
+    assert accuracy[-1].value > accuracy[0].value + 0.3
+    assert len(client.get_metric_history(mlflow_run.info.run_id, "loss")) == 4
+    for name in ("clients_accepted", "round_seconds", "client/0/train_loss"):
+        assert [m.step for m in client.get_metric_history(mlflow_run.info.run_id, name)] == [
+            1,
+            2,
+            3,
+        ]
+    champion = client.get_model_version_by_alias("fedpipe-e2e", "champion")
+    assert str(champion.version) == "1" and champion.run_id == mlflow_run.info.run_id
+    assert "promoted to `@champion`" in run.registration
+    # Two shards per round ran as separate local-train tasks.
+    train_tasks = list(
+        run.pipeline_yaml.parent.glob("federated-training-*/for-loop-*/local-train*")
+    )
+    assert len(train_tasks) == 2 * cfg.rounds
+
+
+def test_simulation_gives_the_pipeline_model_and_an_equal_model_is_not_promoted(
+    pipeline_run, tmp_path
+):
+    cfg, run, _ = pipeline_run
+    simulated = simulate(cfg, tmp_path / "sim", run_name="same-config")
+    assert np.array_equal(simulated.model.weights, GlobalModel.load(run.model_path).weights)
+    assert not simulated.registration.promoted
+    assert "below margin" in simulated.registration.reason
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    assert str(client.get_model_version_by_alias("fedpipe-e2e", "champion").version) == "1"
