@@ -16,6 +16,12 @@ import numpy as np
 from fedpipe import datasets, models, wire
 from fedpipe.config import RunConfig
 
+# Before TensorFlow loads (every stage that uses it imports this module first): keep its
+# C++ chatter out of task logs, and use TF's own kernels rather than oneDNN's, which were
+# slower on the small dense models here and reorder floating-point sums.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
 
 @dataclasses.dataclass(frozen=True)
 class LocalResult:
@@ -33,7 +39,6 @@ class Evaluation:
 
 class Trainer:
     def __init__(self, config: RunConfig) -> None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ chatter out of logs
         import keras
         import tensorflow as tf
 

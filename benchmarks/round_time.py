@@ -1,0 +1,356 @@
+"""Seconds per federated round on the MNIST reference setting: fedpipe against a plain loop.
+
+Measures, for configs/mnist.yaml (MNIST 10k test set, 8,000 train / 2,000 held out,
+10 clients, Dirichlet 0.5, 2NN with 200 hidden units, E=1, B=32, SGD 0.1, every client
+in every round):
+
+  simulate  `fedpipe simulate` in-process (fedpipe.simulation.simulate, MLflow in SQLite)
+  plain     a single-process Keras FedAvg loop written here: the floor to compare against
+  kfp       the same pipeline through kfp.local, to price one pipeline task
+
+The first round of each loop includes building the model and tracing its steps; medians
+over rounds are robust to that one-off warm-up, which is reported separately.
+
+    .venv/bin/python benchmarks/round_time.py [--rounds 8] [--skip-kfp] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from fedpipe import config as run_config
+from fedpipe import datasets, partition, stages
+from fedpipe.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_PATH = REPO / "configs" / "mnist.yaml"
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
+DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "round_time.json"
+# The stages simulate() calls once per round, in order; select opens a round, evaluate closes it.
+ROUND_STAGES = ("select", "broadcast", "local_train", "aggregate", "evaluate")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopTiming:
+    """Per-round wall seconds of one federated loop and its final held-out accuracy."""
+
+    round_seconds: list[float]
+    total_seconds: float
+    final_accuracy: float
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.round_seconds)
+
+    @property
+    def setup(self) -> float:
+        """Seconds before the first round (simulate: the initialize stage; plain: build)."""
+        return self.total_seconds - sum(self.round_seconds)
+
+    @property
+    def warmup(self) -> float:
+        """How much longer the first round took than the median (model build, tracing)."""
+        return self.round_seconds[0] - self.median
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self),
+            "median_round_seconds": self.median,
+            "warmup_seconds": self.warmup,
+            "setup_seconds": self.setup,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationTiming(LoopTiming):
+    mlflow_round_seconds: list[float]  # evaluate's `round_seconds` metric: select..scoring
+    stage_seconds: dict[str, float]  # median per round of each stage (summed over shards)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineTiming:
+    rounds: int
+    kfp_seconds: float  # run_pipeline: compile + every task, initialize to register
+    simulate_seconds: float  # simulate() of the same rounds, register included
+    tasks: int
+
+    @property
+    def overhead_per_task(self) -> float:
+        return (self.kfp_seconds - self.simulate_seconds) / self.tasks
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "overhead_per_task_seconds": self.overhead_per_task}
+
+
+def reference_config(data_dir: Path, workdir: Path, rounds: int) -> RunConfig:
+    """configs/mnist.yaml with the data found from this checkout and MLflow in workdir."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return run_config.load(CONFIG_PATH).replace(
+        data_dir=str(data_dir.resolve()),
+        rounds=rounds,
+        mlflow_tracking_uri=f"sqlite:///{(workdir / 'mlflow.db').resolve()}",
+    )
+
+
+@contextlib.contextmanager
+def timed_stages() -> Iterator[dict[str, list[float]]]:
+    """Record the wall time of every call of each fedpipe.stages function while inside.
+
+    simulate() looks the stages up on the fedpipe.stages module at each call, so wrapping
+    the module attributes times exactly what it runs, with no copy of its loop here.
+    """
+    calls: dict[str, list[float]] = defaultdict(list)
+    originals = {name: getattr(stages, name) for name in ROUND_STAGES}
+
+    def timing(name: str, stage: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(stage)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return stage(*args, **kwargs)
+            finally:
+                calls[name].append(time.perf_counter() - started)
+
+        return timed
+
+    for name, stage in originals.items():
+        setattr(stages, name, timing(name, stage))
+    try:
+        yield calls
+    finally:
+        for name, stage in originals.items():
+            setattr(stages, name, stage)
+
+
+def time_simulation(config: RunConfig, workdir: Path) -> SimulationTiming:
+    """simulate() for config.rounds rounds; a round is select's start to evaluate's end."""
+    from fedpipe import tracking
+    from fedpipe.simulation import simulate
+
+    with timed_stages() as calls:
+        started = time.perf_counter()
+        result = simulate(config, workdir / "simulation", run_name="round-time", register=False)
+        total = time.perf_counter() - started
+    per_round = np.zeros(config.rounds)
+    stage_medians = {}
+    for name in ROUND_STAGES:
+        if not calls[name] or len(calls[name]) % config.rounds:
+            raise RuntimeError(
+                f"stage {name} ran {len(calls[name])} times in {config.rounds} rounds: "
+                "simulate() no longer calls it through the fedpipe.stages module?"
+            )
+        by_round = np.reshape(calls[name], (config.rounds, -1)).sum(axis=1)  # shards summed
+        stage_medians[name] = float(np.median(by_round))
+        per_round += by_round
+    history = tracking.client(config).get_metric_history(result.mlflow_run_id, "round_seconds")
+    return SimulationTiming(
+        round_seconds=per_round.tolist(),
+        total_seconds=total,
+        final_accuracy=result.accuracy[-1],
+        mlflow_round_seconds=[m.value for m in sorted(history, key=lambda m: m.step)],
+        stage_seconds=stage_medians,
+    )
+
+
+def time_plain_keras(config: RunConfig) -> LoopTiming:
+    """FedAvg by hand in one process: one compiled Keras model, fit per client, mean."""
+    import keras
+
+    data = datasets.load(config)
+    clients = [partition.client_data(config, cid) for cid in range(config.num_clients)]
+    started = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(data.num_features,)),
+            keras.layers.Dense(config.hidden_units, activation="relu"),
+            keras.layers.Dense(config.hidden_units, activation="relu"),
+            keras.layers.Dense(data.num_classes, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(config.client_learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    global_weights = model.get_weights()
+    round_seconds, accuracy = [], 0.0
+    for _ in range(config.rounds):
+        round_started = time.perf_counter()
+        client_weights, sizes = [], []
+        for x, y in clients:
+            model.set_weights(global_weights)
+            model.fit(
+                x,
+                y,
+                epochs=config.local_epochs,
+                batch_size=config.batch_size,
+                shuffle=True,
+                verbose=0,
+            )
+            client_weights.append(model.get_weights())
+            sizes.append(len(x))
+        share = np.asarray(sizes, dtype=np.float64) / sum(sizes)
+        global_weights = [
+            sum(s * w[i] for s, w in zip(share, client_weights, strict=True)).astype(np.float32)
+            for i in range(len(global_weights))
+        ]
+        model.set_weights(global_weights)
+        _, accuracy = model.evaluate(data.x_heldout, data.y_heldout, batch_size=4096, verbose=0)
+        round_seconds.append(time.perf_counter() - round_started)
+    return LoopTiming(round_seconds, time.perf_counter() - started, float(accuracy))
+
+
+def time_pipeline(config: RunConfig, workdir: Path) -> PipelineTiming:
+    """kfp.local against simulate() for the same rounds; the difference priced per task."""
+    from fedpipe.local_run import run_pipeline
+    from fedpipe.simulation import simulate
+
+    pipeline_root = workdir / "pipeline_root"
+    original_print = builtins.print
+    started = time.perf_counter()
+    try:
+        run_pipeline(config, pipeline_root)
+    finally:
+        # kfp.local indents print() around each task by swapping builtins.print; parallel
+        # ParallelFor tasks race on the swap and can leave it indented after the run.
+        builtins.print = original_print
+    kfp_seconds = time.perf_counter() - started
+    tasks = len(list(pipeline_root.rglob("executor_output.json")))
+
+    sim_config = config.replace(
+        mlflow_tracking_uri=f"sqlite:///{(workdir / 'simulation-mlflow.db').resolve()}"
+    )
+    started = time.perf_counter()
+    simulate(sim_config, workdir / "simulation", run_name="round-time-kfp-baseline")
+    simulate_seconds = time.perf_counter() - started
+    return PipelineTiming(config.rounds, kfp_seconds, simulate_seconds, tasks)
+
+
+def report(simulation: SimulationTiming, plain: LoopTiming, pipeline: PipelineTiming | None) -> str:
+    rows = [
+        ("", "simulate", "plain Keras"),
+        ("median s/round", f"{simulation.median:.3f}", f"{plain.median:.3f}"),
+        (
+            "  min / max",
+            f"{min(simulation.round_seconds):.3f} / {max(simulation.round_seconds):.3f}",
+            f"{min(plain.round_seconds):.3f} / {max(plain.round_seconds):.3f}",
+        ),
+        ("first-round warm-up s", f"{simulation.warmup:.3f}", f"{plain.warmup:.3f}"),
+        ("setup before round 1 s", f"{simulation.setup:.2f}", f"{plain.setup:.2f}"),
+        ("total s", f"{simulation.total_seconds:.2f}", f"{plain.total_seconds:.2f}"),
+        ("final accuracy", f"{simulation.final_accuracy:.4f}", f"{plain.final_accuracy:.4f}"),
+    ]
+    lines = [f"{a:<24}{b:>18}{c:>18}" for a, b, c in rows]
+    ratio = simulation.median / plain.median
+    verdict = "meets" if ratio <= 1.0 else "MISSES"
+    lines += [
+        "",
+        f"ratio simulate / plain (median s/round): {ratio:.2f}  ({verdict} the target <= 1.0)",
+        f"simulate median MLflow round_seconds:    "
+        f"{statistics.median(simulation.mlflow_round_seconds):.3f}  "
+        "(select start to scoring; excludes MLflow logging)",
+        "",
+        "simulate, median s/round by stage:",
+    ]
+    lines += [f"  {name:<22}{s:>8.3f}" for name, s in simulation.stage_seconds.items()]
+    if pipeline is not None:
+        lines += [
+            "",
+            f"kfp.local, {pipeline.rounds} rounds, {pipeline.tasks} tasks:",
+            f"  kfp.local run_pipeline total s   {pipeline.kfp_seconds:8.2f}",
+            f"  simulate (register included) s   {pipeline.simulate_seconds:8.2f}",
+            f"  overhead per task s              {pipeline.overhead_per_task:8.2f}",
+        ]
+    return "\n".join(lines)
+
+
+def results_json(
+    args: argparse.Namespace,
+    simulation: SimulationTiming,
+    plain: LoopTiming,
+    pipeline: PipelineTiming | None,
+    seconds: float,
+    load_at_start: list[float],
+) -> dict[str, Any]:
+    return {
+        "setting": {"config": str(CONFIG_PATH.relative_to(REPO)), "rounds": args.rounds},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": load_at_start,
+        },
+        "simulate": simulation.to_dict(),
+        "plain_keras": plain.to_dict(),
+        "ratio_simulate_over_plain": simulation.median / plain.median,
+        "kfp_local": None if pipeline is None else pipeline.to_dict(),
+        "benchmark_seconds": seconds,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=8, help="rounds per loop (default 8)")
+    parser.add_argument(
+        "--kfp-rounds", type=int, default=2, help="rounds of the kfp.local run (default 2)"
+    )
+    parser.add_argument("--skip-kfp", action="store_true", help="skip the kfp.local measurement")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="directory of MNIST IDX files"
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON path")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    if load_at_start[0] > 0.5 * (os.cpu_count() or 1):
+        print(f"note: load average {load_at_start[0]} at start; timings may be noisy", flush=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fedpipe-bench-") as tmp:
+        work = Path(tmp)
+        config = reference_config(args.data_dir, work, args.rounds)
+        datasets.load(config)  # read MNIST once, outside every timed loop
+        print(f"simulate: {args.rounds} rounds of {CONFIG_PATH.name}", flush=True)
+        simulation = time_simulation(config, work)
+        print(f"plain Keras FedAvg: {args.rounds} rounds", flush=True)
+        plain = time_plain_keras(config)
+        pipeline = None
+        if not args.skip_kfp:
+            print(f"kfp.local: {args.kfp_rounds} rounds", flush=True)
+            kfp_work = work / "kfp"
+            kfp_config = reference_config(args.data_dir, kfp_work, args.kfp_rounds)
+            pipeline = time_pipeline(kfp_config, kfp_work)
+    seconds = time.perf_counter() - started
+    print("\n" + report(simulation, plain, pipeline))
+    print(f"\nbenchmark ran in {seconds:.1f}s")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    results = results_json(args, simulation, plain, pipeline, seconds, load_at_start)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
