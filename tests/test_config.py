@@ -69,3 +69,10 @@ def test_local_paths_become_absolute(tmp_path):
     assert cfg.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
     remote = config.RunConfig(mlflow_tracking_uri="http://mlflow:5000")
     assert config.resolve_local_paths(remote, tmp_path) == remote
+
+
+def test_every_named_policy_and_aggregator_exists():
+    from fedpipe import aggregation, selection
+
+    assert set(config.SELECTION_POLICIES) == set(selection.POLICIES)
+    assert set(config.AGGREGATORS) == set(aggregation.AGGREGATORS)

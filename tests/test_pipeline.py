@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
-from fedpipe import local_run
+from fedpipe import local_run, tracking
 from fedpipe.global_model import GlobalModel
 from fedpipe.simulation import simulate
 
@@ -29,7 +28,7 @@ def pipeline_run(tmp_path_factory):
 
 def test_pipeline_trains_logs_and_promotes(pipeline_run):
     cfg, run, root = pipeline_run
-    client = MlflowClient(cfg.mlflow_tracking_uri)
+    client = tracking.client(cfg)
     (mlflow_run,) = client.search_runs(
         [client.get_experiment_by_name(cfg.mlflow_experiment).experiment_id]
     )
@@ -61,5 +60,5 @@ def test_simulation_gives_the_pipeline_model_and_an_equal_model_is_not_promoted(
     assert np.array_equal(simulated.model.weights, GlobalModel.load(run.model_path).weights)
     assert not simulated.registration.promoted
     assert "below margin" in simulated.registration.reason
-    client = MlflowClient(cfg.mlflow_tracking_uri)
+    client = tracking.client(cfg)
     assert str(client.get_model_version_by_alias("fedpipe-e2e", "champion").version) == "1"

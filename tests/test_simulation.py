@@ -1,7 +1,6 @@
 import numpy as np
-from mlflow import MlflowClient
 
-from fedpipe import selection, stages
+from fedpipe import selection, stages, tracking
 from fedpipe.registry import ClientRegistry
 from fedpipe.round_plan import Cohort
 from fedpipe.simulation import simulate
@@ -10,7 +9,7 @@ from fedpipe.stages.register import _decide
 
 def test_simulation_learns_logs_rounds_and_promotes_the_first_model(small_config, tmp_path):
     result = simulate(small_config, tmp_path / "sim")
-    client = MlflowClient(small_config.mlflow_tracking_uri)
+    client = tracking.client(small_config)
     accuracy = client.get_metric_history(result.mlflow_run_id, "accuracy")
     assert [m.step for m in accuracy] == [0, 1, 2, 3]
     assert accuracy[-1].value > accuracy[0].value + 0.3
@@ -30,9 +29,7 @@ def test_same_config_gives_the_same_model_and_is_not_promoted_again(small_config
     assert np.array_equal(first.model.weights, second.model.weights)
     assert not second.registration.promoted
     assert "below margin" in second.registration.reason
-    champion = MlflowClient(small_config.mlflow_tracking_uri).get_model_version_by_alias(
-        "fedpipe-test", "champion"
-    )
+    champion = tracking.client(small_config).get_model_version_by_alias("fedpipe-test", "champion")
     assert str(champion.version) == "1"
 
 

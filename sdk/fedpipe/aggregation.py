@@ -16,6 +16,7 @@ import numpy as np
 
 from fedpipe import wire
 from fedpipe.client_update import ClientUpdate
+from fedpipe.config import RunConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,14 @@ class WeightedFedAvg:
         for w, u in zip(weights, updates, strict=True):
             total += w * u.vector
         return (total / weights.sum()).astype(wire.WIRE_DTYPE)
+
+
+AGGREGATORS: dict[str, type[Aggregator]] = {"fedavg": WeightedFedAvg}
+
+
+def aggregator_for(config: RunConfig) -> Aggregator:
+    """The aggregator the config names (config.AGGREGATORS lists the same names)."""
+    return AGGREGATORS[config.aggregator]()
 
 
 def screen(

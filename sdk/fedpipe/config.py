@@ -19,6 +19,8 @@ DATASETS = ("digits", "breast_cancer", "mnist")
 PARTITIONERS = ("iid", "dirichlet", "shards", "quantity_skew")
 MODELS = ("logistic_regression", "mlp", "cnn")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
+SELECTION_POLICIES = ("uniform",)
+AGGREGATORS = ("fedavg",)
 
 
 class ConfigError(ValueError):
@@ -43,6 +45,7 @@ class RunConfig:
     num_clients: int = 10
     cohort_size: int = 10
     clients_per_shard: int = 5
+    selection_policy: str = "uniform"
     rounds: int = 10
     local_epochs: int = 5
     batch_size: int = 16
@@ -50,6 +53,7 @@ class RunConfig:
     fedprox_mu: float = 0.0
     model: str = "mlp"
     hidden_units: int = 64
+    aggregator: str = "fedavg"
     server_optimizer: str = "fedavg"
     server_learning_rate: float = 1.0
     server_momentum: float = 0.9
@@ -132,6 +136,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_clients": (_is_int(2, 100_000), "an integer in [2, 100000]"),
     "cohort_size": (_is_int(1), "an integer >= 1"),
     "clients_per_shard": (_is_int(1), "an integer >= 1"),
+    "selection_policy": (_one_of(SELECTION_POLICIES), f"one of {', '.join(SELECTION_POLICIES)}"),
     "rounds": (_is_int(1, 1000), "an integer in [1, 1000]"),
     "local_epochs": (_is_int(1, 100), "an integer in [1, 100]"),
     "batch_size": (_is_int(1, 65536), "an integer in [1, 65536]"),
@@ -139,6 +144,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fedprox_mu": (_is_float(0.0, 100.0), "a number in [0, 100] (0 = plain FedAvg)"),
     "model": (_one_of(MODELS), f"one of {', '.join(MODELS)}"),
     "hidden_units": (_is_int(1, 100_000), "an integer in [1, 100000]"),
+    "aggregator": (_one_of(AGGREGATORS), f"one of {', '.join(AGGREGATORS)}"),
     "server_optimizer": (_one_of(SERVER_OPTIMIZERS), f"one of {', '.join(SERVER_OPTIMIZERS)}"),
     "server_learning_rate": (_is_float(0.0, 100.0, low_open=True), "a number in (0, 100]"),
     "server_momentum": (_is_float(0.0, 1.0, high_open=True), "a number in [0, 1)"),

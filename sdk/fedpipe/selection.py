@@ -10,6 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fedpipe.config import RunConfig
 from fedpipe.registry import ClientRegistry
 
 
@@ -30,6 +31,11 @@ class UniformRandom:
 
 
 POLICIES: dict[str, type[SelectionPolicy]] = {"uniform": UniformRandom}
+
+
+def policy_for(config: RunConfig) -> SelectionPolicy:
+    """The policy the config names (config.SELECTION_POLICIES lists the same names)."""
+    return POLICIES[config.selection_policy]()
 
 
 def round_rng(seed: int, round_number: int) -> np.random.Generator:

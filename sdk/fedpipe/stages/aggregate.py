@@ -67,7 +67,7 @@ def aggregate(
     accepted, rejected = aggregation.screen(received, model.spec)
     rejected += missing
     aggregation.require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
-    delta = aggregation.WeightedFedAvg().aggregate(accepted)
+    delta = aggregation.aggregator_for(config).aggregate(accepted)
     weights, state = server_optimizers.apply(config, model.weights, delta, model.server_state)
     GlobalModel(weights, model.spec, state, cohort.round_number).save(new_model_path)
     outcome = aggregation.AggregationOutcome(

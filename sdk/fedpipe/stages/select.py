@@ -20,7 +20,7 @@ def select(
         # Pass-through: one empty shard keeps the pipeline's fan-out well-formed.
         cohort = Cohort(round_number, [], [[]], stopped=True, started_at=time.time())
     else:
-        policy = selection.UniformRandom()
+        policy = selection.policy_for(config)
         rng = selection.round_rng(config.seed, round_number)
         clients = policy.select(registry, config.cohort_size, rng)
         shards = selection.split_into_shards(clients, config.clients_per_shard)
