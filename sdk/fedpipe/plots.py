@@ -31,8 +31,9 @@ def client_participation(registry: ClientRegistry) -> Figure:
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()
     ids = [c.client_id for c in registry.clients]
-    ax.bar(ids, [c.participation for c in registry.clients], label="rounds trained")
-    ax.bar(ids, [c.failures for c in registry.clients], label="failed / rejected", alpha=0.8)
+    trained = [c.participation for c in registry.clients]
+    ax.bar(ids, trained, label="rounds trained")
+    ax.bar(ids, [c.failures for c in registry.clients], bottom=trained, label="failed / rejected")
     ax.set(xlabel="client", ylabel="rounds")
-    ax.legend()
+    fig.legend(loc="outside upper center", ncols=2)
     return fig
