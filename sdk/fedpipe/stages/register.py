@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 from fedpipe import plots, tracking, trainer
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -31,8 +33,11 @@ class Registration:
         )
 
 
-def _champion_accuracy(config: RunConfig, x, y, num_classes: int) -> tuple[float | None, str]:
-    """Score the current champion on this run's held-out set (None if there is none)."""
+def _champion_accuracy(
+    config: RunConfig, x: np.ndarray, y: np.ndarray, num_classes: int
+) -> tuple[float, str] | None:
+    """Score the current champion on this run's held-out set: (accuracy, version), or
+    None when there is no champion yet."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -41,7 +46,7 @@ def _champion_accuracy(config: RunConfig, x, y, num_classes: int) -> tuple[float
             config.registered_model_name, CHAMPION
         )
     except MlflowException:
-        return None, "no current champion"
+        return None
     champion = mlflow.keras.load_model(f"models:/{config.registered_model_name}@{CHAMPION}")
     try:
         probs = champion.predict(x, verbose=0)
@@ -50,7 +55,7 @@ def _champion_accuracy(config: RunConfig, x, y, num_classes: int) -> tuple[float
             f"champion version {version.version} of '{config.registered_model_name}' cannot "
             f"score this run's held-out set ({e}); use another registered_model_name"
         ) from e
-    return trainer.score(probs, y, num_classes).accuracy, f"champion is version {version.version}"
+    return trainer.score(probs, y, num_classes).accuracy, str(version.version)
 
 
 def _decide(accuracy: float, champion: float | None, margin: float) -> tuple[bool, str]:
@@ -79,10 +84,11 @@ def register(
     model_trainer = trainer.for_config(config)
     data = model_trainer.data
     result = model_trainer.evaluate(model.weights, data.x_heldout, data.y_heldout)
-    champion_accuracy, champion_note = _champion_accuracy(
-        config, data.x_heldout, data.y_heldout, data.num_classes
-    )
+    champion = _champion_accuracy(config, data.x_heldout, data.y_heldout, data.num_classes)
+    champion_accuracy = champion[0] if champion else None
     promoted, reason = _decide(result.accuracy, champion_accuracy, config.promotion_margin)
+    if champion:
+        reason += f" (champion is version {champion[1]})"
 
     mlflow_client = tracking.client(config)
     history = [
@@ -128,7 +134,7 @@ def register(
         result.accuracy,
         champion_accuracy,
         promoted,
-        f"{reason} ({champion_note})",
+        reason,
     )
     print(registration.to_markdown().splitlines()[-1], flush=True)
     return registration
