@@ -81,6 +81,8 @@ class RunConfig:
     dp_delta: float = 1e-5
     dp_accountant: str = "rdp"
     target_epsilon: float | None = None
+    local_dp_clip_norm: float | None = None
+    local_dp_noise_multiplier: float = 0.0
 
     def __post_init__(self) -> None:
         for name, (check, allowed) in _RULES.items():
@@ -206,6 +208,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or _is_float(0.0, 1e6, low_open=True)(v),
         "null or an epsilon > 0",
     ),
+    "local_dp_clip_norm": (
+        lambda v: v is None or _is_float(0.0, 1e6, low_open=True)(v),
+        "null (no DP-SGD) or a per-example L2 clip norm in (0, 1e6]",
+    ),
+    "local_dp_noise_multiplier": (_is_float(0.0, 1e3), "a number in [0, 1000]"),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
