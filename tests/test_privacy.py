@@ -155,6 +155,9 @@ def test_reproduces_the_published_tf_privacy_mnist_epsilon():
             "dp_clip_count_stddev",
         ),
         (dict(dp_accountant="moments"), "dp_accountant"),
+        (dict(dp_clip_norm=None, dp_noise_multiplier=1.0), "dp_clip_norm"),
+        (dict(local_dp_noise_multiplier=1.0), "local_dp_clip_norm"),
+        (dict(local_dp_clip_norm=0.0), "local_dp_clip_norm"),
     ],
 )
 def test_bad_dp_config_is_refused_up_front(changes, field):
@@ -201,3 +204,11 @@ def test_budget_stops_before_the_round_that_would_exceed_it(small_config, tmp_pa
     assert version.tags["dp_noise_multiplier"] == "1"
     assert version.tags["dp_clip_norm"] == "1"
     assert version.tags["dp_accountant"] == "rdp"
+
+
+def test_dp_refuses_another_aggregator(monkeypatch):
+    monkeypatch.setitem(config._RULES, "aggregator", (lambda v: v in ("fedavg", "median"), "test"))
+    assert config.RunConfig(aggregator="median").aggregator == "median"
+    with pytest.raises(config.ConfigError) as error:
+        _dp_config(aggregator="median")
+    assert error.value.field == "aggregator"

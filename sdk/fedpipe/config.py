@@ -101,9 +101,17 @@ class RunConfig:
             from fedpipe import privacy_accounting
 
             privacy_accounting.check_config(self)
-        elif self.target_epsilon is not None:
+        elif self.target_epsilon is not None or self.dp_noise_multiplier > 0:
             raise ConfigError(
-                "dp_clip_norm", self.dp_clip_norm, "a clip norm > 0 when target_epsilon is set"
+                "dp_clip_norm",
+                self.dp_clip_norm,
+                "a clip norm > 0 when target_epsilon or dp_noise_multiplier is set",
+            )
+        if self.local_dp_clip_norm is None and self.local_dp_noise_multiplier > 0:
+            raise ConfigError(
+                "local_dp_clip_norm",
+                self.local_dp_clip_norm,
+                "a clip norm > 0 when local_dp_noise_multiplier is set",
             )
 
     @property

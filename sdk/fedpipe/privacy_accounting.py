@@ -76,6 +76,13 @@ def check_config(config: RunConfig) -> None:
             f"one of {', '.join(DP_SAMPLING_POLICIES)} when DP is on: the accountant assumes "
             "every client is equally likely in every round",
         )
+    if config.aggregator != "fedavg":
+        raise ConfigError(
+            "aggregator",
+            config.aggregator,
+            "fedavg when DP is on: DP-FedAvg replaces the aggregator, and the noise is "
+            "calibrated to the sensitivity of a clipped sum",
+        )
     if config.dp_delta >= 1 / config.num_clients:
         raise ConfigError(
             "dp_delta", config.dp_delta, f"< 1 / num_clients = {1 / config.num_clients:.3g}"
