@@ -2,9 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from fedpipe import config, local_run, privacy_accounting, tracking
+from fedpipe.global_model import GlobalModel
+from fedpipe.simulation import simulate
 
 pytestmark = pytest.mark.pipeline
 
@@ -49,3 +52,6 @@ def test_pipeline_with_dp_logs_epsilon_stops_at_the_budget_and_tags_the_model(tm
         for path in outputs
     ]
     assert sorted(logged) == pytest.approx([eps[0], eps[1], eps[1]])
+    # The noise flows from the seed: the simulation gives the pipeline's model exactly.
+    simulated = simulate(cfg, tmp_path / "sim", run_name="same-config", register=False)
+    assert np.array_equal(simulated.model.weights, GlobalModel.load(run.model_path).weights)
