@@ -49,9 +49,11 @@ def clip_norm(config: RunConfig, state: dict[str, np.ndarray]) -> float:
 
 def clip(vector: np.ndarray, bound: float) -> tuple[np.ndarray, float]:
     """The vector scaled down to L2 norm at most `bound`, and its original norm."""
-    norm = float(np.linalg.norm(vector.astype(np.float64)))
-    scale = min(1.0, bound / norm) if norm > 0 else 1.0
-    return vector.astype(np.float64) * scale, norm
+    scaled = vector.astype(np.float64)
+    norm = math.sqrt(float(scaled @ scaled))
+    if norm > bound:
+        scaled *= bound / norm
+    return scaled, norm
 
 
 def value_noise_multiplier(config: RunConfig) -> float:
