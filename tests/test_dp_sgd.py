@@ -79,3 +79,35 @@ def test_dp_sgd_noise_has_standard_deviation_z_c_over_batch(client_data):
     np.testing.assert_array_equal(
         _one_full_batch_step(noisy, x, y), _one_full_batch_step(noisy, x, y)
     )
+
+
+def test_sample_level_epsilon_is_dp_accountings_for_the_silo(small_config, tmp_path):
+    import dp_accounting
+
+    from fedpipe import privacy_accounting, tracking
+    from fedpipe.registry import ClientRegistry
+    from fedpipe.simulation import simulate
+
+    cfg = small_config.replace(
+        rounds=2,
+        local_epochs=1,
+        batch_size=16,
+        local_dp_clip_norm=1.0,
+        local_dp_noise_multiplier=1.0,
+    )
+    result = simulate(cfg, tmp_path / "sim", register=False)
+    registry = ClientRegistry.load(tmp_path / "sim" / "round_002" / "registry.json")
+    expected = []
+    for c in registry.clients:  # every client trained twice (cohort = all clients)
+        steps = 2 * math.ceil(c.num_examples / 16)
+        event = dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(
+                min(1.0, 16 / c.num_examples), dp_accounting.GaussianDpEvent(1.0)
+            ),
+            steps,
+        )
+        expected.append(dp_accounting.rdp.RdpAccountant().compose(event).get_epsilon(1e-5))
+        assert privacy_accounting.local_epsilon(cfg, c.num_examples, 2) == expected[-1]
+    history = tracking.client(cfg).get_metric_history(result.mlflow_run_id, "local_epsilon_max")
+    assert [m.step for m in history] == [1, 2]
+    assert history[-1].value == pytest.approx(max(expected))

@@ -66,6 +66,19 @@ def test_distributed_noise_shares_sum_to_the_central_noise():
     assert np.std(np.sum(shares, axis=0)) == pytest.approx(z * c, rel=0.05)
 
 
+def test_privatized_updates_sum_like_the_central_mechanism():
+    z, c, clients, size = 1.0, 0.5, 20, 20_000
+    cfg = _dp_config(dp_noise_multiplier=z, dp_clip_norm=c, cohort_size=clients)
+    rng = np.random.default_rng(2)
+    deltas = [rng.normal(size=size) * 0.1 for _ in range(clients)]  # norms about 14 > C
+    sent = [
+        dp_fedavg.privatize_for_secure_sum(cfg, k, 1, d, c, clients) for k, d in enumerate(deltas)
+    ]
+    clipped_sum = np.sum([dp_fedavg.clip(d, c)[0] for d in deltas], axis=0)
+    noise = np.sum(sent, axis=0, dtype=np.float64) - clipped_sum
+    assert np.std(noise) == pytest.approx(z * c, rel=0.05)
+
+
 def test_adaptive_clipping_moves_towards_the_target_quantile():
     rng = np.random.default_rng(0)
     cfg = _dp_config(

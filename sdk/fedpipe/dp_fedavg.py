@@ -113,3 +113,19 @@ def distributed_noise_share(
     rng = np.random.default_rng([config.seed, round_number, client_id, _SHARE_TAG])
     stddev = value_noise_multiplier(config) * bound / math.sqrt(clients)
     return rng.normal(0.0, stddev, size)
+
+
+def privatize_for_secure_sum(
+    config: RunConfig,
+    client_id: int,
+    round_number: int,
+    delta: np.ndarray,
+    bound: float,
+    clients: int,
+) -> np.ndarray:
+    """What a client sends into secure aggregation with DP on: its update clipped to the
+    round's clip norm plus its noise share. The unmasked sum divided by cohort_size is then
+    distributed the same as private_mean's result."""
+    clipped, _ = clip(delta, bound)
+    share = distributed_noise_share(config, client_id, round_number, delta.size, bound, clients)
+    return (clipped + share).astype(wire.WIRE_DTYPE)

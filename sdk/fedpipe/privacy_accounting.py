@@ -25,17 +25,35 @@ def sampling_rate(config: RunConfig) -> float:
 
 def epsilon(config: RunConfig, rounds: int) -> float:
     """Epsilon at config.dp_delta after `rounds` rounds (inf without noise, 0 before any)."""
+    return _sampled_gaussian_epsilon(
+        config, sampling_rate(config), config.dp_noise_multiplier, rounds
+    )
+
+
+def local_epsilon(config: RunConfig, num_examples: int, participations: int) -> float | None:
+    """Sample-level epsilon of DP-SGD for one silo after it trained in `participations`
+    rounds: batch_size / num_examples sampling per step, local_epochs x ceil(n / B) steps
+    per round (None when DP-SGD adds no noise). Batches are a shuffle, accounted as Poisson
+    sampling with the same rate, the usual DP-SGD approximation."""
+    if config.local_dp_clip_norm is None or config.local_dp_noise_multiplier == 0:
+        return None
+    rate = min(1.0, config.batch_size / num_examples)
+    steps = participations * config.local_epochs * math.ceil(num_examples / config.batch_size)
+    return _sampled_gaussian_epsilon(config, rate, config.local_dp_noise_multiplier, steps)
+
+
+def _sampled_gaussian_epsilon(
+    config: RunConfig, rate: float, noise_multiplier: float, count: int
+) -> float:
     import dp_accounting
 
-    if rounds <= 0:
+    if count <= 0:
         return 0.0
-    if config.dp_noise_multiplier == 0:
+    if noise_multiplier == 0:
         return math.inf
     event = dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(
-            sampling_rate(config), dp_accounting.GaussianDpEvent(config.dp_noise_multiplier)
-        ),
-        rounds,
+        dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(noise_multiplier)),
+        count,
     )
     accountant = (
         dp_accounting.rdp.RdpAccountant()

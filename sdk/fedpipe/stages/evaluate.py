@@ -90,6 +90,15 @@ def evaluate(
     registry.save(new_registry_path)
     seconds = time.time() - outcome.started_at
     _log_round(config, mlflow_run_id, outcome, result, seconds)
+    local_eps = [
+        privacy_accounting.local_epsilon(config, c.num_examples, c.participation)
+        for c in registry.clients
+        if c.participation
+    ]
+    if local_eps and local_eps[0] is not None:  # DP-SGD: the worst silo's sample-level epsilon
+        tracking.client(config).log_metric(
+            mlflow_run_id, "local_epsilon_max", max(local_eps), step=n
+        )
     print(
         f"round {n:>3}/{config.rounds}: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
         f"clients {len(outcome.accepted)}/{len(outcome.cohort)}  {seconds:.1f}s"
