@@ -16,10 +16,12 @@ def evaluate(
     confusion: Output[ClassificationMetrics],
 ) -> float:
     """Held-out accuracy of the new model; updates the client registry; logs the round."""
-    from fedpipe import config, stages
+    from fedpipe import config, privacy_accounting, stages
+    from fedpipe.registry import ClientRegistry
 
+    run_config = config.from_json(config_json)
     result = stages.evaluate(
-        config.from_json(config_json),
+        run_config,
         model.path,
         registry.path,
         outcome.path,
@@ -28,6 +30,10 @@ def evaluate(
     )
     metrics.log_metric("accuracy", result.accuracy)
     metrics.log_metric("loss", result.loss)
+    rounds = ClientRegistry.load(new_registry.path).completed_rounds
+    spent = privacy_accounting.reported_epsilon(run_config, rounds)
+    if spent is not None:
+        metrics.log_metric("epsilon", spent)
     labels = [str(i) for i in range(len(result.confusion_matrix))]
     confusion.log_confusion_matrix(labels, result.confusion_matrix.tolist())
     return result.accuracy

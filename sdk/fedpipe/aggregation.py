@@ -113,6 +113,8 @@ class AggregationOutcome:
     rejected: list[Rejection]
     skipped: bool  # pass-through round after early stop
     started_at: float  # wall clock when the round began
+    dp_clip_norm: float | None = None  # the DP clip norm of the round (None: DP off)
+    dp_clipped: int = 0  # accepted updates whose norm exceeded it
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -128,11 +130,18 @@ class AggregationOutcome:
     def to_markdown(self) -> str:
         lines = [f"# Round {self.round_number}: aggregation", ""]
         if self.skipped:
-            return "\n".join([*lines, "Target reached earlier: the model passed through.", ""])
+            return "\n".join([*lines, "Training stopped earlier: the model passed through.", ""])
         lines += [
             f"Cohort {len(self.cohort)} clients; {len(self.accepted)} updates accepted, "
             f"{len(self.rejected)} rejected or missing.",
             "",
+        ]
+        if self.dp_clip_norm is not None:
+            lines += [
+                f"DP: clip norm {self.dp_clip_norm:.4g}, {self.dp_clipped} updates clipped.",
+                "",
+            ]
+        lines += [
             "| client | examples | train loss | update norm | seconds |",
             "|---:|---:|---:|---:|---:|",
         ]

@@ -133,3 +133,41 @@ def compile_components(image: str | None) -> None:
 
     for path in compilation.compile_components(image=image):
         click.echo(f"wrote {path}")
+
+
+@main.group()
+def experiment() -> None:
+    """Experiments: each writes a table (CSV + markdown) and a plot, and logs them to MLflow."""
+
+
+@experiment.command(name="privacy-utility")
+@set_option
+@click.option(
+    "--noise",
+    "noise_multipliers",
+    multiple=True,
+    type=float,
+    default=(0.3, 0.5, 1.0, 2.0),
+    show_default=True,
+    help="A DP noise multiplier to try (repeat the option).",
+)
+@click.option("--clip-norm", type=float, default=0.5, show_default=True, help="DP clip norm.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default=str(RUNS_DIR / "experiments" / "privacy-utility"),
+    show_default=True,
+)
+def privacy_utility(
+    sets: tuple[str, ...], noise_multipliers: tuple[float, ...], clip_norm: float, output: str
+) -> None:
+    """Held-out accuracy against epsilon for a few noise multipliers (DP-FedAvg)."""
+    from fedpipe.experiments import privacy_utility as experiment_module
+
+    try:
+        base = run_config.load(None, {**experiment_module.DEFAULTS, **_parse_sets(sets)})
+        base = run_config.resolve_local_paths(base, Path.cwd())
+    except run_config.ConfigError as e:
+        raise click.UsageError(str(e)) from e
+    experiment_module.run(base, list(noise_multipliers), clip_norm, Path(output))
+    click.echo((Path(output) / "table.md").read_text())

@@ -21,6 +21,11 @@ MODELS = ("logistic_regression", "mlp", "cnn")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
 SELECTION_POLICIES = ("uniform",)
 AGGREGATORS = ("fedavg",)
+DP_CLIPPING = ("fixed", "adaptive")
+DP_ACCOUNTANTS = ("rdp", "pld")
+# Selection policies under which every client is equally likely in every round,
+# independently of its history: the sampled-Gaussian accounting assumes that.
+DP_SAMPLING_POLICIES = ("uniform",)
 
 
 class ConfigError(ValueError):
@@ -67,6 +72,17 @@ class RunConfig:
     mlflow_experiment: str = "fedpipe"
     registered_model_name: str = "fedpipe-digits"
     promotion_margin: float = 0.005
+    dp_clip_norm: float | None = None
+    dp_noise_multiplier: float = 0.0
+    dp_clipping: str = "fixed"
+    dp_target_quantile: float = 0.5
+    dp_clip_learning_rate: float = 0.2
+    dp_clip_count_stddev: float | None = None
+    dp_delta: float = 1e-5
+    dp_accountant: str = "rdp"
+    target_epsilon: float | None = None
+    local_dp_clip_norm: float | None = None
+    local_dp_noise_multiplier: float = 0.0
 
     def __post_init__(self) -> None:
         for name, (check, allowed) in _RULES.items():
@@ -81,6 +97,27 @@ class RunConfig:
             raise ConfigError(
                 "data_dir", self.data_dir, "a directory holding MNIST IDX files when dataset=mnist"
             )
+        if self.dp_enabled:
+            from fedpipe import privacy_accounting
+
+            privacy_accounting.check_config(self)
+        elif self.target_epsilon is not None or self.dp_noise_multiplier > 0:
+            raise ConfigError(
+                "dp_clip_norm",
+                self.dp_clip_norm,
+                "a clip norm > 0 when target_epsilon or dp_noise_multiplier is set",
+            )
+        if self.local_dp_clip_norm is None and self.local_dp_noise_multiplier > 0:
+            raise ConfigError(
+                "local_dp_clip_norm",
+                self.local_dp_clip_norm,
+                "a clip norm > 0 when local_dp_noise_multiplier is set",
+            )
+
+    @property
+    def dp_enabled(self) -> bool:
+        """User-level DP-FedAvg is on: client updates are clipped (and noised)."""
+        return self.dp_clip_norm is not None
 
     @property
     def shard_count(self) -> int:
@@ -161,6 +198,29 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mlflow_experiment": (_nonempty_str, "a non-empty experiment name"),
     "registered_model_name": (_nonempty_str, "a non-empty registered model name"),
     "promotion_margin": (_is_float(0.0, 1.0), "an accuracy margin in [0, 1]"),
+    "dp_clip_norm": (
+        lambda v: v is None or _is_float(0.0, 1e6, low_open=True)(v),
+        "null (no DP) or an L2 clip norm in (0, 1e6]",
+    ),
+    "dp_noise_multiplier": (_is_float(0.0, 1e3), "a number in [0, 1000] (0 = clipping only)"),
+    "dp_clipping": (_one_of(DP_CLIPPING), f"one of {', '.join(DP_CLIPPING)}"),
+    "dp_target_quantile": (_is_float(0.0, 1.0), "a quantile in [0, 1]"),
+    "dp_clip_learning_rate": (_is_float(0.0, 10.0, low_open=True), "a number in (0, 10]"),
+    "dp_clip_count_stddev": (
+        lambda v: v is None or _is_float(0.0, 1e6, low_open=True)(v),
+        "null (cohort_size / 20) or a number > 0",
+    ),
+    "dp_delta": (_is_float(0.0, 1.0, low_open=True, high_open=True), "a number in (0, 1)"),
+    "dp_accountant": (_one_of(DP_ACCOUNTANTS), f"one of {', '.join(DP_ACCOUNTANTS)}"),
+    "target_epsilon": (
+        lambda v: v is None or _is_float(0.0, 1e6, low_open=True)(v),
+        "null or an epsilon > 0",
+    ),
+    "local_dp_clip_norm": (
+        lambda v: v is None or _is_float(0.0, 1e6, low_open=True)(v),
+        "null (no DP-SGD) or a per-example L2 clip norm in (0, 1e6]",
+    ),
+    "local_dp_noise_multiplier": (_is_float(0.0, 1e3), "a number in [0, 1000]"),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

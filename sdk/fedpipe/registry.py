@@ -28,10 +28,22 @@ class ClientRegistry:
     clients: list[ClientRecord]
     completed_rounds: int = 0
     target_reached_at: int | None = None
+    privacy_budget_reached_at: int | None = None  # the last round within target_epsilon
 
     @property
     def stopped(self) -> bool:
-        return self.target_reached_at is not None
+        return self.target_reached_at is not None or self.privacy_budget_reached_at is not None
+
+    @property
+    def stop_reason(self) -> str:
+        if self.target_reached_at is not None:
+            return f"target accuracy reached in round {self.target_reached_at}"
+        if self.privacy_budget_reached_at is not None:
+            return (
+                f"privacy budget: another round after round {self.privacy_budget_reached_at} "
+                "would exceed target_epsilon"
+            )
+        return "not stopped"
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

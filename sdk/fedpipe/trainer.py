@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from fedpipe import datasets, models, wire
+from fedpipe import datasets, dp_sgd, models, wire
 from fedpipe.config import RunConfig
 
 # Before TensorFlow loads (every stage that uses it imports this module first): keep its
@@ -92,6 +92,16 @@ class Trainer:
 
         self._anchors = anchors
         self._train_epoch = train_epoch
+        self._dp_sgd = config.local_dp_clip_norm is not None
+        if self._dp_sgd:
+            self._train_epoch = dp_sgd.build_train_epoch(
+                self.model,
+                variables,
+                anchors,
+                config.local_dp_clip_norm,
+                config.local_dp_noise_multiplier,
+                features,
+            )
         self._predict = predict
 
     def initial_weights(self) -> np.ndarray:
@@ -122,7 +132,10 @@ class Trainer:
         epoch_loss = 0.0
         for _ in range(epochs):
             order = rng.permutation(len(x))
-            epoch_loss = float(self._train_epoch(x[order], y[order], lr, prox, size))
+            args = [x[order], y[order], lr, prox, size]
+            if self._dp_sgd:  # the noise seed of the epoch, also from the client's seed
+                args.append(rng.integers(0, 2**62, size=2))
+            epoch_loss = float(self._train_epoch(*args))
         delta = wire.flatten(self.model.get_weights()) - global_weights
         return LocalResult(
             delta=delta.astype(wire.WIRE_DTYPE), num_examples=len(x), train_loss=epoch_loss

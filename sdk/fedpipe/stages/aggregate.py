@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpipe import aggregation, server_optimizers
+from fedpipe import aggregation, dp_fedavg, server_optimizers
 from fedpipe.client_update import ClientUpdate, load_shard
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -67,8 +67,15 @@ def aggregate(
     accepted, rejected = aggregation.screen(received, model.spec)
     rejected += missing
     aggregation.require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
-    delta = aggregation.aggregator_for(config).aggregate(accepted)
+    private = None
+    if config.dp_enabled:
+        private = dp_fedavg.private_mean(config, accepted, cohort.round_number, model.server_state)
+        delta = private.delta
+    else:
+        delta = aggregation.aggregator_for(config).aggregate(accepted)
     weights, state = server_optimizers.apply(config, model.weights, delta, model.server_state)
+    if private is not None:
+        state.update(private.state)
     GlobalModel(weights, model.spec, state, cohort.round_number).save(new_model_path)
     outcome = aggregation.AggregationOutcome(
         round_number=cohort.round_number,
@@ -86,6 +93,8 @@ def aggregate(
         rejected=sorted(rejected, key=lambda r: r.client_id),
         skipped=False,
         started_at=cohort.started_at,
+        dp_clip_norm=private.clip_norm if private else None,
+        dp_clipped=private.clipped if private else 0,
     )
     outcome.save(outcome_path)
     for r in outcome.rejected:

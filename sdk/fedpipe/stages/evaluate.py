@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fedpipe import tracking, trainer
+from fedpipe import privacy_accounting, tracking, trainer
 from fedpipe.aggregation import AggregationOutcome
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -47,6 +47,12 @@ def _log_round(
     if outcome.accepted:
         total = sum(c.num_examples for c in outcome.accepted)
         values["train_loss"] = sum(c.train_loss * c.num_examples for c in outcome.accepted) / total
+    if outcome.dp_clip_norm is not None:
+        values["dp_clip_norm"] = outcome.dp_clip_norm
+        values["dp_clipped_fraction"] = outcome.dp_clipped / max(1, len(outcome.accepted))
+        spent = privacy_accounting.reported_epsilon(config, outcome.round_number)
+        if spent is not None:
+            values["epsilon"] = spent
     for c in outcome.accepted:
         values[f"client/{c.client_id}/train_loss"] = c.train_loss
         values[f"client/{c.client_id}/update_norm"] = c.update_norm
@@ -72,24 +78,32 @@ def evaluate(
     result = model_trainer.evaluate(model.weights, data.x_heldout, data.y_heldout)
     n = outcome.round_number
     if outcome.skipped:
-        print(
-            f"round {n:>3}/{config.rounds}: skipped, target accuracy reached in round "
-            f"{registry.target_reached_at}",
-            flush=True,
-        )
+        print(f"round {n:>3}/{config.rounds}: skipped, {registry.stop_reason}", flush=True)
         registry.save(new_registry_path)
         return result
 
     _update_registry(registry, outcome)
     if config.target_accuracy is not None and result.accuracy >= config.target_accuracy:
         registry.target_reached_at = n
+    elif n < config.rounds and privacy_accounting.exceeds_budget(config, n + 1):
+        registry.privacy_budget_reached_at = n
     registry.save(new_registry_path)
     seconds = time.time() - outcome.started_at
     _log_round(config, mlflow_run_id, outcome, result, seconds)
+    local_eps = [
+        privacy_accounting.local_epsilon(config, c.num_examples, c.participation)
+        for c in registry.clients
+        if c.participation
+    ]
+    if local_eps and local_eps[0] is not None:  # DP-SGD: the worst silo's sample-level epsilon
+        tracking.client(config).log_metric(
+            mlflow_run_id, "local_epsilon_max", max(local_eps), step=n
+        )
     print(
         f"round {n:>3}/{config.rounds}: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
         f"clients {len(outcome.accepted)}/{len(outcome.cohort)}  {seconds:.1f}s"
-        + ("  (target reached)" if registry.target_reached_at == n else ""),
+        + ("  (target reached)" if registry.target_reached_at == n else "")
+        + ("  (privacy budget reached)" if registry.privacy_budget_reached_at == n else ""),
         flush=True,
     )
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedpipe import partition, server_optimizers, tracking, trainer
+from fedpipe import dp_fedavg, partition, server_optimizers, tracking, trainer
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
 from fedpipe.registry import ClientRecord, ClientRegistry
@@ -17,6 +17,7 @@ def initialize(
     model_trainer = trainer.for_config(config)
     weights = model_trainer.initial_weights()
     state = server_optimizers.initial_state(config, weights.size)
+    state.update(dp_fedavg.initial_state(config))
     GlobalModel(weights, model_trainer.spec, state, round_number=0).save(model_path)
 
     histograms = partition.label_histograms(config)

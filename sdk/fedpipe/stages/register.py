@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpipe import plots, tracking, trainer
+from fedpipe import dp_fedavg, plots, privacy_accounting, tracking, trainer
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
 from fedpipe.registry import ClientRegistry
@@ -67,6 +67,25 @@ def _decide(accuracy: float, champion: float | None, margin: float) -> tuple[boo
     return False, f"gain over the champion ({champion:.4f}) is {gain:+.4f}, below margin {margin}"
 
 
+def _privacy_tags(config: RunConfig, model: GlobalModel, rounds: int) -> dict[str, str]:
+    """What the model's DP guarantee is, for whoever deploys it (none when DP is off)."""
+    if not config.dp_enabled:
+        return {}
+    spent = privacy_accounting.reported_epsilon(config, rounds)
+    tags = {
+        "dp_epsilon": "inf" if spent is None else f"{spent:.6g}",
+        "dp_delta": f"{config.dp_delta:g}",
+        "dp_noise_multiplier": f"{config.dp_noise_multiplier:g}",
+        "dp_clip_norm": f"{config.dp_clip_norm:g}",
+        "dp_clipping": config.dp_clipping,
+        "dp_accountant": config.dp_accountant,
+        "dp_rounds": str(rounds),
+    }
+    if config.dp_clipping == "adaptive":  # dp_clip_norm was the initial one
+        tags["dp_clip_norm_next"] = f"{dp_fedavg.clip_norm(config, model.server_state):.6g}"
+    return tags
+
+
 def register(
     config: RunConfig,
     model_path: str | Path,
@@ -119,6 +138,7 @@ def register(
             "partition": config.partitioner,
             "heldout_digest": data.heldout_digest,
             "accuracy": f"{result.accuracy:.6f}",
+            **_privacy_tags(config, model, registry.completed_rounds),
         },
     )
     if promoted:

@@ -1,0 +1,127 @@
+"""What differential privacy costs in time: local training with DP-SGD against plain SGD,
+the DP-FedAvg aggregate against plain FedAvg, and one accountant call.
+
+Setting: configs/mnist.yaml (2NN with 200 hidden units, B=32), client 0's data; a cohort
+of 50 synthetic updates of the model's size for the aggregate; the 500-client, cohort-50
+setting of the privacy-utility experiment for the accountant.
+
+    .venv/bin/python benchmarks/dp_overhead.py [--repeats 5] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from fedpipe import aggregation, dp_fedavg, partition, privacy_accounting, trainer
+from fedpipe import config as run_config
+from fedpipe.client_update import ClientUpdate
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
+DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "dp_overhead.json"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of fn over `repeats` calls, after one warm-up call (tracing)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def local_epoch_seconds(cfg: run_config.RunConfig, repeats: int) -> float:
+    model_trainer = trainer.for_config(cfg)
+    x, y = partition.client_data(cfg, 0)
+    weights = model_trainer.initial_weights()
+    return median_seconds(
+        lambda: model_trainer.train(
+            weights,
+            x,
+            y,
+            epochs=1,
+            batch_size=cfg.batch_size,
+            learning_rate=cfg.client_learning_rate,
+            mu=0.0,
+            seed=[0, 1, 0],
+        ),
+        repeats,
+    ) / max(1, len(x))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
+    args = parser.parse_args()
+
+    base = run_config.load(
+        REPO / "configs" / "mnist.yaml",
+        {"data_dir": args.data_dir},
+    )
+    plain_s = local_epoch_seconds(base, args.repeats)
+    dp_sgd_s = local_epoch_seconds(
+        base.replace(local_dp_clip_norm=1.0, local_dp_noise_multiplier=1.0), args.repeats
+    )
+
+    size = trainer.for_config(base).spec.size
+    rng = np.random.default_rng(0)
+    updates = [
+        ClientUpdate.of(
+            k,
+            rng.normal(size=size).astype(np.float32),
+            num_examples=100,
+            train_loss=0,
+            duration_s=0,
+        )
+        for k in range(50)
+    ]
+    dp_cfg = run_config.RunConfig(
+        num_clients=500, cohort_size=50, dp_clip_norm=1.0, dp_noise_multiplier=1.0, dp_delta=1e-3
+    )
+    fedavg_s = median_seconds(lambda: aggregation.WeightedFedAvg().aggregate(updates), args.repeats)
+    dp_fedavg_s = median_seconds(
+        lambda: dp_fedavg.private_mean(dp_cfg, updates, 1, {}), args.repeats
+    )
+    rdp_s = median_seconds(lambda: privacy_accounting.epsilon(dp_cfg, 100), args.repeats)
+    pld_s = median_seconds(
+        lambda: privacy_accounting.epsilon(dp_cfg.replace(dp_accountant="pld"), 100), args.repeats
+    )
+
+    results = {
+        "local_train_us_per_example": {"sgd": plain_s * 1e6, "dp_sgd": dp_sgd_s * 1e6},
+        "aggregate_ms_cohort_50": {"fedavg": fedavg_s * 1e3, "dp_fedavg": dp_fedavg_s * 1e3},
+        "epsilon_after_100_rounds_ms": {"rdp": rdp_s * 1e3, "pld": pld_s * 1e3},
+        "model_parameters": size,
+    }
+    print(f"model parameters: {size:,}")
+    print("| what | plain | DP | DP / plain |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| local training, us per example (B={base.batch_size}) | {plain_s * 1e6:.1f} | "
+        f"{dp_sgd_s * 1e6:.1f} | {dp_sgd_s / plain_s:.1f}x |"
+    )
+    print(
+        f"| aggregate of 50 updates, ms | {fedavg_s * 1e3:.1f} | {dp_fedavg_s * 1e3:.1f} | "
+        f"{dp_fedavg_s / fedavg_s:.1f}x |"
+    )
+    print(f"| epsilon after 100 rounds, ms: RDP {rdp_s * 1e3:.1f}, PLD {pld_s * 1e3:.1f} | | | |")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Experiment commands (`fedpipe experiment <name>`): each writes a table and a plot."""

@@ -1,0 +1,134 @@
+"""Privacy accounting of user-level DP-FedAvg with Google's dp-accounting library.
+
+Each round is one sampled Gaussian mechanism: a cohort drawn from the clients with rate
+q = cohort_size / num_clients, and Gaussian noise of noise_multiplier x clip norm on the
+sum of clipped updates. Rounds compose; the RDP or PLD accountant turns the composition
+into epsilon at the configured delta. Under uniform selection the cohort is a fixed-size
+sample without replacement, which is accounted as Poisson sampling with the same rate, as
+McMahan et al. (2018) and TFF do (see docs/privacy.md for what that means).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedpipe.config import RunConfig
+
+
+def sampling_rate(config: RunConfig) -> float:
+    """The probability that a given client takes part in a round."""
+    return config.cohort_size / config.num_clients
+
+
+def epsilon(config: RunConfig, rounds: int) -> float:
+    """Epsilon at config.dp_delta after `rounds` rounds (inf without noise, 0 before any)."""
+    return _sampled_gaussian_epsilon(
+        config, sampling_rate(config), config.dp_noise_multiplier, rounds
+    )
+
+
+def local_epsilon(config: RunConfig, num_examples: int, participations: int) -> float | None:
+    """Sample-level epsilon of DP-SGD for one silo after it trained in `participations`
+    rounds: batch_size / num_examples sampling per step, local_epochs x ceil(n / B) steps
+    per round (None when DP-SGD adds no noise). Batches are a shuffle, accounted as Poisson
+    sampling with the same rate, the usual DP-SGD approximation."""
+    if config.local_dp_clip_norm is None or config.local_dp_noise_multiplier == 0:
+        return None
+    rate = min(1.0, config.batch_size / num_examples)
+    steps = participations * config.local_epochs * math.ceil(num_examples / config.batch_size)
+    return _sampled_gaussian_epsilon(config, rate, config.local_dp_noise_multiplier, steps)
+
+
+def _sampled_gaussian_epsilon(
+    config: RunConfig, rate: float, noise_multiplier: float, count: int
+) -> float:
+    import dp_accounting
+
+    if count <= 0:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(noise_multiplier)),
+        count,
+    )
+    accountant = (
+        dp_accounting.rdp.RdpAccountant()
+        if config.dp_accountant == "rdp"
+        else dp_accounting.pld.PLDAccountant()
+    )
+    # The RDP accountant warns (via absl) for each fractional order it cannot evaluate at
+    # small noise; it drops those orders, which only loosens the bound. Keep logs readable.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        return float(accountant.compose(event).get_epsilon(config.dp_delta))
+    finally:
+        absl_logger.setLevel(level)
+
+
+def reported_epsilon(config: RunConfig, rounds: int) -> float | None:
+    """The epsilon to log and tag after `rounds` rounds; None when no DP noise is added."""
+    if not config.dp_enabled or config.dp_noise_multiplier == 0:
+        return None
+    return epsilon(config, rounds)
+
+
+def exceeds_budget(config: RunConfig, rounds: int) -> bool:
+    """Would training `rounds` rounds in total spend more than target_epsilon?"""
+    return config.target_epsilon is not None and epsilon(config, rounds) > config.target_epsilon
+
+
+def check_config(config: RunConfig) -> None:
+    """Refuse a DP config that the accountant cannot stand behind (ConfigError)."""
+    from fedpipe.config import DP_SAMPLING_POLICIES, ConfigError
+
+    if config.selection_policy not in DP_SAMPLING_POLICIES:
+        raise ConfigError(
+            "selection_policy",
+            config.selection_policy,
+            f"one of {', '.join(DP_SAMPLING_POLICIES)} when DP is on: the accountant assumes "
+            "every client is equally likely in every round",
+        )
+    if config.aggregator != "fedavg":
+        raise ConfigError(
+            "aggregator",
+            config.aggregator,
+            "fedavg when DP is on: DP-FedAvg replaces the aggregator, and the noise is "
+            "calibrated to the sensitivity of a clipped sum",
+        )
+    if config.dp_delta >= 1 / config.num_clients:
+        raise ConfigError(
+            "dp_delta", config.dp_delta, f"< 1 / num_clients = {1 / config.num_clients:.3g}"
+        )
+    if config.target_epsilon is not None and config.dp_noise_multiplier <= 0:
+        raise ConfigError(
+            "dp_noise_multiplier",
+            config.dp_noise_multiplier,
+            "a number > 0 when target_epsilon is set (without noise epsilon is infinite)",
+        )
+    if config.dp_clipping == "adaptive" and config.dp_noise_multiplier > 0:
+        count_stddev = count_noise_stddev(config)
+        if 2 * count_stddev <= config.dp_noise_multiplier:
+            raise ConfigError(
+                "dp_clip_count_stddev",
+                count_stddev,
+                f"> noise_multiplier / 2 = {config.dp_noise_multiplier / 2:g}, so that the "
+                "clipped-count query leaves some of the budget to the updates",
+            )
+    if config.target_epsilon is not None and exceeds_budget(config, 1):
+        raise ConfigError(
+            "target_epsilon",
+            config.target_epsilon,
+            f">= {epsilon(config, 1):.4g}, the epsilon of a single round of this config",
+        )
+
+
+def count_noise_stddev(config: RunConfig) -> float:
+    """Noise on the clipped-update count of adaptive clipping (default cohort_size / 20,
+    Andrew et al. 2021)."""
+    return config.dp_clip_count_stddev or config.cohort_size / 20
