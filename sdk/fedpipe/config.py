@@ -19,8 +19,9 @@ DATASETS = ("digits", "breast_cancer", "mnist")
 PARTITIONERS = ("iid", "dirichlet", "shards", "quantity_skew")
 MODELS = ("logistic_regression", "mlp", "cnn")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
-SELECTION_POLICIES = ("uniform",)
+SELECTION_POLICIES = ("uniform", "power_of_choice", "oort", "linucb")
 AGGREGATORS = ("fedavg",)
+CLIENT_WEIGHTINGS = ("fedavg", "adaptive")
 
 
 class ConfigError(ValueError):
@@ -67,6 +68,15 @@ class RunConfig:
     mlflow_experiment: str = "fedpipe"
     registered_model_name: str = "fedpipe-digits"
     promotion_margin: float = 0.005
+    power_of_choice_candidates: int = 20
+    oort_exploration: float = 0.2
+    linucb_alpha: float = 0.5
+    client_weighting: str = "fedavg"
+    max_client_weight: float = 1.0
+    client_speed_sigma: float = 0.0
+    client_failure_rate: float = 0.0
+    client_availability: float = 1.0
+    round_deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         for name, (check, allowed) in _RULES.items():
@@ -161,6 +171,18 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mlflow_experiment": (_nonempty_str, "a non-empty experiment name"),
     "registered_model_name": (_nonempty_str, "a non-empty registered model name"),
     "promotion_margin": (_is_float(0.0, 1.0), "an accuracy margin in [0, 1]"),
+    "power_of_choice_candidates": (_is_int(1), "an integer >= 1 (capped at num_clients)"),
+    "oort_exploration": (_is_float(0.0, 1.0), "a fraction of the cohort in [0, 1]"),
+    "linucb_alpha": (_is_float(0.0, 100.0), "a number in [0, 100]"),
+    "client_weighting": (_one_of(CLIENT_WEIGHTINGS), f"one of {', '.join(CLIENT_WEIGHTINGS)}"),
+    "max_client_weight": (_is_float(0.0, 1.0, low_open=True), "a share in (0, 1]"),
+    "client_speed_sigma": (_is_float(0.0, 5.0), "a number in [0, 5] (0 = equal speeds)"),
+    "client_failure_rate": (_is_float(0.0, 0.9), "a mean probability in [0, 0.9]"),
+    "client_availability": (_is_float(0.0, 1.0, low_open=True), "a mean probability in (0, 1]"),
+    "round_deadline_s": (
+        lambda v: v is None or _is_float(0.0, _INF, low_open=True)(v),
+        "null (no deadline) or a number of simulated seconds > 0",
+    ),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
