@@ -133,3 +133,48 @@ def compile_components(image: str | None) -> None:
 
     for path in compilation.compile_components(image=image):
         click.echo(f"wrote {path}")
+
+
+@main.group()
+def experiment() -> None:
+    """Experiments: sweeps over methods and seeds that write a table and a plot."""
+
+
+@experiment.command(name="selection")
+@config_option
+@set_option
+@click.option("--seeds", type=int, default=3, help="Seeds 0..N-1 for every policy.")
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    type=click.Choice(run_config.SELECTION_POLICIES),
+    help="Policies to compare (default: all).",
+)
+@click.option("--target", type=float, default=0.8, help="Target held-out accuracy.")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=str(RUNS_DIR / "experiments/selection"),
+)
+def experiment_selection(
+    config_path: str | None,
+    sets: tuple[str, ...],
+    seeds: int,
+    policies: tuple[str, ...],
+    target: float,
+    output_dir: str,
+) -> None:
+    """Selection policies on non-IID MNIST with heterogeneous clients, over seeds."""
+    from fedpipe.experiments import selection
+
+    overrides = tuple(f"{k}={v}" for k, v in selection.TASK.items()) + sets
+    cfg = _load_config(config_path, overrides)
+    rows = selection.run(
+        cfg,
+        seeds=list(range(seeds)),
+        policies=policies or run_config.SELECTION_POLICIES,
+        target=target,
+        output_dir=Path(output_dir),
+    )
+    click.echo(selection.to_markdown(rows))

@@ -14,7 +14,7 @@ import numpy as np
 
 from fedpipe import client_history, linucb
 from fedpipe.config import RunConfig
-from fedpipe.registry import ClientRegistry
+from fedpipe.registry import ClientRecord, ClientRegistry
 
 
 class SelectionPolicy(Protocol):
@@ -40,11 +40,18 @@ class UniformRandom:
         return sorted(int(i) for i in rng.choice(ids, size=cohort_size, replace=False))
 
 
+def _known_loss(record: ClientRecord) -> float:
+    if record.last_train_loss is not None:
+        return record.last_train_loss
+    return math.inf if client_history.times_selected(record) == 0 else -math.inf
+
+
 @dataclasses.dataclass(frozen=True)
 class PowerOfChoice:
     """Power-of-Choice (Cho et al., 2020): sample `candidates` clients in proportion to their
-    data size, keep the cohort_size with the highest last local loss (never-seen clients
-    first). Biased towards clients the model fits worst; blind to system speed."""
+    data size, keep the cohort_size with the highest last local loss. Never-selected
+    clients rank first; clients selected before that never reported a loss rank last
+    (in the paper, candidates that do not answer are not ranked). Blind to system speed."""
 
     candidates: int = 20
 
@@ -59,12 +66,7 @@ class PowerOfChoice:
         sizes = np.array([r.num_examples for r in records], dtype=np.float64)
         d = min(len(records), max(cohort_size, self.candidates))
         candidates = rng.choice(len(records), size=d, replace=False, p=sizes / sizes.sum())
-        loss = np.array(
-            [
-                math.inf if records[i].last_train_loss is None else records[i].last_train_loss
-                for i in candidates
-            ]
-        )
+        loss = np.array([_known_loss(records[i]) for i in candidates])
         chosen = candidates[np.argsort(-loss, kind="stable")[:cohort_size]]
         return sorted(records[i].client_id for i in chosen)
 

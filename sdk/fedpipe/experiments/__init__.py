@@ -1,0 +1,1 @@
+"""Experiments: `fedpipe experiment <name>` sweeps that write a table and a plot."""
