@@ -18,6 +18,9 @@ from fedpipe.aggregation import AggregationOutcome
 from fedpipe.config import RunConfig
 from fedpipe.registry import ClientRecord, ClientRegistry
 
+# A selected client that sends nothing gains nothing and holds the round up to its
+# deadline: it is credited this much below the round's reward.
+DROPOUT_PENALTY = 0.1
 AGREEMENT_DECAY = 0.5  # weight of the newest cosine in the running agreement
 CONTEXT_FEATURES = ("bias", "mean_reward", "reliability", "label_entropy", "loss", "unexplored")
 
@@ -85,7 +88,11 @@ def record_round(
     ]
     accepted = {s.client_id: s for s in outcome.accepted}
     reward = round_reward(registry.last_accuracy, accuracy)
-    credits = {cid: (reward if cid in accepted else 0.0) for cid in outcome.cohort if cid in by_id}
+    credits = {
+        cid: reward if cid in accepted else reward - DROPOUT_PENALTY
+        for cid in outcome.cohort
+        if cid in by_id
+    }
     linucb.learn(registry, {cid: context(by_id[cid]) for cid in credits}, credits)
     for r in rounds:
         record = by_id.get(r.client_id)
