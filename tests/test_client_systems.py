@@ -38,6 +38,9 @@ def test_deadline_drops_stragglers_and_sets_the_round_time():
     assert fast.fate == client_systems.OK and slow.fate == client_systems.TIMEOUT
     assert client_systems.round_time(cfg, [fast]) == fast.duration_s < 1.0
     assert client_systems.round_time(cfg, [fast, slow]) == 1.0
+    crashed = client_systems.ClientRound(2, client_systems.FAILED, 0.9)
+    offline = client_systems.ClientRound(3, client_systems.UNAVAILABLE, 0.9)
+    assert client_systems.round_time(cfg, [fast, crashed, offline]) == fast.duration_s
     no_deadline = cfg.replace(round_deadline_s=None)
     both = [client_systems.client_round(no_deadline, 1, c, n) for c, n in ((0, 10), (1, 100))]
     assert client_systems.round_time(no_deadline, both) == both[1].duration_s

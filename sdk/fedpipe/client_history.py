@@ -18,11 +18,19 @@ from fedpipe.aggregation import AggregationOutcome
 from fedpipe.config import RunConfig
 from fedpipe.registry import ClientRecord, ClientRegistry
 
-# A selected client that sends nothing gains nothing and holds the round up to its
-# deadline: it is credited this much below the round's reward.
+# A selected client that sends nothing contributes nothing (and a straggler holds the
+# round up to its deadline): it is credited this much below the round's reward.
 DROPOUT_PENALTY = 0.1
 AGREEMENT_DECAY = 0.5  # weight of the newest cosine in the running agreement
-CONTEXT_FEATURES = ("bias", "mean_reward", "reliability", "label_entropy", "loss", "unexplored")
+CONTEXT_FEATURES = (
+    "bias",
+    "mean_reward",
+    "reliability",
+    "label_entropy",
+    "loss",
+    "unexplored",
+    "staleness",
+)
 
 
 def times_selected(record: ClientRecord) -> int:
@@ -49,7 +57,15 @@ def mean_reward(record: ClientRecord) -> float:
     return record.total_reward / max(1, times_selected(record))
 
 
-def context(record: ClientRecord) -> np.ndarray:
+def staleness(record: ClientRecord, completed_rounds: int) -> float:
+    """Rounds since the client's last accepted update, as a share of the rounds so far
+    (1 = never): on non-IID data, clients not heard from lately hold what the model lacks."""
+    if record.last_round is None or completed_rounds == 0:
+        return 1.0
+    return (completed_rounds - record.last_round) / completed_rounds
+
+
+def context(record: ClientRecord, completed_rounds: int) -> np.ndarray:
     """The bandit's view of a client (features in CONTEXT_FEATURES order, each in ~[0, 1])."""
     loss = record.last_train_loss
     num_classes = max(2, len(record.label_histogram))
@@ -61,6 +77,7 @@ def context(record: ClientRecord) -> np.ndarray:
             label_entropy(record),
             1.0 if loss is None else min(1.0, loss / math.log(num_classes)),
             1.0 if times_selected(record) == 0 else 0.0,
+            staleness(record, completed_rounds),
         ]
     )
 
@@ -93,7 +110,8 @@ def record_round(
         for cid in outcome.cohort
         if cid in by_id
     }
-    linucb.learn(registry, {cid: context(by_id[cid]) for cid in credits}, credits)
+    contexts = {cid: context(by_id[cid], registry.completed_rounds) for cid in credits}
+    linucb.learn(registry, contexts, credits)
     for r in rounds:
         record = by_id.get(r.client_id)
         if record is None:

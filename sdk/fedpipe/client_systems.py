@@ -75,10 +75,9 @@ def client_round(
 
 
 def round_time(config: RunConfig, rounds: list[ClientRound]) -> float:
-    """Simulated wall-clock of a round: the slowest client that reported; with a deadline,
-    the deadline itself when anyone did not report (the server cannot tell a crashed
-    client from a slow one before then)."""
-    reported = [r.duration_s for r in rounds if r.fate == OK]
-    if config.round_deadline_s is not None and len(reported) < len(rounds):
+    """Simulated wall-clock of a round: the slowest client that reported, or the deadline
+    when a straggler missed it. An offline client never accepts the task and a crashed
+    one drops its connection, so neither holds the round up."""
+    if any(r.fate == TIMEOUT for r in rounds):
         return float(config.round_deadline_s)
-    return max(reported, default=0.0)
+    return max((r.duration_s for r in rounds if r.fate == OK), default=0.0)

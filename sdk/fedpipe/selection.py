@@ -149,7 +149,9 @@ class LinUCBSelection:
     def select(
         self, registry: ClientRegistry, cohort_size: int, rng: np.random.Generator
     ) -> list[int]:
-        contexts = np.stack([client_history.context(r) for r in registry.clients])
+        contexts = np.stack(
+            [client_history.context(r, registry.completed_rounds) for r in registry.clients]
+        )
         scores = linucb.scores(registry, contexts, self.alpha)
         order = rng.permutation(len(scores))  # random tie-break among equal scores
         best = order[np.argsort(-scores[order], kind="stable")[:cohort_size]]
