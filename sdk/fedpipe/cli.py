@@ -151,7 +151,7 @@ def experiment() -> None:
     type=click.Choice(run_config.SELECTION_POLICIES),
     help="Policies to compare (default: all).",
 )
-@click.option("--target", type=float, default=0.8, help="Target held-out accuracy.")
+@click.option("--target", type=float, default=0.85, help="Target held-out accuracy.")
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False),

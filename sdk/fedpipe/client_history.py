@@ -118,8 +118,9 @@ def record_round(
             continue
         record.total_reward += credits[r.client_id]
         if r.fate == client_systems.TIMEOUT:
+            # The straggler's late report still tells the server how long it took.
             record.timeouts += 1
-            record.last_simulated_duration_s = config.round_deadline_s
+            record.last_simulated_duration_s = r.duration_s
         elif r.client_id in accepted:
             record.last_simulated_duration_s = r.duration_s
             stats = accepted[r.client_id]

@@ -41,7 +41,7 @@ TASK: dict[str, Any] = {
     "local_epochs": 1,
     "batch_size": 16,
     "client_learning_rate": 0.1,
-    "rounds": 30,
+    "rounds": 60,
     "quorum": 0.1,
     "client_speed_sigma": 1.0,
     "client_failure_rate": 0.2,
