@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,28 +57,33 @@ POLICIES = ("uniform", "power_of_choice", "oort", "linucb")
 class RunCurve:
     policy: str
     seed: int
-    accuracy: list[float]  # after rounds 1..R
-    simulated_time_s: list[float]  # cumulative, after rounds 1..R
+    accuracy: list[float]  # of the initial model (round 0), then after rounds 1..R
+    simulated_time_s: list[float]  # cumulative, at the end of rounds 0..R
     failed_at: int | None  # the round that missed its quorum, if any
 
+    @property
+    def rounds(self) -> int:
+        return len(self.accuracy) - 1
+
     def first_reaching(self, target: float) -> int | None:
-        """Index (0-based) of the first round at or above the target."""
-        return next((i for i, a in enumerate(self.accuracy) if a >= target), None)
+        """The first round whose model is at or above the target."""
+        return next((n for n, a in enumerate(self.accuracy) if a >= target), None)
 
 
 def run_policy(config: RunConfig, workdir: Path) -> RunCurve:
     """One simulation; its per-round registries hold accuracy and simulated time."""
     from fedpipe.simulation import simulate
 
+    shutil.rmtree(workdir, ignore_errors=True)  # no rounds left over from an earlier run
     failed_at = None
     try:
         simulate(
             config, workdir, run_name=f"{config.selection_policy}-seed{config.seed}", register=False
         )
     except QuorumNotMet as e:
-        failed_at = len(sorted(workdir.glob("round_*/registry.json")))
+        failed_at = len(list(workdir.glob("round_*/registry.json")))
         print(f"{config.selection_policy} seed {config.seed}: stopped, {e}", flush=True)
-    registries = [ClientRegistry.load(p) for p in sorted(workdir.glob("round_*/registry.json"))[1:]]
+    registries = [ClientRegistry.load(p) for p in sorted(workdir.glob("round_*/registry.json"))]
     return RunCurve(
         config.selection_policy,
         config.seed,
@@ -104,11 +110,11 @@ def summarize(curves: list[RunCurve], target: float) -> list[dict[str, str]]:
             {
                 "policy": policy,
                 "seeds reaching target": f"{len(hits)}/{len(runs)}",
-                "rounds to target": _mean_std([i + 1 for _, i in hits]),
+                "rounds to target": _mean_std([i for _, i in hits]),
                 "simulated s to target": _mean_std([c.simulated_time_s[i] for c, i in hits]),
-                "final accuracy": _mean_std([c.accuracy[-1] for c in runs if c.accuracy]),
+                "final accuracy": _mean_std([c.accuracy[-1] for c in runs if c.rounds]),
                 "simulated s per round": _mean_std(
-                    [c.simulated_time_s[-1] / len(c.accuracy) for c in runs if c.accuracy]
+                    [c.simulated_time_s[-1] / c.rounds for c in runs if c.rounds]
                 ),
             }
         )
@@ -131,25 +137,23 @@ def plot(curves: list[RunCurve], target: float) -> Figure:
     horizon = max(max(c.simulated_time_s, default=0.0) for c in curves)
     grid = np.linspace(0, horizon, 200)
     for policy in dict.fromkeys(c.policy for c in curves):
-        runs = [c for c in curves if c.policy == policy and c.accuracy]
-        # Accuracy at time t: the last finished round's (nan after a run's end).
+        runs = [c for c in curves if c.policy == policy and c.rounds]
+        # Accuracy at time t, interpolated between rounds (nan after a run's end).
         at_time = np.array(
-            [
-                np.interp(grid, c.simulated_time_s, c.accuracy, left=np.nan, right=np.nan)
-                for c in runs
-            ]
+            [np.interp(grid, c.simulated_time_s, c.accuracy, right=np.nan) for c in runs]
         )
-        mean = np.nanmean(at_time, axis=0)
-        (line,) = by_time.plot(grid, mean, label=policy)
+        live = ~np.isnan(at_time).all(axis=0)  # until the policy's last run has ended
+        at_time = at_time[:, live]
+        (line,) = by_time.plot(grid[live], np.nanmean(at_time, axis=0), label=policy)
         by_time.fill_between(
-            grid,
+            grid[live],
             np.nanmin(at_time, axis=0),
             np.nanmax(at_time, axis=0),
             alpha=0.15,
             color=line.get_color(),
         )
         length = min(len(c.accuracy) for c in runs)
-        rounds = np.arange(1, length + 1)
+        rounds = np.arange(length)
         per_round = np.array([c.accuracy[:length] for c in runs])
         by_round.plot(rounds, per_round.mean(axis=0), label=policy, color=line.get_color())
     for ax, xlabel in ((by_time, "simulated time (s)"), (by_round, "round")):
@@ -183,7 +187,7 @@ def run(
             print(
                 f"{policy} seed {seed}: final accuracy {curve.accuracy[-1]:.4f}, target "
                 + (
-                    f"reached in round {reached + 1} at {curve.simulated_time_s[reached]:.1f} "
+                    f"reached in round {reached} at {curve.simulated_time_s[reached]:.1f} "
                     "simulated s"
                     if reached is not None
                     else "not reached"
