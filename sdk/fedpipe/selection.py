@@ -88,7 +88,8 @@ class Oort:
     def from_config(cls, config: RunConfig) -> Oort:
         return cls(config.oort_exploration, config.round_deadline_s)
 
-    def utility(self, registry: ClientRegistry, explored: list) -> np.ndarray:
+    def utility(self, registry: ClientRegistry, explored: list[ClientRecord]) -> np.ndarray:
+        """Oort utility of each explored client (higher is better)."""
         losses = [r.last_train_loss for r in explored if r.last_train_loss is not None]
         typical_loss = float(np.mean(losses)) if losses else 1.0
         statistical = np.array(
