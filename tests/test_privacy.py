@@ -171,6 +171,7 @@ def test_reproduces_the_published_tf_privacy_mnist_epsilon():
         (dict(dp_clip_norm=None, dp_noise_multiplier=1.0), "dp_clip_norm"),
         (dict(local_dp_noise_multiplier=1.0), "local_dp_clip_norm"),
         (dict(local_dp_clip_norm=0.0), "local_dp_clip_norm"),
+        (dict(client_weighting="adaptive"), "client_weighting"),
     ],
 )
 def test_bad_dp_config_is_refused_up_front(changes, field):
@@ -179,14 +180,11 @@ def test_bad_dp_config_is_refused_up_front(changes, field):
     assert error.value.field == field
 
 
-def test_dp_refuses_a_selection_policy_that_breaks_the_sampling_assumption(monkeypatch):
-    monkeypatch.setattr(config, "SELECTION_POLICIES", ("uniform", "learned"))
-    monkeypatch.setitem(
-        config._RULES, "selection_policy", (lambda v: v in ("uniform", "learned"), "test")
-    )
-    assert config.RunConfig(selection_policy="learned").selection_policy == "learned"
+@pytest.mark.parametrize("policy", ["power_of_choice", "oort", "linucb"])
+def test_dp_refuses_a_selection_policy_that_breaks_the_sampling_assumption(policy):
+    assert config.RunConfig(selection_policy=policy).selection_policy == policy
     with pytest.raises(config.ConfigError) as error:
-        _dp_config(selection_policy="learned")
+        _dp_config(selection_policy=policy)
     assert error.value.field == "selection_policy"
 
 

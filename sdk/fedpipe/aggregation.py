@@ -101,6 +101,7 @@ class ClientStats:
     train_loss: float
     duration_s: float
     update_norm: float
+    agreement: float | None = None  # cosine of the update with the round's aggregate
 
 
 @dataclasses.dataclass(frozen=True)

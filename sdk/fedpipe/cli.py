@@ -171,3 +171,43 @@ def privacy_utility(
         raise click.UsageError(str(e)) from e
     experiment_module.run(base, list(noise_multipliers), clip_norm, Path(output))
     click.echo((Path(output) / "table.md").read_text())
+
+
+@experiment.command(name="selection")
+@config_option
+@set_option
+@click.option("--seeds", type=int, default=3, help="Seeds 0..N-1 for every policy.")
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    type=click.Choice(run_config.SELECTION_POLICIES),
+    help="Policies to compare (default: all).",
+)
+@click.option("--target", type=float, default=0.85, help="Target held-out accuracy.")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=str(RUNS_DIR / "experiments/selection"),
+)
+def experiment_selection(
+    config_path: str | None,
+    sets: tuple[str, ...],
+    seeds: int,
+    policies: tuple[str, ...],
+    target: float,
+    output_dir: str,
+) -> None:
+    """Selection policies on non-IID MNIST with heterogeneous clients, over seeds."""
+    from fedpipe.experiments import selection
+
+    overrides = tuple(f"{k}={v}" for k, v in selection.TASK.items()) + sets
+    cfg = _load_config(config_path, overrides)
+    rows = selection.run(
+        cfg,
+        seeds=list(range(seeds)),
+        policies=policies or run_config.SELECTION_POLICIES,
+        target=target,
+        output_dir=Path(output_dir),
+    )
+    click.echo(selection.to_markdown(rows))

@@ -19,13 +19,14 @@ DATASETS = ("digits", "breast_cancer", "mnist")
 PARTITIONERS = ("iid", "dirichlet", "shards", "quantity_skew")
 MODELS = ("logistic_regression", "mlp", "cnn")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
-SELECTION_POLICIES = ("uniform",)
+SELECTION_POLICIES = ("uniform", "power_of_choice", "oort", "linucb")
 AGGREGATORS = ("fedavg",)
 DP_CLIPPING = ("fixed", "adaptive")
 DP_ACCOUNTANTS = ("rdp", "pld")
 # Selection policies under which every client is equally likely in every round,
 # independently of its history: the sampled-Gaussian accounting assumes that.
 DP_SAMPLING_POLICIES = ("uniform",)
+CLIENT_WEIGHTINGS = ("fedavg", "adaptive")
 
 
 class ConfigError(ValueError):
@@ -83,6 +84,15 @@ class RunConfig:
     target_epsilon: float | None = None
     local_dp_clip_norm: float | None = None
     local_dp_noise_multiplier: float = 0.0
+    power_of_choice_candidates: int = 20
+    oort_exploration: float = 0.2
+    linucb_alpha: float = 0.5
+    client_weighting: str = "fedavg"
+    max_client_weight: float = 1.0
+    client_speed_sigma: float = 0.0
+    client_failure_rate: float = 0.0
+    client_availability: float = 1.0
+    round_deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         for name, (check, allowed) in _RULES.items():
@@ -221,6 +231,18 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "null (no DP-SGD) or a per-example L2 clip norm in (0, 1e6]",
     ),
     "local_dp_noise_multiplier": (_is_float(0.0, 1e3), "a number in [0, 1000]"),
+    "power_of_choice_candidates": (_is_int(1), "an integer >= 1 (capped at num_clients)"),
+    "oort_exploration": (_is_float(0.0, 1.0), "a fraction of the cohort in [0, 1]"),
+    "linucb_alpha": (_is_float(0.0, 100.0), "a number in [0, 100]"),
+    "client_weighting": (_one_of(CLIENT_WEIGHTINGS), f"one of {', '.join(CLIENT_WEIGHTINGS)}"),
+    "max_client_weight": (_is_float(0.0, 1.0, low_open=True), "a share in (0, 1]"),
+    "client_speed_sigma": (_is_float(0.0, 5.0), "a number in [0, 5] (0 = equal speeds)"),
+    "client_failure_rate": (_is_float(0.0, 0.9), "a mean probability in [0, 0.9]"),
+    "client_availability": (_is_float(0.0, 1.0, low_open=True), "a mean probability in (0, 1]"),
+    "round_deadline_s": (
+        lambda v: v is None or _is_float(0.0, _INF, low_open=True)(v),
+        "null (no deadline) or a number of simulated seconds > 0",
+    ),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

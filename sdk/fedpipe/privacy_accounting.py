@@ -101,6 +101,13 @@ def check_config(config: RunConfig) -> None:
             "fedavg when DP is on: DP-FedAvg replaces the aggregator, and the noise is "
             "calibrated to the sensitivity of a clipped sum",
         )
+    if config.client_weighting != "fedavg":
+        raise ConfigError(
+            "client_weighting",
+            config.client_weighting,
+            "fedavg when DP is on: DP-FedAvg weights clipped updates equally, and the noise "
+            "is calibrated to that",
+        )
     if config.dp_delta >= 1 / config.num_clients:
         raise ConfigError(
             "dp_delta", config.dp_delta, f"< 1 / num_clients = {1 / config.num_clients:.3g}"

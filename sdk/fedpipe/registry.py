@@ -21,6 +21,12 @@ class ClientRecord:
     last_round: int | None = None
     last_train_loss: float | None = None
     last_duration_s: float | None = None
+    # History that adaptive selection and weighting read (fedpipe.client_history writes it).
+    timeouts: int = 0  # rounds dropped for missing the deadline (also counted in failures)
+    last_simulated_duration_s: float | None = None
+    last_update_norm: float | None = None
+    agreement: float | None = None  # running cosine of the update with the aggregate
+    total_reward: float = 0.0  # held-out improvement credited to the client so far
 
 
 @dataclasses.dataclass
@@ -29,6 +35,9 @@ class ClientRegistry:
     completed_rounds: int = 0
     target_reached_at: int | None = None
     privacy_budget_reached_at: int | None = None  # the last round within target_epsilon
+    last_accuracy: float | None = None  # held-out accuracy of the current global model
+    simulated_time_s: float = 0.0  # simulated wall clock of the rounds so far
+    policy_state: dict = dataclasses.field(default_factory=dict)  # learned selection state
 
     @property
     def stopped(self) -> bool:

@@ -20,6 +20,8 @@ class Cohort:
     shards: list[list[int]]
     stopped: bool  # the target was reached earlier: this round passes the model through
     started_at: float  # wall clock when the round began (for durations, not for results)
+    # Aggregation weight announced per client, in `clients` order (fedpipe.client_weights).
+    client_weights: list[float] = dataclasses.field(default_factory=list)
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

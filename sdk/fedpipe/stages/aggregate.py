@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpipe import aggregation, dp_fedavg, server_optimizers
+from fedpipe import aggregation, client_weights, dp_fedavg, server_optimizers
 from fedpipe.client_update import ClientUpdate, load_shard
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -43,6 +43,12 @@ def _collect(
     return kept, rejections
 
 
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Agreement of a client's update with the aggregate (0 when either is zero)."""
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a.astype(np.float64), b) / norms) if norms > 0 else 0.0
+
+
 def aggregate(
     config: RunConfig,
     plan_path: str | Path,
@@ -71,6 +77,9 @@ def aggregate(
     if config.dp_enabled:
         private = dp_fedavg.private_mean(config, accepted, cohort.round_number, model.server_state)
         delta = private.delta
+    elif config.client_weighting == "adaptive":
+        announced = dict(zip(cohort.clients, cohort.client_weights, strict=True))
+        delta = client_weights.weighted_mean(accepted, announced, config.max_client_weight)
     else:
         delta = aggregation.aggregator_for(config).aggregate(accepted)
     weights, state = server_optimizers.apply(config, model.weights, delta, model.server_state)
@@ -87,6 +96,7 @@ def aggregate(
                 u.train_loss,
                 u.duration_s,
                 float(np.linalg.norm(u.vector)),
+                _cosine(u.vector, delta),
             )
             for u in accepted
         ],

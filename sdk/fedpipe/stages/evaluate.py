@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fedpipe import privacy_accounting, tracking, trainer
+from fedpipe import client_history, privacy_accounting, tracking, trainer
 from fedpipe.aggregation import AggregationOutcome
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -82,6 +82,7 @@ def evaluate(
         registry.save(new_registry_path)
         return result
 
+    round_sim_s = client_history.record_round(config, registry, outcome, result.accuracy)
     _update_registry(registry, outcome)
     if config.target_accuracy is not None and result.accuracy >= config.target_accuracy:
         registry.target_reached_at = n
@@ -99,9 +100,13 @@ def evaluate(
         tracking.client(config).log_metric(
             mlflow_run_id, "local_epsilon_max", max(local_eps), step=n
         )
+    tracking.client(config).log_metric(
+        mlflow_run_id, "simulated_time_s", registry.simulated_time_s, step=n
+    )
     print(
         f"round {n:>3}/{config.rounds}: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
         f"clients {len(outcome.accepted)}/{len(outcome.cohort)}  {seconds:.1f}s"
+        f"  (simulated {round_sim_s:.1f}s)"
         + ("  (target reached)" if registry.target_reached_at == n else "")
         + ("  (privacy budget reached)" if registry.privacy_budget_reached_at == n else ""),
         flush=True,

@@ -27,11 +27,11 @@ def initialize(
             for i, h in enumerate(histograms)
         ]
     )
-    registry.save(registry_path)
-
     initial = model_trainer.evaluate(
         weights, model_trainer.data.x_heldout, model_trainer.data.y_heldout
     )
+    registry.last_accuracy = initial.accuracy
+    registry.save(registry_path)
     run_id = tracking.start_run(
         config,
         run_name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fedpipe import partition, trainer
+from fedpipe import client_systems, partition, trainer
 from fedpipe.client_update import ClientUpdate, save_shard
 from fedpipe.config import RunConfig
 from fedpipe.round_plan import RoundPlan
@@ -21,6 +21,10 @@ def local_train(
     for client_id in plan.cohort.shards[shard]:
         started = time.perf_counter()
         x, y = partition.client_data(config, client_id)
+        fate = client_systems.client_round(config, round_number, client_id, len(y)).fate
+        if fate != client_systems.OK:  # a simulated straggler or crash sends nothing
+            print(f"round {round_number}: client {client_id} sends no update ({fate})", flush=True)
+            continue
         result = trainer.for_config(config).train(
             plan.weights,
             x,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fedpipe import selection
+from fedpipe import client_weights, selection
 from fedpipe.config import RunConfig
 from fedpipe.registry import ClientRegistry
 from fedpipe.round_plan import Cohort
@@ -24,6 +24,7 @@ def select(
         rng = selection.round_rng(config.seed, round_number)
         clients = policy.select(registry, config.cohort_size, rng)
         shards = selection.split_into_shards(clients, config.clients_per_shard)
-        cohort = Cohort(round_number, clients, shards, stopped=False, started_at=time.time())
+        weights = client_weights.cohort_weights(config, registry, clients)
+        cohort = Cohort(round_number, clients, shards, False, time.time(), weights)
     cohort.save(cohort_path)
     return list(range(len(cohort.shards)))
