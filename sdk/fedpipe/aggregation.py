@@ -113,6 +113,9 @@ class AggregationOutcome:
     rejected: list[Rejection]
     skipped: bool  # pass-through round after early stop
     started_at: float  # wall clock when the round began
+    # Protocol figures when secure aggregation is on (secure_aggregation.ProtocolReport);
+    # then the server knows neither example counts nor norms of single updates.
+    secure_aggregation: dict | None = None
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -144,4 +147,7 @@ class AggregationOutcome:
         if self.rejected:
             lines += ["", "| rejected client | reason |", "|---:|---|"]
             lines += [f"| {r.client_id} | {r.reason} |" for r in self.rejected]
+        if self.secure_aggregation:
+            lines += ["", "| secure aggregation | value |", "|---|---|"]
+            lines += [f"| {k} | {v} |" for k, v in sorted(self.secure_aggregation.items())]
         return "\n".join(lines) + "\n"

@@ -21,6 +21,10 @@ MODELS = ("logistic_regression", "mlp", "cnn")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
 SELECTION_POLICIES = ("uniform",)
 AGGREGATORS = ("fedavg",)
+SECURE_AGGREGATION = ("off", "secagg", "secagg+")
+# Aggregators that must see each update on its own (robust statistics over clients): under
+# secure aggregation the server only ever sees the sum, so they are refused.
+NEEDS_INDIVIDUAL_UPDATES = frozenset({"median", "trimmed_mean", "krum", "multi_krum"})
 
 
 class ConfigError(ValueError):
@@ -67,8 +71,23 @@ class RunConfig:
     mlflow_experiment: str = "fedpipe"
     registered_model_name: str = "fedpipe-digits"
     promotion_margin: float = 0.005
+    secure_aggregation: str = "off"
+    secagg_threshold: float = 0.6
+    secagg_neighbours: int | None = None
+    secagg_clip: float = 1.0
+    secagg_fractional_bits: int = 20
+    secagg_max_examples: int = 4096
+    secagg_simulated_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.secure_aggregation != "off" and self.aggregator in NEEDS_INDIVIDUAL_UPDATES:
+            raise ConfigError(
+                "aggregator",
+                self.aggregator,
+                f"an aggregator of the sum (fedavg) when secure_aggregation="
+                f"{self.secure_aggregation}: {self.aggregator} needs individual updates, "
+                "which secure aggregation hides from the server",
+            )
         for name, (check, allowed) in _RULES.items():
             value = getattr(self, name)
             if not check(value):
@@ -77,6 +96,22 @@ class RunConfig:
             raise ConfigError(
                 "cohort_size", self.cohort_size, f"at most num_clients ({self.num_clients})"
             )
+        if self.secure_aggregation != "off":
+            from fedpipe.secagg.quantization import FixedPoint
+
+            encoding = FixedPoint(
+                self.secagg_clip,
+                self.secagg_fractional_bits,
+                self.secagg_max_examples,
+                self.cohort_size,
+            )
+            if encoding.bits > 64:
+                raise ConfigError(
+                    "secagg_fractional_bits",
+                    self.secagg_fractional_bits,
+                    f"few enough bits that the cohort's sum fits 64 (it needs {encoding.bits}); "
+                    "lower secagg_fractional_bits, secagg_clip or secagg_max_examples",
+                )
         if self.dataset == "mnist" and not self.data_dir:
             raise ConfigError(
                 "data_dir", self.data_dir, "a directory holding MNIST IDX files when dataset=mnist"
@@ -161,6 +196,19 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mlflow_experiment": (_nonempty_str, "a non-empty experiment name"),
     "registered_model_name": (_nonempty_str, "a non-empty registered model name"),
     "promotion_margin": (_is_float(0.0, 1.0), "an accuracy margin in [0, 1]"),
+    "secure_aggregation": (_one_of(SECURE_AGGREGATION), f"one of {', '.join(SECURE_AGGREGATION)}"),
+    "secagg_threshold": (
+        _is_float(0.5, 1.0, low_open=True),
+        "a fraction of each client's share holders in (0.5, 1]",
+    ),
+    "secagg_neighbours": (
+        lambda v: v is None or _is_int(2, 100_000)(v),
+        "null (about 3 log2 of the cohort) or an integer >= 2",
+    ),
+    "secagg_clip": (_is_float(0.0, 1e6, low_open=True), "a number in (0, 1e6]"),
+    "secagg_fractional_bits": (_is_int(1, 40), "an integer in [1, 40]"),
+    "secagg_max_examples": (_is_int(1, 2**31 - 1), "an integer in [1, 2^31 - 1]"),
+    "secagg_simulated_dropout": (_is_float(0.0, 1.0, high_open=True), "a fraction in [0, 1)"),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedpipe.secagg import shamir
 from fedpipe.secagg.client import SecAggClient
 from fedpipe.secagg.server import SecAggServer
 from fedpipe.secagg.session import Session
@@ -70,7 +71,7 @@ def run_round(
     request = server_does("masked_input", lambda: server.request_unmasking(masked))
     responses = clients_do("unmask", list(request.survivors), lambda c: c.unmask(request))
     for r in responses:
-        sent[r.client_id] += 66 * (len(r.self_mask_shares) + len(r.mask_key_shares))
+        sent[r.client_id] += shamir.SHARE_BYTES * (len(r.self_mask_shares) + len(r.mask_key_shares))
     summed = server_does("unmask", lambda: server.unmask_sum(responses))
     return RoundRun(
         summed,

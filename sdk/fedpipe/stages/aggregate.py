@@ -6,11 +6,13 @@ here, and the stage's inputs and outputs stay the same.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fedpipe import aggregation, server_optimizers
+from fedpipe import aggregation, secure_aggregation, server_optimizers
 from fedpipe.client_update import ClientUpdate, load_shard
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -50,8 +52,12 @@ def aggregate(
     update_paths: list[str | Path],
     new_model_path: str | Path,
     outcome_path: str | Path,
+    secagg_messages: Sequence[str | Path] = (),
 ) -> aggregation.AggregationOutcome:
-    """Write the new global model; raise QuorumNotMet (writing nothing) below quorum."""
+    """Write the new global model; raise QuorumNotMet (writing nothing) below quorum.
+    Under secure aggregation the updates are masked inputs, and secagg_messages hold the
+    round's protocol messages: only the survivors' sum is unmasked (ThresholdNotMet, and
+    nothing written, when it cannot be)."""
     plan = RoundPlan.load(plan_path)
     model = GlobalModel.load(model_path)
     cohort = plan.cohort
@@ -64,10 +70,15 @@ def aggregate(
         return outcome
 
     received, missing = _collect(cohort.clients, update_paths)
-    accepted, rejected = aggregation.screen(received, model.spec)
+    secure = None
+    if secure_aggregation.enabled(config):
+        secure = secure_aggregation.unmask_mean(config, plan, received, secagg_messages)
+        accepted, rejected = secure.accepted, secure.rejected
+    else:
+        accepted, rejected = aggregation.screen(received, model.spec)
     rejected += missing
     aggregation.require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
-    delta = aggregation.aggregator_for(config).aggregate(accepted)
+    delta = secure.mean if secure else aggregation.aggregator_for(config).aggregate(accepted)
     weights, state = server_optimizers.apply(config, model.weights, delta, model.server_state)
     GlobalModel(weights, model.spec, state, cohort.round_number).save(new_model_path)
     outcome = aggregation.AggregationOutcome(
@@ -79,13 +90,14 @@ def aggregate(
                 u.num_examples,
                 u.train_loss,
                 u.duration_s,
-                float(np.linalg.norm(u.vector)),
+                float("nan") if secure else float(np.linalg.norm(u.vector)),
             )
             for u in accepted
         ],
         rejected=sorted(rejected, key=lambda r: r.client_id),
         skipped=False,
         started_at=cohort.started_at,
+        secure_aggregation=dataclasses.asdict(secure.report) if secure else None,
     )
     outcome.save(outcome_path)
     for r in outcome.rejected:
