@@ -33,6 +33,7 @@ components: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/round_time.py
+	$(BIN)/python benchmarks/secagg.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

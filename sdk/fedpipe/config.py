@@ -203,7 +203,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "secagg_neighbours": (
         lambda v: v is None or _is_int(2, 100_000)(v),
-        "null (about 3 log2 of the cohort) or an integer >= 2",
+        "null (2 ceil(log2 cohort_size)) or an integer >= 2",
     ),
     "secagg_clip": (_is_float(0.0, 1e6, low_open=True), "a number in (0, 1e6]"),
     "secagg_fractional_bits": (_is_int(1, 40), "an integer in [1, 40]"),

@@ -13,8 +13,8 @@ _GRAPH_TAG = 0x5EC6A4
 
 
 def default_neighbours(cohort_size: int) -> int:
-    """k for SecAgg+: an even number near 3 log2 n (Bell et al. use O(log n)), < n."""
-    k = 2 * math.ceil(1.5 * math.log2(max(cohort_size, 2)))
+    """k for SecAgg+: 2 ceil(log2 n) (Bell et al. need k of order log n), below n."""
+    k = 2 * math.ceil(math.log2(max(cohort_size, 2)))
     return min(k, cohort_size - 1)
 
 

@@ -27,12 +27,13 @@ class RoundRun:
 
 def run_round(
     session: Session,
-    encoded: dict[int, np.ndarray],
+    encoded: Callable[[int], np.ndarray],
     entropy: Callable[[int], bytes],
     drop_after_sharing: frozenset[int] = frozenset(),
 ) -> RoundRun:
-    """Run the protocol; clients in `drop_after_sharing` send their keys and shares, then
-    vanish before their masked input."""
+    """Run the protocol on the encoded update of each client (`encoded(client_id)`);
+    clients in `drop_after_sharing` send their keys and shares, then vanish before their
+    masked input. Masked inputs stream to the server one at a time, as over a network."""
     clients = {c: SecAggClient(session, c, entropy(c)) for c in session.clients}
     server = SecAggServer(session)
     client_s: dict[str, float] = {}
@@ -61,14 +62,22 @@ def run_round(
         sent[s.client_id] += sum(len(e.ciphertext) for e in s.shares)
     inbox = server_does("share_keys", lambda: server.route_shares(shares))
     alive = [c for c in everyone if c not in drop_after_sharing]
-    masked = clients_do(
-        "masked_input",
-        alive,
-        lambda c: (c.receive_shares(inbox[c.client_id]), c.masked_input(encoded[c.client_id]))[1],
-    )
-    for m in masked:
-        sent[m.client_id] += m.vector.nbytes
-    request = server_does("masked_input", lambda: server.request_unmasking(masked))
+    masking_s = 0.0
+
+    def masked_inputs():
+        nonlocal masking_s
+        for c in alive:
+            update = encoded(c)
+            started = time.perf_counter()
+            clients[c].receive_shares(inbox[c])
+            masked = clients[c].masked_input(update)
+            masking_s += time.perf_counter() - started
+            sent[c] += masked.vector.nbytes
+            yield masked
+
+    request = server_does("masked_input", lambda: server.request_unmasking(masked_inputs()))
+    server_s["masked_input"] -= masking_s
+    client_s["masked_input"] = masking_s / max(len(alive), 1)
     responses = clients_do("unmask", list(request.survivors), lambda c: c.unmask(request))
     for r in responses:
         sent[r.client_id] += shamir.SHARE_BYTES * (len(r.self_mask_shares) + len(r.mask_key_shares))

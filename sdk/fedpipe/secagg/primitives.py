@@ -5,6 +5,8 @@ travel through the server, and ChaCha20 as the PRG that expands a 32-byte seed t
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -49,7 +51,17 @@ def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, associated: bytes) -> b
 
 def expand_mask(seed: bytes, length: int, dtype: np.dtype) -> np.ndarray:
     """`length` uniform words of `dtype`: the ChaCha20 keystream of `seed`. A fresh key per
-    seed makes the all-zero nonce safe."""
+    seed makes the all-zero nonce safe. The keystream is written straight into the array."""
+    size = length * np.dtype(dtype).itemsize
     encryptor = Cipher(algorithms.ChaCha20(seed, _ZERO_NONCE), mode=None).encryptor()
-    stream = encryptor.update(bytes(length * np.dtype(dtype).itemsize))
-    return np.frombuffer(stream, dtype=dtype)
+    out = np.empty(size, dtype=np.uint8)
+    encryptor.update_into(memoryview(_zeros(size)), out)
+    return out.view(dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _zeros(size: int) -> np.ndarray:
+    """A shared read-only zero buffer: the plaintext whose encryption is the keystream."""
+    zeros = np.zeros(size, dtype=np.uint8)
+    zeros.flags.writeable = False
+    return zeros

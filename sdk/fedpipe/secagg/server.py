@@ -5,6 +5,7 @@ nothing but the sum of the survivors' encoded updates."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -35,7 +36,8 @@ class SecAggServer:
         self.advertised: dict[int, KeyAdvertisement] = {}
         self.shared: set[int] = set()  # U2: clients whose shares were routed
         self.masked_with: dict[int, set[int]] = {}  # client -> senders of the shares it got
-        self.masked: dict[int, np.ndarray] = {}
+        self.survivors: set[int] = set()  # U3: clients whose masked input is in the sum
+        self._sum = np.zeros(session.vector_length, dtype=session.encoding.word)
         self.request: UnmaskRequest | None = None
         self.refusals: list[Refusal] = []
 
@@ -71,15 +73,16 @@ class SecAggServer:
         self.shared = {m.client_id for m in key_shares if m.client_id in self.advertised}
         return inbox
 
-    def request_unmasking(self, inputs: list[MaskedInput]) -> UnmaskRequest:
-        """Step 3 ends: survivors are the clients whose masked input arrived well-formed;
-        the dropped are those that shared keys but sent none. Aborts if some client's
-        secret could not be recovered from its surviving share holders."""
+    def request_unmasking(self, inputs: Iterable[MaskedInput]) -> UnmaskRequest:
+        """Step 3 ends: survivors are the clients whose masked input arrived well-formed
+        (each is added to the running sum as it arrives); the dropped are those that shared
+        keys but sent none. Aborts if some client's secret could not be recovered from its
+        surviving share holders."""
         session = self.session
         for m in inputs:
             if m.client_id not in self.shared:
                 self.refusals.append(Refusal(m.client_id, "masked input without shared keys"))
-            elif m.client_id in self.masked:
+            elif m.client_id in self.survivors:
                 self.refusals.append(Refusal(m.client_id, "sent more than one masked input"))
             elif (
                 m.vector.shape != (session.vector_length,)
@@ -89,8 +92,9 @@ class SecAggServer:
                     Refusal(m.client_id, f"masked input {m.vector.dtype}{m.vector.shape} malformed")
                 )
             else:
-                self.masked[m.client_id] = m.vector
-        survivors = set(self.masked)
+                self.survivors.add(m.client_id)
+                self._sum += m.vector
+        survivors = self.survivors
         dropped = self.shared - survivors
         for owner in sorted(self.shared):
             holders = (self.masked_with[owner] | {owner}) & survivors
@@ -122,9 +126,7 @@ class SecAggServer:
             for owner, y in r.mask_key_shares.items():
                 if owner in key_shares and r.client_id in self.masked_with[owner]:
                     key_shares[owner][share_point(r.client_id)] = y
-        total = np.zeros(session.vector_length, dtype=word)
-        for client in survivors:
-            total += self.masked[client]
+        total = self._sum.copy()
         for client in survivors:
             seed = self._recover(client, seed_shares[client], "self-mask seed")
             total -= primitives.expand_mask(seed, session.vector_length, word)
