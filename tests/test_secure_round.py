@@ -61,7 +61,7 @@ def test_below_threshold_the_round_aborts_and_the_previous_model_stands(small_co
     GlobalModel.load(tmp_path / "sim/round_000/model.npz")  # intact, checksum verified
     # The server asked the clients for no shares at all.
     assert not (tmp_path / "sim/round_001/secagg_unmask_request.json").exists()
-    shares = json.loads((tmp_path / "sim/round_001/secagg_share_keys_0.json").read_text())
+    (shares,) = json.loads((tmp_path / "sim/round_001/secagg_share_keys_0.json").read_text())
     assert len(shares["messages"]) == 3  # the keys were shared before the dropouts
 
 

@@ -103,23 +103,35 @@ _TYPES: dict[str, Any] = {
 def save_messages(
     path: str | Path, step: str, round_number: int, messages: list, seconds: dict[int, float]
 ) -> None:
-    """One artifact of one step's messages (and, apart from them, how long each took)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """One artifact of one step's messages (and, apart from them, how long each took).
+    An artifact is a JSON list of such records, so a transcript is their concatenation."""
     record = {
         "step": step,
         "round": round_number,
         "messages": [m.to_dict() for m in messages],
         "seconds": {str(k): v for k, v in seconds.items()},
     }
-    Path(path).write_text(json.dumps(record, sort_keys=True))
+    _write_records(path, [record])
+
+
+def relay(paths: Sequence[str | Path], out_path: str | Path) -> None:
+    """The server forwards what it received: one transcript artifact of all the records."""
+    _write_records(out_path, [r for p in paths for r in json.loads(Path(p).read_text())])
+
+
+def _write_records(path: str | Path, records: list[dict]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(records, sort_keys=True))
 
 
 def load_messages(paths: Sequence[str | Path], round_number: int) -> Messages:
     found = Messages()
-    for path in paths:
-        record = json.loads(Path(path).read_text())
+    records = [r for p in paths for r in json.loads(Path(p).read_text())]
+    for record in records:
         if record["round"] != round_number:
-            raise secagg.ProtocolAbort(f"{path}: messages of round {record['round']}")
+            raise secagg.ProtocolAbort(
+                f"messages of round {record['round']} in round {round_number}"
+            )
         cls, attribute = _TYPES[record["step"]]
         getattr(found, attribute).extend(cls.from_dict(m) for m in record["messages"])
         times = found.seconds.setdefault(record["step"], {})
@@ -215,6 +227,11 @@ def mask_updates(
     by `secagg_simulated_dropout` vanish here, after having shared their keys."""
     if not updates:
         return []
+    if not message_paths:
+        raise secagg.ProtocolAbort(
+            "secure aggregation is on but local train got no key shares: was the pipeline "
+            "compiled with secure_aggregation off? Compile it with this config"
+        )
     session = session_for(config, plan.cohort, plan.spec.size)
     messages = load_messages(message_paths, plan.cohort.round_number)
     dropped = simulated_dropouts(config, plan.cohort)

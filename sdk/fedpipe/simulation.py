@@ -41,7 +41,7 @@ def simulate(
         for shard, path in zip(shard_ids, update_paths, strict=True):
             stages.local_train(config, out / "plan.npz", shard, path, messages)
         if secure:
-            messages += _unmask(config, out, shard_ids, messages, update_paths)
+            messages = _unmask(config, out, shard_ids, messages, update_paths)
         stages.aggregate(
             config,
             out / "plan.npz",
@@ -65,29 +65,34 @@ def simulate(
 
 
 def _share_keys(config: RunConfig, out: Path, shard_ids: list[int]) -> list[Path]:
-    """Secure aggregation steps 1 and 2, as the pipeline runs them: per shard, then all."""
-    plan = out / "plan.npz"
+    """Secure aggregation steps 1 and 2 as the pipeline runs them: each shard's clients
+    advertise keys, the server relays them, each shard shares keys, the server relays all.
+    Returns the transcript that local train reads."""
+    plan, keys, shared = out / "plan.npz", out / "secagg_keys.json", out / "secagg_shares.json"
     ads = [out / f"secagg_advertise_{s}.json" for s in shard_ids]
     for shard, path in zip(shard_ids, ads, strict=True):
         stages.advertise_keys(config, plan, shard, path)
+    stages.relay_messages(ads, keys)
     shares = [out / f"secagg_share_keys_{s}.json" for s in shard_ids]
     for shard, path in zip(shard_ids, shares, strict=True):
-        stages.share_keys(config, plan, shard, ads, path)
-    return ads + shares
+        stages.share_keys(config, plan, shard, [keys], path)
+    stages.relay_messages([keys, *shares], shared)
+    return [shared]
 
 
 def _unmask(
     config: RunConfig,
     out: Path,
     shard_ids: list[int],
-    messages: list[Path],
+    transcript: list[Path],
     update_paths: list[Path],
 ) -> list[Path]:
-    """Secure aggregation step 4: the server's request, then each shard's responses
-    (the request goes on to aggregate, which checks the clients answered that one)."""
+    """Secure aggregation step 4: the server's request, each shard's responses, and the
+    whole transcript relayed to aggregate."""
     plan, request = out / "plan.npz", out / "secagg_unmask_request.json"
-    stages.request_unmasking(config, plan, messages, update_paths, request)
+    stages.request_unmasking(config, plan, transcript, update_paths, request)
     responses = [out / f"secagg_unmask_response_{s}.json" for s in shard_ids]
     for shard, path in zip(shard_ids, responses, strict=True):
-        stages.unmask_response(config, plan, shard, [*messages, request], path)
-    return [request, *responses]
+        stages.unmask_response(config, plan, shard, [request], path)
+    stages.relay_messages([request, *responses], out / "secagg_transcript.json")
+    return [out / "secagg_transcript.json"]

@@ -12,6 +12,7 @@ from fedpipe.stages.local_train import local_train
 from fedpipe.stages.register import register
 from fedpipe.stages.secure_aggregation import (
     advertise_keys,
+    relay_messages,
     request_unmasking,
     share_keys,
     unmask_response,
@@ -19,4 +20,5 @@ from fedpipe.stages.secure_aggregation import (
 from fedpipe.stages.select import select
 
 __all__ = ["aggregate", "broadcast", "evaluate", "initialize", "local_train", "register", "select"]
-__all__ += ["advertise_keys", "request_unmasking", "share_keys", "unmask_response"]
+__all__ += ["advertise_keys", "relay_messages", "request_unmasking", "share_keys"]
+__all__ += ["unmask_response"]

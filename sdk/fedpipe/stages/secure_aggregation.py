@@ -27,14 +27,14 @@ def advertise_keys(
 ) -> None:
     """Step 1, client side: the public keys of every client of the shard."""
     plan = RoundPlan.load(plan_path)
-    session = (
-        sa.session_for(config, plan.cohort, plan.spec.size) if not plan.cohort.stopped else None
-    )
     ads, seconds = [], {}
-    for client_id in _shard_clients(plan, shard):
-        started = time.perf_counter()
-        ads.append(sa.client(config, session, client_id).advertise())
-        seconds[client_id] = time.perf_counter() - started
+    clients = _shard_clients(plan, shard)
+    if clients:
+        session = sa.session_for(config, plan.cohort, plan.spec.size)
+        for client_id in clients:
+            started = time.perf_counter()
+            ads.append(sa.client(config, session, client_id).advertise())
+            seconds[client_id] = time.perf_counter() - started
     sa.save_messages(out_path, "advertise", plan.cohort.round_number, ads, seconds)
 
 
@@ -60,6 +60,12 @@ def share_keys(
     sa.save_messages(out_path, "share_keys", n, shares, seconds)
 
 
+def relay_messages(message_paths: Sequence[str | Path], out_path: str | Path) -> None:
+    """Server side, after steps 1, 2 and 4: forward everything received so far, as one
+    transcript artifact (each client picks out what is addressed to it)."""
+    sa.relay(message_paths, out_path)
+
+
 def request_unmasking(
     config: RunConfig,
     plan_path: str | Path,
@@ -67,18 +73,20 @@ def request_unmasking(
     update_paths: Sequence[str | Path],
     out_path: str | Path,
 ) -> None:
-    """Step 3 ends, server side: name the survivors and the dropped. Raises
-    ThresholdNotMet when some client's secrets can no longer be recovered."""
+    """Step 3 ends, server side: name the survivors and the dropped, and write the
+    transcript so far followed by that request. Raises ThresholdNotMet when some client's
+    secrets can no longer be recovered."""
     plan = RoundPlan.load(plan_path)
     n = plan.cohort.round_number
-    if plan.cohort.stopped:
-        sa.save_messages(out_path, "unmask_request", n, [], {})
-        return
     started = time.perf_counter()
-    session = sa.session_for(config, plan.cohort, plan.spec.size)
-    messages = sa.load_messages(message_paths, n)
-    _, request = sa.server_through_masking(session, messages, masked_inputs(update_paths))
-    sa.save_messages(out_path, "unmask_request", n, [request], {-1: time.perf_counter() - started})
+    requests = []
+    if not plan.cohort.stopped:
+        session = sa.session_for(config, plan.cohort, plan.spec.size)
+        messages = sa.load_messages(message_paths, n)
+        _, request = sa.server_through_masking(session, messages, masked_inputs(update_paths))
+        requests.append(request)
+    sa.save_messages(out_path, "unmask_request", n, requests, {-1: time.perf_counter() - started})
+    sa.relay([*message_paths, out_path], out_path)
 
 
 def unmask_response(
