@@ -75,3 +75,15 @@ def test_config_refuses_aggregators_that_need_individual_updates():
     with pytest.raises(config.ConfigError, match="secagg_fractional_bits"):
         config.RunConfig(secure_aggregation="secagg", secagg_fractional_bits=40, secagg_clip=1e6)
     assert config.RunConfig(secure_aggregation="secagg+").secagg_neighbours is None
+
+
+def test_secagg_experiment_table_compares_each_variant_with_plain():
+    from fedpipe.experiments.secagg import VariantResult, plot, table_rows
+
+    results = [
+        VariantResult("plain", [0.5, 0.9], 0, 0.0),
+        VariantResult("secagg+ 20% dropout", [0.4, 0.885], 4, 2048.0),
+    ]
+    rows = table_rows(results)
+    assert rows[1]["vs_plain_points"] == -1.5 and rows[1]["kib_per_client_per_round"] == 2.0
+    assert [line.get_label() for line in plot(results).axes[0].lines] == [r.name for r in results]
