@@ -37,7 +37,7 @@ def run(config: RunConfig, out_dir: Path) -> list[VariantResult]:
     """Simulate every variant of `config`, then write and log the table and the plot."""
     results = []
     for name, changes in VARIANTS:
-        workdir = out_dir / "runs" / name.replace(" ", "_").replace("%", "pct")
+        workdir = out_dir / "runs" / _slug(name)
         sim = simulate(config.replace(**changes), workdir, run_name=name, register=False)
         reports = [
             AggregationOutcome.load(workdir / f"round_{n:03d}" / "outcome.json").secure_aggregation
@@ -55,6 +55,11 @@ def run(config: RunConfig, out_dir: Path) -> list[VariantResult]:
     _write(results, out_dir)
     _log(config, results, out_dir)
     return results
+
+
+def _slug(name: str) -> str:
+    """A variant name as MLflow metric names and directories allow it."""
+    return name.replace("+", "_plus").replace("%", "pct").replace(" ", "_")
 
 
 def table_rows(results: list[VariantResult]) -> list[dict]:
@@ -107,8 +112,7 @@ def _log(config: RunConfig, results: list[VariantResult], out_dir: Path) -> None
     )
     run_id = run.info.run_id
     for r in results:
-        key = r.name.replace(" ", "_").replace("%", "pct")
-        mlflow_client.log_metric(run_id, f"final_accuracy/{key}", r.accuracy[-1])
+        mlflow_client.log_metric(run_id, f"final_accuracy/{_slug(r.name)}", r.accuracy[-1])
     for name in ("secagg.csv", "secagg.md", "secagg.png"):
         mlflow_client.log_artifact(run_id, str(out_dir / name))
     mlflow_client.set_terminated(run_id)
