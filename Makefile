@@ -34,6 +34,7 @@ components: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/round_time.py
 	$(BIN)/python benchmarks/dp_overhead.py
+	$(BIN)/python benchmarks/secagg.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

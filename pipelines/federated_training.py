@@ -14,9 +14,15 @@ from fedpipe.components.evaluate.component import evaluate
 from fedpipe.components.initialize.component import initialize
 from fedpipe.components.local_train.component import local_train
 from fedpipe.components.register.component import register
+from fedpipe.components.secagg_advertise.component import advertise_keys
+from fedpipe.components.secagg_relay.component import relay_messages
+from fedpipe.components.secagg_request.component import request_unmasking
+from fedpipe.components.secagg_share_keys.component import share_keys
+from fedpipe.components.secagg_unmask.component import unmask_response
 from fedpipe.components.secure_aggregate.component import secure_aggregate
 from fedpipe.components.select.component import select_clients
 from fedpipe.config import RunConfig
+from fedpipe.secure_aggregation import enabled as secure_aggregation_enabled
 
 
 class RoundOutputs(NamedTuple):
@@ -24,16 +30,76 @@ class RoundOutputs(NamedTuple):
     registry: Artifact
 
 
-@dsl.pipeline(
-    name="federated-round", description="One round: select, broadcast, train, aggregate, evaluate"
-)
-def federated_round(
-    config_json: str,
-    round_number: int,
-    mlflow_run_id: str,
-    model: Input[Model],
-    registry: Input[Artifact],
-) -> RoundOutputs:
+def _secure_aggregation_keys(config_json: str, plan, shards):
+    """Protocol steps 1-2 around the server's relays: each shard's clients advertise keys,
+    the server relays them, each shard shares keys, the server relays all of it. Returns
+    the transcript local train masks with."""
+    with dsl.ParallelFor(shards, name="advertise-shards") as shard:
+        advertise_task = advertise_keys(config_json=config_json, plan=plan, shard=shard)
+        advertise_task.set_display_name("secagg-advertise-keys")
+    keys_task = relay_messages(messages=dsl.Collected(advertise_task.outputs["advertisements"]))
+    keys_task.set_display_name("secagg-relay-keys")
+    with dsl.ParallelFor(shards, name="share-shards") as shard:
+        share_task = share_keys(
+            config_json=config_json,
+            plan=plan,
+            shard=shard,
+            transcript=keys_task.outputs["transcript"],
+        )
+        share_task.set_display_name("secagg-share-keys")
+    shares_task = relay_messages(
+        messages=dsl.Collected(share_task.outputs["key_shares"]),
+        previous=keys_task.outputs["transcript"],
+    )
+    shares_task.set_display_name("secagg-relay-shares")
+    return shares_task.outputs["transcript"]
+
+
+def _secure_aggregation_unmasking(config_json: str, plan, shards, transcript, updates):
+    """Protocol step 4: the server's request, each shard's surviving clients answer, the
+    server relays the whole transcript to aggregate."""
+    request_task = request_unmasking(
+        config_json=config_json, plan=plan, transcript=transcript, updates=updates
+    )
+    request_task.set_display_name("secagg-request-unmasking")
+    with dsl.ParallelFor(shards, name="unmask-shards") as shard:
+        unmask_task = unmask_response(
+            config_json=config_json,
+            plan=plan,
+            shard=shard,
+            request=request_task.outputs["request"],
+        )
+        unmask_task.set_display_name("secagg-unmask")
+    final_task = relay_messages(
+        messages=dsl.Collected(unmask_task.outputs["responses"]),
+        previous=request_task.outputs["request"],
+    )
+    final_task.set_display_name("secagg-relay-responses")
+    return final_task.outputs["transcript"]
+
+
+def _round_pipeline(secure: bool):
+    """The round sub-pipeline; with secure aggregation, the protocol's client-side fan-outs
+    and server relays wrap local train, and aggregate unmasks only the sum."""
+
+    @dsl.pipeline(
+        name="federated-secure-round" if secure else "federated-round",
+        description="One round: select, broadcast, train, aggregate, evaluate"
+        + (" (secure aggregation)" if secure else ""),
+    )
+    def round_pipeline(
+        config_json: str,
+        round_number: int,
+        mlflow_run_id: str,
+        model: Input[Model],
+        registry: Input[Artifact],
+    ) -> RoundOutputs:
+        return _round(config_json, round_number, mlflow_run_id, model, registry, secure)
+
+    return round_pipeline
+
+
+def _round(config_json, round_number, mlflow_run_id, model, registry, secure: bool):
     select_task = select_clients(
         config_json=config_json, round_number=round_number, registry=registry
     )
@@ -42,16 +108,28 @@ def federated_round(
         config_json=config_json, model=model, cohort=select_task.outputs["cohort"]
     )
     broadcast_task.set_display_name("broadcast")
-    with dsl.ParallelFor(select_task.outputs["Output"], name="shards") as shard:
-        train_task = local_train(
-            config_json=config_json, plan=broadcast_task.outputs["plan"], shard=shard
-        )
+    plan, shards = broadcast_task.outputs["plan"], select_task.outputs["Output"]
+    # An optional artifact input is left out of the call, not passed as None.
+    secagg = {}
+    if secure:
+        secagg["secagg_transcript"] = _secure_aggregation_keys(config_json, plan, shards)
+    with dsl.ParallelFor(shards, name="shards") as shard:
+        train_task = local_train(config_json=config_json, plan=plan, shard=shard, **secagg)
         train_task.set_display_name("local-train")
+    if secure:
+        secagg["secagg_transcript"] = _secure_aggregation_unmasking(
+            config_json,
+            plan,
+            shards,
+            secagg["secagg_transcript"],
+            dsl.Collected(train_task.outputs["updates"]),
+        )
     aggregate_task = secure_aggregate(
         config_json=config_json,
-        plan=broadcast_task.outputs["plan"],
+        plan=plan,
         model=model,
         updates=dsl.Collected(train_task.outputs["updates"]),
+        **secagg,
     )
     aggregate_task.set_display_name("secure-aggregate")
     evaluate_task = evaluate(
@@ -67,6 +145,10 @@ def federated_round(
     )
 
 
+federated_round = _round_pipeline(secure=False)
+federated_secure_round = _round_pipeline(secure=True)
+
+
 class TrainingOutputs(NamedTuple):
     model: Model
     registration: Markdown
@@ -76,6 +158,9 @@ def build(config: RunConfig):
     """The federated training pipeline, config.rounds rounds unrolled; the config is the
     default of its one parameter, config_json (a run can pass another with the same rounds)."""
     rounds = config.rounds
+    round_pipeline = (
+        federated_secure_round if secure_aggregation_enabled(config) else federated_round
+    )
 
     @dsl.pipeline(
         name="federated-training",
@@ -91,7 +176,7 @@ def build(config: RunConfig):
         run_id = init_task.outputs["Output"]
         model, registry = init_task.outputs["model"], init_task.outputs["registry"]
         for n in range(1, rounds + 1):
-            round_task = federated_round(
+            round_task = round_pipeline(
                 config_json=config_json,
                 round_number=n,
                 mlflow_run_id=run_id,

@@ -1,4 +1,4 @@
-from typing import List
+from typing import List, Optional
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Markdown, Model, Output
@@ -15,10 +15,12 @@ def secure_aggregate(
     new_model: Output[Model],
     outcome: Output[Artifact],
     report: Output[Markdown],
+    secagg_transcript: Optional[Input[Artifact]] = None,
 ):
     """Validate the shards' updates, check the quorum, aggregate, step the server optimizer."""
     from fedpipe import config, stages
 
+    messages = [secagg_transcript.path] if secagg_transcript is not None else []
     result = stages.aggregate(
         config.from_json(config_json),
         plan.path,
@@ -26,6 +28,7 @@ def secure_aggregate(
         [u.path for u in updates],
         new_model.path,
         outcome.path,
+        messages,
     )
     new_model.metadata.update({"framework": "keras", "round": result.round_number})
     with open(report.path, "w") as f:

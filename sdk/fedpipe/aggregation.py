@@ -116,6 +116,9 @@ class AggregationOutcome:
     started_at: float  # wall clock when the round began
     dp_clip_norm: float | None = None  # the DP clip norm of the round (None: DP off)
     dp_clipped: int = 0  # accepted updates whose norm exceeded it
+    # Protocol figures when secure aggregation is on (secure_aggregation.ProtocolReport);
+    # then the server knows neither example counts nor norms of single updates.
+    secure_aggregation: dict | None = None
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -154,4 +157,7 @@ class AggregationOutcome:
         if self.rejected:
             lines += ["", "| rejected client | reason |", "|---:|---|"]
             lines += [f"| {r.client_id} | {r.reason} |" for r in self.rejected]
+        if self.secure_aggregation:
+            lines += ["", "| secure aggregation | value |", "|---|---|"]
+            lines += [f"| {k} | {v} |" for k, v in sorted(self.secure_aggregation.items())]
         return "\n".join(lines) + "\n"

@@ -211,3 +211,19 @@ def experiment_selection(
         output_dir=Path(output_dir),
     )
     click.echo(selection.to_markdown(rows))
+
+
+@experiment.command(name="secagg")
+@config_option
+@set_option
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=str(RUNS_DIR / "experiments" / "secagg")
+)
+def experiment_secagg(config_path: str | None, sets: tuple[str, ...], out: str) -> None:
+    """Accuracy with secure aggregation off, SecAgg, SecAgg+ and SecAgg+ with dropouts."""
+    from fedpipe.experiments import secagg
+
+    cfg = _load_config(config_path, sets)
+    results = secagg.run(cfg, Path(out))
+    click.echo((Path(out) / "secagg.md").read_text())
+    click.echo(f"wrote {out}/secagg.csv, secagg.md, secagg.png ({len(results)} variants)")

@@ -18,6 +18,11 @@ COMPONENTS = (
     ("secure_aggregate", "secure_aggregate"),
     ("evaluate", "evaluate"),
     ("register", "register"),
+    ("secagg_advertise", "advertise_keys"),
+    ("secagg_relay", "relay_messages"),
+    ("secagg_share_keys", "share_keys"),
+    ("secagg_request", "request_unmasking"),
+    ("secagg_unmask", "unmask_response"),
 )
 
 

@@ -27,6 +27,10 @@ DP_ACCOUNTANTS = ("rdp", "pld")
 # independently of its history: the sampled-Gaussian accounting assumes that.
 DP_SAMPLING_POLICIES = ("uniform",)
 CLIENT_WEIGHTINGS = ("fedavg", "adaptive")
+SECURE_AGGREGATION = ("off", "secagg", "secagg+")
+# Aggregators that must see each update on its own (robust statistics over clients): under
+# secure aggregation the server only ever sees the sum, so they are refused.
+NEEDS_INDIVIDUAL_UPDATES = frozenset({"median", "trimmed_mean", "krum", "multi_krum"})
 
 
 class ConfigError(ValueError):
@@ -93,8 +97,23 @@ class RunConfig:
     client_failure_rate: float = 0.0
     client_availability: float = 1.0
     round_deadline_s: float | None = None
+    secure_aggregation: str = "off"
+    secagg_threshold: float = 0.6
+    secagg_neighbours: int | None = None
+    secagg_clip: float = 1.0
+    secagg_fractional_bits: int = 20
+    secagg_max_examples: int = 4096
+    secagg_simulated_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.secure_aggregation != "off" and self.aggregator in NEEDS_INDIVIDUAL_UPDATES:
+            raise ConfigError(
+                "aggregator",
+                self.aggregator,
+                f"an aggregator of the sum (fedavg) when secure_aggregation="
+                f"{self.secure_aggregation}: {self.aggregator} needs individual updates, "
+                "which secure aggregation hides from the server",
+            )
         for name, (check, allowed) in _RULES.items():
             value = getattr(self, name)
             if not check(value):
@@ -103,6 +122,29 @@ class RunConfig:
             raise ConfigError(
                 "cohort_size", self.cohort_size, f"at most num_clients ({self.num_clients})"
             )
+        if self.secure_aggregation != "off":
+            from fedpipe.secagg.quantization import FixedPoint
+
+            encoding = FixedPoint(
+                self.secagg_clip,
+                self.secagg_fractional_bits,
+                self.secagg_max_examples,
+                self.cohort_size,
+            )
+            if encoding.bits > 64:
+                raise ConfigError(
+                    "secagg_fractional_bits",
+                    self.secagg_fractional_bits,
+                    f"few enough bits that the cohort's sum fits 64 (it needs {encoding.bits}); "
+                    "lower secagg_fractional_bits, secagg_clip or secagg_max_examples",
+                )
+            if self.dp_enabled and self.dp_clipping == "adaptive":
+                raise ConfigError(
+                    "dp_clipping",
+                    self.dp_clipping,
+                    "fixed when secure_aggregation is on: adaptive clipping needs the count "
+                    "of unclipped updates, which is not securely summed yet",
+                )
         if self.dataset == "mnist" and not self.data_dir:
             raise ConfigError(
                 "data_dir", self.data_dir, "a directory holding MNIST IDX files when dataset=mnist"
@@ -243,6 +285,19 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or _is_float(0.0, _INF, low_open=True)(v),
         "null (no deadline) or a number of simulated seconds > 0",
     ),
+    "secure_aggregation": (_one_of(SECURE_AGGREGATION), f"one of {', '.join(SECURE_AGGREGATION)}"),
+    "secagg_threshold": (
+        _is_float(0.5, 1.0, low_open=True),
+        "a fraction of each client's share holders in (0.5, 1]",
+    ),
+    "secagg_neighbours": (
+        lambda v: v is None or _is_int(2, 100_000)(v),
+        "null (2 ceil(log2 cohort_size)) or an integer >= 2",
+    ),
+    "secagg_clip": (_is_float(0.0, 1e6, low_open=True), "a number in (0, 1e6]"),
+    "secagg_fractional_bits": (_is_int(1, 40), "an integer in [1, 40]"),
+    "secagg_max_examples": (_is_int(1, 2**31 - 1), "an integer in [1, 2^31 - 1]"),
+    "secagg_simulated_dropout": (_is_float(0.0, 1.0, high_open=True), "a fraction in [0, 1)"),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fedpipe import stages
+from fedpipe import secure_aggregation, stages
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
 from fedpipe.stages.register import Registration
@@ -36,10 +36,20 @@ def simulate(
         shard_ids = stages.select(config, n, registry, out / "cohort.json")
         stages.broadcast(config, model, out / "cohort.json", out / "plan.npz")
         update_paths = [out / f"updates_{s}.npz" for s in shard_ids]
+        secure = secure_aggregation.enabled(config)
+        messages = _share_keys(config, out, shard_ids) if secure else []
         for shard, path in zip(shard_ids, update_paths, strict=True):
-            stages.local_train(config, out / "plan.npz", shard, path)
+            stages.local_train(config, out / "plan.npz", shard, path, messages)
+        if secure:
+            messages = _unmask(config, out, shard_ids, messages, update_paths)
         stages.aggregate(
-            config, out / "plan.npz", model, update_paths, out / "model.npz", out / "outcome.json"
+            config,
+            out / "plan.npz",
+            model,
+            update_paths,
+            out / "model.npz",
+            out / "outcome.json",
+            messages,
         )
         result = stages.evaluate(
             config, out / "model.npz", registry, out / "outcome.json", out / "registry.json", run_id
@@ -52,3 +62,37 @@ def simulate(
         else None
     )
     return SimulationResult(GlobalModel.load(model), run_id, accuracy, registration)
+
+
+def _share_keys(config: RunConfig, out: Path, shard_ids: list[int]) -> list[Path]:
+    """Secure aggregation steps 1 and 2 as the pipeline runs them: each shard's clients
+    advertise keys, the server relays them, each shard shares keys, the server relays all.
+    Returns the transcript that local train reads."""
+    plan, keys, shared = out / "plan.npz", out / "secagg_keys.json", out / "secagg_shares.json"
+    ads = [out / f"secagg_advertise_{s}.json" for s in shard_ids]
+    for shard, path in zip(shard_ids, ads, strict=True):
+        stages.advertise_keys(config, plan, shard, path)
+    stages.relay_messages(ads, keys)
+    shares = [out / f"secagg_share_keys_{s}.json" for s in shard_ids]
+    for shard, path in zip(shard_ids, shares, strict=True):
+        stages.share_keys(config, plan, shard, [keys], path)
+    stages.relay_messages([keys, *shares], shared)
+    return [shared]
+
+
+def _unmask(
+    config: RunConfig,
+    out: Path,
+    shard_ids: list[int],
+    transcript: list[Path],
+    update_paths: list[Path],
+) -> list[Path]:
+    """Secure aggregation step 4: the server's request, each shard's responses, and the
+    whole transcript relayed to aggregate."""
+    plan, request = out / "plan.npz", out / "secagg_unmask_request.json"
+    stages.request_unmasking(config, plan, transcript, update_paths, request)
+    responses = [out / f"secagg_unmask_response_{s}.json" for s in shard_ids]
+    for shard, path in zip(shard_ids, responses, strict=True):
+        stages.unmask_response(config, plan, shard, [request], path)
+    stages.relay_messages([request, *responses], out / "secagg_transcript.json")
+    return [out / "secagg_transcript.json"]

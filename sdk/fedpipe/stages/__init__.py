@@ -10,6 +10,15 @@ from fedpipe.stages.evaluate import evaluate
 from fedpipe.stages.initialize import initialize
 from fedpipe.stages.local_train import local_train
 from fedpipe.stages.register import register
+from fedpipe.stages.secure_aggregation import (
+    advertise_keys,
+    relay_messages,
+    request_unmasking,
+    share_keys,
+    unmask_response,
+)
 from fedpipe.stages.select import select
 
 __all__ = ["aggregate", "broadcast", "evaluate", "initialize", "local_train", "register", "select"]
+__all__ += ["advertise_keys", "relay_messages", "request_unmasking", "share_keys"]
+__all__ += ["unmask_response"]

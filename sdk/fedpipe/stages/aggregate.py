@@ -6,11 +6,13 @@ here, and the stage's inputs and outputs stay the same.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fedpipe import aggregation, client_weights, dp_fedavg, server_optimizers
+from fedpipe import aggregation, client_weights, dp_fedavg, secure_aggregation, server_optimizers
 from fedpipe.client_update import ClientUpdate, load_shard
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -56,8 +58,12 @@ def aggregate(
     update_paths: list[str | Path],
     new_model_path: str | Path,
     outcome_path: str | Path,
+    secagg_messages: Sequence[str | Path] = (),
 ) -> aggregation.AggregationOutcome:
-    """Write the new global model; raise QuorumNotMet (writing nothing) below quorum."""
+    """Write the new global model; raise QuorumNotMet (writing nothing) below quorum.
+    Under secure aggregation the updates are masked inputs, and secagg_messages hold the
+    round's protocol messages: only the survivors' sum is unmasked (ThresholdNotMet, and
+    nothing written, when it cannot be)."""
     plan = RoundPlan.load(plan_path)
     model = GlobalModel.load(model_path)
     cohort = plan.cohort
@@ -70,11 +76,18 @@ def aggregate(
         return outcome
 
     received, missing = _collect(cohort.clients, update_paths)
-    accepted, rejected = aggregation.screen(received, model.spec)
+    secure = None
+    if secure_aggregation.enabled(config):
+        secure = secure_aggregation.unmask_mean(config, plan, received, secagg_messages)
+        accepted, rejected = secure.accepted, secure.rejected
+    else:
+        accepted, rejected = aggregation.screen(received, model.spec)
     rejected += missing
     aggregation.require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
     private = None
-    if config.dp_enabled:
+    if secure:
+        delta = secure.mean
+    elif config.dp_enabled:
         private = dp_fedavg.private_mean(config, accepted, cohort.round_number, model.server_state)
         delta = private.delta
     elif config.client_weighting == "adaptive":
@@ -95,8 +108,8 @@ def aggregate(
                 u.num_examples,
                 u.train_loss,
                 u.duration_s,
-                float(np.linalg.norm(u.vector)),
-                _cosine(u.vector, delta),
+                float("nan") if secure else float(np.linalg.norm(u.vector)),
+                None if secure else _cosine(u.vector, delta),
             )
             for u in accepted
         ],
@@ -105,6 +118,7 @@ def aggregate(
         started_at=cohort.started_at,
         dp_clip_norm=private.clip_norm if private else None,
         dp_clipped=private.clipped if private else 0,
+        secure_aggregation=dataclasses.asdict(secure.report) if secure else None,
     )
     outcome.save(outcome_path)
     for r in outcome.rejected:

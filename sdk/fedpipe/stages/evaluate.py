@@ -3,10 +3,11 @@ log the round to MLflow, and decide whether the target accuracy is reached."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
-from fedpipe import client_history, privacy_accounting, tracking, trainer
+from fedpipe import client_history, privacy_accounting, secure_aggregation, tracking, trainer
 from fedpipe.aggregation import AggregationOutcome
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -44,8 +45,8 @@ def _log_round(
         "clients_rejected": len(outcome.rejected),
         "round_seconds": seconds,
     }
-    if outcome.accepted:
-        total = sum(c.num_examples for c in outcome.accepted)
+    total = sum(c.num_examples for c in outcome.accepted)
+    if total > 0:  # 0 under secure aggregation: the counts are inside the masked sum
         values["train_loss"] = sum(c.train_loss * c.num_examples for c in outcome.accepted) / total
     if outcome.dp_clip_norm is not None:
         values["dp_clip_norm"] = outcome.dp_clip_norm
@@ -55,7 +56,10 @@ def _log_round(
             values["epsilon"] = spent
     for c in outcome.accepted:
         values[f"client/{c.client_id}/train_loss"] = c.train_loss
-        values[f"client/{c.client_id}/update_norm"] = c.update_norm
+        if math.isfinite(c.update_norm):
+            values[f"client/{c.client_id}/update_norm"] = c.update_norm
+    if outcome.secure_aggregation:
+        values.update(secure_aggregation.ProtocolReport(**outcome.secure_aggregation).metrics())
     metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
     mlflow_client = tracking.client(config)
     mlflow_client.log_batch(run_id, metrics=metrics)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from fedpipe import client_systems, partition, trainer
+from fedpipe import client_systems, partition, secure_aggregation, trainer
 from fedpipe.client_update import ClientUpdate, save_shard
 from fedpipe.config import RunConfig
 from fedpipe.round_plan import RoundPlan
 
 
 def local_train(
-    config: RunConfig, plan_path: str | Path, shard: int, updates_path: str | Path
+    config: RunConfig,
+    plan_path: str | Path,
+    shard: int,
+    updates_path: str | Path,
+    secagg_messages: Sequence[str | Path] = (),
 ) -> None:
-    """Write one artifact with the updates of every client in the shard."""
+    """Write one artifact with the updates of every client in the shard; under secure
+    aggregation, their masked inputs (secagg_messages: the round's key advertisements and
+    key shares)."""
     plan = RoundPlan.load(plan_path)
     round_number = plan.cohort.round_number
     updates = []
@@ -45,7 +52,10 @@ def local_train(
                 duration_s=duration,
             )
         )
-    save_shard(updates_path, round_number, shard, updates)
+    sent = updates
+    if secure_aggregation.enabled(config):
+        sent = secure_aggregation.mask_updates(config, plan, updates, secagg_messages)
+    save_shard(updates_path, round_number, shard, sent)
     if updates:
         print(
             f"round {round_number} shard {shard}: trained clients "

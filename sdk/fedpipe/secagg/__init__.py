@@ -1,0 +1,42 @@
+"""Secure aggregation (Bonawitz et al., CCS 2017) with the SecAgg+ sparse neighbour graph
+(Bell et al., CCS 2020): the server learns only the sum of the clients' updates, and the
+sum survives clients that drop after sharing their keys."""
+
+from fedpipe.secagg.client import SecAggClient
+from fedpipe.secagg.messages import (
+    EncryptedShare,
+    KeyAdvertisement,
+    KeyShares,
+    MaskedInput,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from fedpipe.secagg.quantization import FixedPoint, UpdateTransform, no_transform
+from fedpipe.secagg.server import Refusal, SecAggServer
+from fedpipe.secagg.session import (
+    ProtocolAbort,
+    Session,
+    TamperedShare,
+    ThresholdNotMet,
+    UnsafeRequest,
+)
+
+__all__ = [
+    "EncryptedShare",
+    "FixedPoint",
+    "KeyAdvertisement",
+    "KeyShares",
+    "MaskedInput",
+    "ProtocolAbort",
+    "Refusal",
+    "SecAggClient",
+    "SecAggServer",
+    "Session",
+    "TamperedShare",
+    "ThresholdNotMet",
+    "UnmaskRequest",
+    "UnmaskResponse",
+    "UnsafeRequest",
+    "UpdateTransform",
+    "no_transform",
+]

@@ -1,0 +1,77 @@
+"""Fixed-point encoding of clipped, example-weighted updates in Z_{2^b}.
+
+A client sends (n_i / M) * clip(delta_i) in fixed point plus its example count n_i, all
+in one vector of machine words, so the server can divide the two sums and get weighted
+FedAvg. M (`max_examples`) is a public bound on n_i: scaling by it keeps every summand
+inside [-c, c], so the bits the sum needs depend only on the cohort size, the clip and
+the precision, never on how many examples a client has. b is chosen so that the sum of
+the whole cohort cannot wrap; the words are uint32 when b <= 32 and uint64 otherwise, and
+all arithmetic is modulo 2^word_bits (uniform masks there hide any b-bit sum).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from fedpipe import wire
+
+# The DP hook: what a client applies to its clipped update before quantization (for
+# example its share of the noise of distributed DP). The identity when DP is off.
+UpdateTransform = Callable[[np.ndarray], np.ndarray]
+
+
+def no_transform(update: np.ndarray) -> np.ndarray:
+    return update
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedPoint:
+    clip: float  # each coordinate of a delta is clipped to [-clip, clip]
+    fractional_bits: int  # quantization step 2^-fractional_bits
+    max_examples: int  # public bound M on a client's example count (larger counts saturate)
+    cohort_size: int  # how many vectors may be summed
+
+    @property
+    def scale(self) -> float:
+        return float(2**self.fractional_bits)
+
+    @property
+    def bits(self) -> int:
+        """b: bits the cohort's sum needs, sign included, so that it never wraps."""
+        largest = max(
+            self.cohort_size * math.ceil(self.clip * self.scale),
+            self.cohort_size * self.max_examples,
+        )
+        return largest.bit_length() + 1
+
+    @property
+    def word(self) -> np.dtype:
+        if self.bits > 64:
+            raise ValueError(f"the sum needs {self.bits} bits; lower the clip or precision")
+        return np.dtype(np.uint32 if self.bits <= 32 else np.uint64)
+
+    def encode(
+        self, delta: np.ndarray, weight: int, transform: UpdateTransform = no_transform
+    ) -> np.ndarray:
+        """The words a client masks: its clipped, weighted delta, then its weight. The weight
+        is in units of 1/max_examples: the example count under FedAvg, an announced share
+        of max_examples under adaptive weights, max_examples for DP's equal weights."""
+        weight = min(weight, self.max_examples)
+        clipped = transform(np.clip(delta.astype(np.float64), -self.clip, self.clip))
+        clipped = np.clip(clipped, -self.clip, self.clip)  # the transform may not widen it
+        fixed = np.rint(clipped * (weight / self.max_examples) * self.scale).astype(np.int64)
+        return np.append(fixed, np.int64(weight)).astype(self.word)
+
+    def decode_mean(self, summed: np.ndarray) -> tuple[np.ndarray, int]:
+        """The weighted mean delta and the total weight, from the sum of the cohort's
+        encoded vectors (mod 2^word_bits)."""
+        signed = summed.view(np.int32 if self.word == np.uint32 else np.int64)
+        total = int(signed[-1])
+        if total <= 0:
+            raise ValueError(f"summed weight {total} must be > 0")
+        mean = signed[:-1].astype(np.float64) / self.scale * (self.max_examples / total)
+        return mean.astype(wire.WIRE_DTYPE), total

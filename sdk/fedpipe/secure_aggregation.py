@@ -1,0 +1,350 @@
+"""Secure aggregation in a federated round: the run config's session, the simulated
+clients' entropy and dropouts, and the artifacts that carry protocol messages between
+the client-side tasks and the server-side stages.
+
+Client-side tasks (advertise_keys, share_keys, local_train, unmask_response) rebuild a
+client from its entropy and the messages it has seen; the server-side stages
+(request_unmasking, aggregate) read only the messages, never a client's secrets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpipe import dp_fedavg, secagg, wire
+from fedpipe.aggregation import Rejection
+from fedpipe.client_update import ClientUpdate
+from fedpipe.config import RunConfig
+from fedpipe.round_plan import Cohort, RoundPlan
+from fedpipe.secagg import graph, primitives, shamir
+
+ENCODING = "secagg"  # the ClientUpdate encoding of a masked update
+_ENTROPY_TAG = b"fedpipe-simulated-client-entropy"
+_DROPOUT_TAG = 0xD209
+STEPS = ("advertise", "share_keys", "unmask_request", "unmask_response")
+
+
+def enabled(config: RunConfig) -> bool:
+    return config.secure_aggregation != "off"
+
+
+def session_for(config: RunConfig, cohort: Cohort, model_size: int) -> secagg.Session:
+    """The round's public parameters, derived identically by the server and every client."""
+    clients = sorted(cohort.clients)
+    if config.secure_aggregation == "secagg":
+        neighbours = graph.complete(clients)
+    else:
+        k = config.secagg_neighbours or graph.default_neighbours(len(clients))
+        neighbours = graph.random_regular(clients, k, config.seed, cohort.round_number)
+    encoding = secagg.FixedPoint(
+        config.secagg_clip,
+        config.secagg_fractional_bits,
+        config.secagg_max_examples,
+        config.cohort_size,
+    )
+    return secagg.Session(
+        cohort.round_number, neighbours, config.secagg_threshold, encoding, model_size + 1
+    )
+
+
+def client_entropy(config: RunConfig, round_number: int, client_id: int) -> bytes:
+    """A simulated client's private randomness. Derived from the run seed so that runs
+    replay exactly; an agent on a real device uses os.urandom(32) instead, because anyone
+    who knows the seed could rebuild these secrets."""
+    label = f"{config.seed}/{round_number}/{client_id}".encode()
+    return primitives.derive(_ENTROPY_TAG, label)
+
+
+def client(config: RunConfig, session: secagg.Session, client_id: int) -> secagg.SecAggClient:
+    return secagg.SecAggClient(
+        session, client_id, client_entropy(config, session.round_number, client_id)
+    )
+
+
+def simulated_dropouts(config: RunConfig, cohort: Cohort) -> frozenset[int]:
+    """The clients that (in simulation) vanish after sharing keys, before their masked input."""
+    count = round(config.secagg_simulated_dropout * len(cohort.clients))
+    rng = np.random.default_rng([config.seed, cohort.round_number, _DROPOUT_TAG])
+    return frozenset(int(c) for c in rng.choice(sorted(cohort.clients), count, replace=False))
+
+
+@dataclasses.dataclass
+class Messages:
+    """Every protocol message of one round found in a set of artifacts, by step."""
+
+    advertisements: list[secagg.KeyAdvertisement] = dataclasses.field(default_factory=list)
+    key_shares: list[secagg.KeyShares] = dataclasses.field(default_factory=list)
+    requests: list[secagg.UnmaskRequest] = dataclasses.field(default_factory=list)
+    responses: list[secagg.UnmaskResponse] = dataclasses.field(default_factory=list)
+    seconds: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def request(self) -> secagg.UnmaskRequest:
+        if len(self.requests) != 1:
+            raise secagg.ProtocolAbort(f"expected one unmasking request, got {len(self.requests)}")
+        return self.requests[0]
+
+
+_TYPES: dict[str, Any] = {
+    "advertise": (secagg.KeyAdvertisement, "advertisements"),
+    "share_keys": (secagg.KeyShares, "key_shares"),
+    "unmask_request": (secagg.UnmaskRequest, "requests"),
+    "unmask_response": (secagg.UnmaskResponse, "responses"),
+}
+
+
+def save_messages(
+    path: str | Path, step: str, round_number: int, messages: list, seconds: dict[int, float]
+) -> None:
+    """One artifact of one step's messages (and, apart from them, how long each took).
+    An artifact is a JSON list of such records, so a transcript is their concatenation."""
+    record = {
+        "step": step,
+        "round": round_number,
+        "messages": [m.to_dict() for m in messages],
+        "seconds": {str(k): v for k, v in seconds.items()},
+    }
+    _write_records(path, [record])
+
+
+def relay(paths: Sequence[str | Path], out_path: str | Path) -> None:
+    """The server forwards what it received: one transcript artifact of all the records."""
+    _write_records(out_path, [r for p in paths for r in json.loads(Path(p).read_text())])
+
+
+def _write_records(path: str | Path, records: list[dict]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(records, sort_keys=True))
+
+
+def load_messages(paths: Sequence[str | Path], round_number: int) -> Messages:
+    found = Messages()
+    records = [r for p in paths for r in json.loads(Path(p).read_text())]
+    for record in records:
+        if record["round"] != round_number:
+            raise secagg.ProtocolAbort(
+                f"messages of round {record['round']} in round {round_number}"
+            )
+        cls, attribute = _TYPES[record["step"]]
+        getattr(found, attribute).extend(cls.from_dict(m) for m in record["messages"])
+        times = found.seconds.setdefault(record["step"], {})
+        times.update({int(k): v for k, v in record["seconds"].items()})
+    return found
+
+
+def server_through_masking(
+    session: secagg.Session, messages: Messages, masked: list[secagg.MaskedInput]
+) -> tuple[secagg.SecAggServer, secagg.UnmaskRequest]:
+    """The server's first three steps replayed from the messages (they are deterministic),
+    ending with its unmasking request."""
+    server = secagg.SecAggServer(session)
+    server.receive_advertisements(messages.advertisements)
+    server.route_shares(messages.key_shares)
+    return server, server.request_unmasking(masked)
+
+
+def inbox_of(
+    session: secagg.Session, messages: Messages, client_id: int
+) -> list[secagg.EncryptedShare]:
+    """The shares the server routes to a client: its routing is a pure function of the
+    messages, so a client task applies it to the collected messages."""
+    server = secagg.SecAggServer(session)
+    server.receive_advertisements(messages.advertisements)
+    return server.route_shares(messages.key_shares).get(client_id, [])
+
+
+def rebuild_client(
+    config: RunConfig, session: secagg.Session, messages: Messages, client_id: int
+) -> secagg.SecAggClient:
+    """A client back in the state it had after receiving its shares (its own shares are
+    regenerated from its entropy, so nothing secret has to travel between its tasks)."""
+    c = client(config, session, client_id)
+    c.share_keys(messages.advertisements)
+    c.receive_shares(inbox_of(session, messages, client_id))
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolReport:
+    """Protocol figures of one round, for the round report and MLflow."""
+
+    mode: str
+    bits: int
+    word_bits: int
+    survivors: int
+    dropouts_recovered: int
+    bytes_per_client: float
+    client_seconds: dict[str, float]  # step -> mean seconds per client
+    server_seconds: dict[str, float]
+
+    def metrics(self) -> dict[str, float]:
+        values = {
+            "secagg/survivors": self.survivors,
+            "secagg/dropouts_recovered": self.dropouts_recovered,
+            "secagg/bytes_per_client": self.bytes_per_client,
+        }
+        values.update({f"secagg/client_seconds/{k}": v for k, v in self.client_seconds.items()})
+        values.update({f"secagg/server_seconds/{k}": v for k, v in self.server_seconds.items()})
+        return {k: float(v) for k, v in values.items()}
+
+
+def bytes_sent(messages: Messages, masked: list[secagg.MaskedInput]) -> float:
+    """Mean bytes a client sent over the four steps (keys, ciphertexts, vector, shares)."""
+    sent: dict[int, int] = {}
+    for a in messages.advertisements:
+        sent[a.client_id] = sent.get(a.client_id, 0) + 64
+    for s in messages.key_shares:
+        sent[s.client_id] = sent.get(s.client_id, 0) + sum(len(e.ciphertext) for e in s.shares)
+    for m in masked:
+        sent[m.client_id] = sent.get(m.client_id, 0) + m.vector.nbytes
+    for r in messages.responses:
+        count = len(r.self_mask_shares) + len(r.mask_key_shares)
+        sent[r.client_id] = sent.get(r.client_id, 0) + shamir.SHARE_BYTES * count
+    return float(np.mean(list(sent.values()))) if sent else 0.0
+
+
+def client_transform(config: RunConfig, plan: RoundPlan, client_id: int) -> secagg.UpdateTransform:
+    """What a client applies to its update before quantization. With DP on: clip to the
+    round's L2 norm and add its share of the noise (distributed DP), so the server never
+    sees an un-noised sum."""
+    if not config.dp_enabled:
+        return secagg.no_transform
+    return lambda delta: dp_fedavg.privatize_for_secure_sum(
+        config,
+        client_id,
+        plan.cohort.round_number,
+        delta,
+        dp_fedavg.clip_norm(config, {}),
+        config.min_valid_updates,
+    )
+
+
+def client_weight(config: RunConfig, plan: RoundPlan, update: ClientUpdate) -> int:
+    """A client's aggregation weight in units of 1/secagg_max_examples, as the client
+    scales its own update: equal under DP (its noise is calibrated to an unweighted sum),
+    the share the server announced in the round plan under adaptive weights, else its
+    example count (FedAvg)."""
+    full = config.secagg_max_examples
+    if config.dp_enabled:
+        return full
+    if config.client_weighting == "adaptive":
+        announced = dict(zip(plan.cohort.clients, plan.cohort.client_weights, strict=True))
+        return max(1, round(announced[update.client_id] * full))
+    return update.num_examples
+
+
+def mask_updates(
+    config: RunConfig,
+    plan: RoundPlan,
+    updates: list[ClientUpdate],
+    message_paths: Sequence[str | Path],
+) -> list[ClientUpdate]:
+    """Step 3, client side: replace each trained delta by the client's masked input. The
+    example count travels inside the masked vector, so the record says 0. Clients picked
+    by `secagg_simulated_dropout` vanish here, after having shared their keys."""
+    if not updates:
+        return []
+    if not message_paths:
+        raise secagg.ProtocolAbort(
+            "secure aggregation is on but local train got no key shares: was the pipeline "
+            "compiled with secure_aggregation off? Compile it with this config"
+        )
+    session = session_for(config, plan.cohort, plan.spec.size)
+    messages = load_messages(message_paths, plan.cohort.round_number)
+    dropped = simulated_dropouts(config, plan.cohort)
+    masked = []
+    for u in updates:
+        if u.client_id in dropped:
+            continue
+        started = time.perf_counter()
+        c = rebuild_client(config, session, messages, u.client_id)
+        encoded = session.encoding.encode(
+            u.vector, client_weight(config, plan, u), client_transform(config, plan, u.client_id)
+        )
+        vector = c.masked_input(encoded).vector
+        masked.append(
+            ClientUpdate.of(
+                u.client_id,
+                vector,
+                num_examples=0,
+                train_loss=u.train_loss,
+                duration_s=u.duration_s + time.perf_counter() - started,
+                encoding=ENCODING,
+            )
+        )
+    return masked
+
+
+@dataclasses.dataclass(frozen=True)
+class SecureSum:
+    accepted: list[ClientUpdate]  # the survivors, whose masked inputs are in the sum
+    rejected: list[Rejection]
+    mean: np.ndarray  # the example-weighted mean delta of the survivors
+    report: ProtocolReport
+
+
+def unmask_mean(
+    config: RunConfig,
+    plan: RoundPlan,
+    received: list[ClientUpdate],
+    message_paths: Sequence[str | Path],
+) -> SecureSum:
+    """Server side: replay the protocol from the messages, unmask the survivors' sum and
+    divide it by their example count. Raises ThresholdNotMet (nothing is learned) when a
+    secret can no longer be recovered."""
+    started = time.perf_counter()
+    session = session_for(config, plan.cohort, plan.spec.size)
+    messages = load_messages(message_paths, plan.cohort.round_number)
+    rejected, masked = [], []
+    for u in received:
+        if u.encoding != ENCODING:
+            rejected.append(
+                Rejection(u.client_id, f"encoding {u.encoding!r} under secure aggregation")
+            )
+        elif wire.checksum(u.vector) != u.checksum:
+            rejected.append(
+                Rejection(u.client_id, "checksum mismatch (corrupted in transit or storage)")
+            )
+        else:
+            masked.append(secagg.MaskedInput(u.client_id, u.vector))
+    server, request = server_through_masking(session, messages, masked)
+    if messages.request != request:
+        raise secagg.ProtocolAbort(
+            "the clients answered another unmasking request than the server's"
+        )
+    replayed = time.perf_counter()
+    summed = server.unmask_sum(messages.responses)
+    mean, total_weight = session.encoding.decode_mean(summed)
+    if config.dp_enabled:  # DP-FedAvg: the noised sum over the expected cohort size
+        survivors = total_weight / config.secagg_max_examples
+        mean = (mean * np.float32(survivors / config.cohort_size)).astype(wire.WIRE_DTYPE)
+    unmasked = time.perf_counter()
+    rejected += [Rejection(r.client_id, r.reason) for r in server.refusals]
+    client_seconds = {
+        step: float(np.mean(list(times.values())))
+        for step, times in messages.seconds.items()
+        if step != "unmask_request" and times
+    }
+    report = ProtocolReport(
+        mode=config.secure_aggregation,
+        bits=session.encoding.bits,
+        word_bits=session.encoding.word.itemsize * 8,
+        survivors=len(request.survivors),
+        dropouts_recovered=len(request.dropped),
+        bytes_per_client=bytes_sent(messages, masked),
+        client_seconds=client_seconds,
+        server_seconds={
+            "request_unmasking": sum(messages.seconds.get("unmask_request", {}).values()),
+            "replay": replayed - started,
+            "unmask": unmasked - replayed,
+        },
+    )
+    accepted = [u for u in received if u.client_id in set(request.survivors)]
+    return SecureSum(accepted, rejected, mean, report)

@@ -1,0 +1,131 @@
+"""The protocol steps of secure aggregation that run around local train and aggregate.
+
+Client-side tasks (one per shard): advertise_keys before local train, share_keys after
+it has all advertisements, unmask_response after the server's request. Server-side:
+request_unmasking, once the masked updates are in. local_train emits the masked inputs
+and aggregate unmasks only their sum.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedpipe import secure_aggregation as sa
+from fedpipe.client_update import load_shard
+from fedpipe.config import RunConfig
+from fedpipe.round_plan import RoundPlan
+
+
+def _shard_clients(plan: RoundPlan, shard: int) -> list[int]:
+    return [] if plan.cohort.stopped else plan.cohort.shards[shard]
+
+
+def advertise_keys(
+    config: RunConfig, plan_path: str | Path, shard: int, out_path: str | Path
+) -> None:
+    """Step 1, client side: the public keys of every client of the shard."""
+    plan = RoundPlan.load(plan_path)
+    ads, seconds = [], {}
+    clients = _shard_clients(plan, shard)
+    if clients:
+        session = sa.session_for(config, plan.cohort, plan.spec.size)
+        for client_id in clients:
+            started = time.perf_counter()
+            ads.append(sa.client(config, session, client_id).advertise())
+            seconds[client_id] = time.perf_counter() - started
+    sa.save_messages(out_path, "advertise", plan.cohort.round_number, ads, seconds)
+
+
+def share_keys(
+    config: RunConfig,
+    plan_path: str | Path,
+    shard: int,
+    advertisement_paths: Sequence[str | Path],
+    out_path: str | Path,
+) -> None:
+    """Step 2, client side: each client's encrypted shares for its neighbours."""
+    plan = RoundPlan.load(plan_path)
+    n = plan.cohort.round_number
+    clients = _shard_clients(plan, shard)
+    messages = sa.load_messages(advertisement_paths, n) if clients else sa.Messages()
+    shares, seconds = [], {}
+    if clients:
+        session = sa.session_for(config, plan.cohort, plan.spec.size)
+        for client_id in clients:
+            started = time.perf_counter()
+            shares.append(sa.client(config, session, client_id).share_keys(messages.advertisements))
+            seconds[client_id] = time.perf_counter() - started
+    sa.save_messages(out_path, "share_keys", n, shares, seconds)
+
+
+def relay_messages(message_paths: Sequence[str | Path], out_path: str | Path) -> None:
+    """Server side, after steps 1, 2 and 4: forward everything received so far, as one
+    transcript artifact (each client picks out what is addressed to it)."""
+    sa.relay(message_paths, out_path)
+
+
+def request_unmasking(
+    config: RunConfig,
+    plan_path: str | Path,
+    message_paths: Sequence[str | Path],
+    update_paths: Sequence[str | Path],
+    out_path: str | Path,
+) -> None:
+    """Step 3 ends, server side: name the survivors and the dropped, and write the
+    transcript so far followed by that request. Raises ThresholdNotMet when some client's
+    secrets can no longer be recovered."""
+    plan = RoundPlan.load(plan_path)
+    n = plan.cohort.round_number
+    started = time.perf_counter()
+    requests = []
+    if not plan.cohort.stopped:
+        session = sa.session_for(config, plan.cohort, plan.spec.size)
+        messages = sa.load_messages(message_paths, n)
+        _, request = sa.server_through_masking(session, messages, masked_inputs(update_paths))
+        requests.append(request)
+    sa.save_messages(out_path, "unmask_request", n, requests, {-1: time.perf_counter() - started})
+    sa.relay([*message_paths, out_path], out_path)
+
+
+def unmask_response(
+    config: RunConfig,
+    plan_path: str | Path,
+    shard: int,
+    message_paths: Sequence[str | Path],
+    out_path: str | Path,
+) -> None:
+    """Step 4, client side: the shares the request asks for, from each surviving client of
+    the shard (an honest client refuses an unsafe request, failing the task)."""
+    plan = RoundPlan.load(plan_path)
+    n = plan.cohort.round_number
+    clients = _shard_clients(plan, shard)
+    responses, seconds = [], {}
+    if clients:
+        session = sa.session_for(config, plan.cohort, plan.spec.size)
+        messages = sa.load_messages(message_paths, n)
+        request = messages.request
+        for client_id in clients:
+            if client_id not in request.survivors:
+                continue
+            started = time.perf_counter()
+            c = sa.rebuild_client(config, session, messages, client_id)
+            responses.append(c.unmask(request))
+            seconds[client_id] = time.perf_counter() - started
+    sa.save_messages(out_path, "unmask_response", n, responses, seconds)
+
+
+def masked_inputs(update_paths: Sequence[str | Path]):
+    """The masked inputs in the shards' update artifacts (unreadable shards count as
+    clients that dropped)."""
+    from fedpipe.secagg import MaskedInput
+
+    found = []
+    for path in update_paths:
+        try:
+            updates = load_shard(path)
+        except (OSError, ValueError, KeyError):
+            continue
+        found += [MaskedInput(u.client_id, u.vector) for u in updates if u.encoding == sa.ENCODING]
+    return found
