@@ -15,12 +15,19 @@ from typing import Any
 
 import yaml
 
+from fedpipe import byzantine_tolerance
+
 DATASETS = ("digits", "breast_cancer", "mnist")
 PARTITIONERS = ("iid", "dirichlet", "shards", "quantity_skew")
 MODELS = ("logistic_regression", "mlp", "cnn")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
 SELECTION_POLICIES = ("uniform",)
-AGGREGATORS = ("fedavg",)
+AGGREGATORS = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "norm_bounding")
+# Aggregators that must see every client's update on its own (order statistics, pairwise
+# distances): they cannot run on the masked sum that secure aggregation reveals.
+NEEDS_INDIVIDUAL_UPDATES = ("median", "trimmed_mean", "krum", "multi_krum")
+SCREENING_POLICIES = ("off", "flag", "downweight", "exclude")
+ATTACKS = ("none", "sign_flip", "scaling", "gaussian_noise", "label_flip")
 
 
 class ConfigError(ValueError):
@@ -67,6 +74,16 @@ class RunConfig:
     mlflow_experiment: str = "fedpipe"
     registered_model_name: str = "fedpipe-digits"
     promotion_margin: float = 0.005
+    byzantine_clients: int = 0
+    trim_fraction: float = 0.1
+    multi_krum_m: int | None = None
+    norm_bound: float = 1.0
+    screening: str = "off"
+    screening_threshold: float = 3.5
+    attack: str = "none"
+    attack_fraction: float = 0.0
+    attack_scale: float = 10.0
+    attack_noise_std: float = 1.0
 
     def __post_init__(self) -> None:
         for name, (check, allowed) in _RULES.items():
@@ -81,6 +98,15 @@ class RunConfig:
             raise ConfigError(
                 "data_dir", self.data_dir, "a directory holding MNIST IDX files when dataset=mnist"
             )
+        broken = byzantine_tolerance.violation(
+            self.aggregator,
+            self.cohort_size,
+            self.byzantine_clients,
+            trim_fraction=self.trim_fraction,
+            multi_krum_m=self.multi_krum_m,
+        )
+        if broken:
+            raise ConfigError("byzantine_clients", self.byzantine_clients, broken)
 
     @property
     def shard_count(self) -> int:
@@ -161,6 +187,16 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mlflow_experiment": (_nonempty_str, "a non-empty experiment name"),
     "registered_model_name": (_nonempty_str, "a non-empty registered model name"),
     "promotion_margin": (_is_float(0.0, 1.0), "an accuracy margin in [0, 1]"),
+    "byzantine_clients": (_is_int(0), "an integer >= 0"),
+    "trim_fraction": (_is_float(0.0, 0.5, high_open=True), "a fraction in [0, 0.5)"),
+    "multi_krum_m": (lambda v: v is None or _is_int(1)(v), "null (n - f) or an integer >= 1"),
+    "norm_bound": (_is_float(0.0, _INF, low_open=True), "a number > 0"),
+    "screening": (_one_of(SCREENING_POLICIES), f"one of {', '.join(SCREENING_POLICIES)}"),
+    "screening_threshold": (_is_float(0.0, 100.0, low_open=True), "a number in (0, 100]"),
+    "attack": (_one_of(ATTACKS), f"one of {', '.join(ATTACKS)}"),
+    "attack_fraction": (_is_float(0.0, 1.0), "a fraction of the clients in [0, 1]"),
+    "attack_scale": (_is_float(0.0, 1e6, low_open=True), "a number in (0, 1e6]"),
+    "attack_noise_std": (_is_float(0.0, 1e6, low_open=True), "a number in (0, 1e6]"),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpipe import aggregation, server_optimizers
+from fedpipe import aggregation, screening, server_optimizers
 from fedpipe.client_update import ClientUpdate, load_shard
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -66,6 +66,13 @@ def aggregate(
     received, missing = _collect(cohort.clients, update_paths)
     accepted, rejected = aggregation.screen(received, model.spec)
     rejected += missing
+    screened = screening.screen_norms(accepted, config.screening, config.screening_threshold)
+    accepted = screened.kept
+    rejected += [
+        aggregation.Rejection(f.client_id, f.reason)
+        for f in screened.flags
+        if f.action == "excluded"
+    ]
     aggregation.require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
     delta = aggregation.aggregator_for(config).aggregate(accepted)
     weights, state = server_optimizers.apply(config, model.weights, delta, model.server_state)
@@ -86,8 +93,12 @@ def aggregate(
         rejected=sorted(rejected, key=lambda r: r.client_id),
         skipped=False,
         started_at=cohort.started_at,
+        flagged=screened.flags,
     )
     outcome.save(outcome_path)
     for r in outcome.rejected:
         print(f"round {cohort.round_number}: client {r.client_id} rejected: {r.reason}", flush=True)
+    for f in outcome.flagged:
+        if f.action != "excluded":
+            print(f"round {cohort.round_number}: client {f.client_id} {f.action}: {f.reason}")
     return outcome

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fedpipe import partition, trainer
+from fedpipe import attacks, partition, trainer
 from fedpipe.client_update import ClientUpdate, save_shard
 from fedpipe.config import RunConfig
 from fedpipe.round_plan import RoundPlan
@@ -21,7 +21,9 @@ def local_train(
     for client_id in plan.cohort.shards[shard]:
         started = time.perf_counter()
         x, y = partition.client_data(config, client_id)
-        result = trainer.for_config(config).train(
+        model_trainer = trainer.for_config(config)
+        y = attacks.poison_labels(config, client_id, y, model_trainer.data.num_classes)
+        result = model_trainer.train(
             plan.weights,
             x,
             y,
@@ -35,7 +37,7 @@ def local_train(
         updates.append(
             ClientUpdate.of(
                 client_id,
-                result.delta,
+                attacks.poison_update(config, round_number, client_id, result.delta),
                 num_examples=result.num_examples,
                 train_loss=result.train_loss,
                 duration_s=duration,

@@ -1,0 +1,1 @@
+"""Experiments: sweeps of simulated runs that answer one question each (`fedpipe experiment`)."""
