@@ -155,3 +155,31 @@ def test_stages_apply_the_attack_and_screening_excludes_the_scaled_clients(small
     assert {f.client_id for f in outcome.flagged} == set(hostile)
     assert "| flagged client | action | reason |" in outcome.to_markdown()
     assert aggregation.AggregationOutcome.load(work / "outcome").flagged == outcome.flagged
+
+
+def test_robustness_experiment_writes_table_plot_and_logs_to_mlflow(mlflow_uri, tmp_path):
+    from click.testing import CliRunner
+
+    from fedpipe import tracking
+    from fedpipe.cli import main
+
+    out = tmp_path / "robustness"
+    sets = ["dataset=digits", "data_dir=null", "rounds=1", f"mlflow_tracking_uri={mlflow_uri}"]
+    result = CliRunner().invoke(
+        main,
+        ["experiment", "robustness", "--defences", "median", "-o", str(out)]
+        + [arg for s in sets for arg in ("--set", s)],
+    )
+    assert result.exit_code == 0, result.output
+    rows = (out / "robustness.csv").read_text().splitlines()
+    assert len(rows) == 1 + 9 and rows[0].startswith("defence,attack,attack_fraction,attackers")
+    assert "| median |" in (out / "robustness.md").read_text()
+    assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    cfg = config.RunConfig(mlflow_tracking_uri=mlflow_uri, mlflow_experiment="fedpipe-robustness")
+    client = tracking.client(cfg)
+    run = client.search_runs(
+        [tracking.experiment_id(cfg)], "tags.`fedpipe.experiment` = 'robustness'"
+    )[0]
+    assert "accuracy/median/scaling/30pct" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "robustness")}
+    assert artifacts == {f"robustness/robustness.{ext}" for ext in ("csv", "md", "png")}

@@ -65,6 +65,7 @@ class Cell:
     attack_fraction: float
     attackers: int
     accuracy: float  # held-out accuracy after the last round
+    worst_accuracy: float  # the lowest after any round (attacks can make the model swing)
     seconds: float
 
 
@@ -101,6 +102,7 @@ def run(base: RunConfig, defences: tuple[str, ...] = DEFENCES) -> list[Cell]:
                     fraction,
                     len(attacks.attackers(cfg)),
                     result.accuracy[-1],
+                    min(result.accuracy),
                     time.perf_counter() - started,
                 )
                 print(f"robustness: {cell}", flush=True)
@@ -179,8 +181,9 @@ def write(cells: list[Cell], base: RunConfig, output: Path) -> tuple[Path, Path,
             mlflow.log_artifact(str(path), "robustness")
         mlflow.log_figure(figure, "robustness/robustness.png")
         for c in cells:
+            # MLflow metric names allow no "+": fedavg+screening becomes fedavg_screening.
+            defence = c.defence.replace("+", "_")
             mlflow.log_metric(
-                f"accuracy/{c.defence}/{c.attack}/{round(c.attack_fraction * 100)}pct",
-                c.accuracy,
+                f"accuracy/{defence}/{c.attack}/{round(c.attack_fraction * 100)}pct", c.accuracy
             )
     return csv_path, md_path, png_path
