@@ -100,5 +100,8 @@ def aggregate(
         print(f"round {cohort.round_number}: client {r.client_id} rejected: {r.reason}", flush=True)
     for f in outcome.flagged:
         if f.action != "excluded":
-            print(f"round {cohort.round_number}: client {f.client_id} {f.action}: {f.reason}")
+            print(
+                f"round {cohort.round_number}: client {f.client_id} {f.action}: {f.reason}",
+                flush=True,
+            )
     return outcome
