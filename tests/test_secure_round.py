@@ -117,3 +117,24 @@ def test_adaptive_dp_clipping_is_refused_under_secure_aggregation(small_config):
             secure_aggregation="secagg", dp_clip_norm=0.1, dp_clipping="adaptive", dp_delta=1e-3
         )
     assert error.value.field == "dp_clipping"
+
+
+@pytest.mark.parametrize("aggregator", ["median", "trimmed_mean", "krum", "multi_krum"])
+def test_secure_aggregation_refuses_aggregators_and_screening_that_need_single_updates(
+    aggregator,
+):
+    with pytest.raises(config.ConfigError) as error:
+        config.RunConfig(secure_aggregation="secagg", aggregator=aggregator)
+    assert error.value.field == "aggregator" and "needs individual updates" in str(error.value)
+    with pytest.raises(config.ConfigError) as error:
+        config.RunConfig(secure_aggregation="secagg+", screening="exclude")
+    assert error.value.field == "screening"
+
+
+def test_norm_bounding_under_secure_aggregation_clips_in_the_clients(small_config, tmp_path):
+    cfg = small_config.replace(rounds=1, aggregator="norm_bounding", norm_bound=0.05)
+    plain = simulate(cfg, tmp_path / "plain", register=False)
+    secure = simulate(cfg.replace(secure_aggregation="secagg"), tmp_path / "sec", register=False)
+    assert np.allclose(secure.model.weights, plain.model.weights, atol=1e-5)
+    unbounded = simulate(small_config.replace(rounds=1), tmp_path / "fedavg", register=False)
+    assert not np.allclose(unbounded.model.weights, plain.model.weights, atol=1e-3)

@@ -14,9 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
-from fedpipe import wire
+from fedpipe import robust_aggregation, wire
 from fedpipe.client_update import ClientUpdate
 from fedpipe.config import RunConfig
+from fedpipe.screening import ScreeningFlag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +43,17 @@ class Aggregator(Protocol):
 
     def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray: ...
 
+    @classmethod
+    def from_config(cls, config: RunConfig) -> Aggregator: ...
+
 
 class WeightedFedAvg:
-    """FedAvg (McMahan et al. 2017): the example-count-weighted mean of client deltas."""
+    """FedAvg (McMahan et al. 2017): the example-count-weighted mean of client deltas.
+    It tolerates no Byzantine client: one update can move the mean anywhere."""
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> WeightedFedAvg:
+        return cls()
 
     def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray:
         # Sum in client order, so the result does not depend on the order shards arrive in.
@@ -56,12 +65,19 @@ class WeightedFedAvg:
         return (total / weights.sum()).astype(wire.WIRE_DTYPE)
 
 
-AGGREGATORS: dict[str, type[Aggregator]] = {"fedavg": WeightedFedAvg}
+AGGREGATORS: dict[str, type[Aggregator]] = {
+    "fedavg": WeightedFedAvg,
+    "median": robust_aggregation.CoordinateMedian,
+    "trimmed_mean": robust_aggregation.TrimmedMean,
+    "krum": robust_aggregation.Krum,
+    "multi_krum": robust_aggregation.MultiKrum,
+    "norm_bounding": robust_aggregation.NormBounding,
+}
 
 
 def aggregator_for(config: RunConfig) -> Aggregator:
     """The aggregator the config names (config.AGGREGATORS lists the same names)."""
-    return AGGREGATORS[config.aggregator]()
+    return AGGREGATORS[config.aggregator].from_config(config)
 
 
 def screen(
@@ -119,6 +135,7 @@ class AggregationOutcome:
     # Protocol figures when secure aggregation is on (secure_aggregation.ProtocolReport);
     # then the server knows neither example counts nor norms of single updates.
     secure_aggregation: dict | None = None
+    flagged: list[ScreeningFlag] = dataclasses.field(default_factory=list)  # norm outliers
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +146,7 @@ class AggregationOutcome:
         raw = json.loads(Path(path).read_text())
         raw["accepted"] = [ClientStats(**c) for c in raw["accepted"]]
         raw["rejected"] = [Rejection(**r) for r in raw["rejected"]]
+        raw["flagged"] = [ScreeningFlag(**f) for f in raw.get("flagged", [])]
         return cls(**raw)
 
     def to_markdown(self) -> str:
@@ -160,4 +178,7 @@ class AggregationOutcome:
         if self.secure_aggregation:
             lines += ["", "| secure aggregation | value |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in sorted(self.secure_aggregation.items())]
+        if self.flagged:
+            lines += ["", "| flagged client | action | reason |", "|---:|---|---|"]
+            lines += [f"| {f.client_id} | {f.action} | {f.reason} |" for f in self.flagged]
         return "\n".join(lines) + "\n"

@@ -15,12 +15,14 @@ from typing import Any
 
 import yaml
 
+from fedpipe import byzantine_tolerance
+
 DATASETS = ("digits", "breast_cancer", "mnist")
 PARTITIONERS = ("iid", "dirichlet", "shards", "quantity_skew")
 MODELS = ("logistic_regression", "mlp", "cnn")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedyogi")
 SELECTION_POLICIES = ("uniform", "power_of_choice", "oort", "linucb")
-AGGREGATORS = ("fedavg",)
+AGGREGATORS = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "norm_bounding")
 DP_CLIPPING = ("fixed", "adaptive")
 DP_ACCOUNTANTS = ("rdp", "pld")
 # Selection policies under which every client is equally likely in every round,
@@ -31,6 +33,8 @@ SECURE_AGGREGATION = ("off", "secagg", "secagg+")
 # Aggregators that must see each update on its own (robust statistics over clients): under
 # secure aggregation the server only ever sees the sum, so they are refused.
 NEEDS_INDIVIDUAL_UPDATES = frozenset({"median", "trimmed_mean", "krum", "multi_krum"})
+SCREENING_POLICIES = ("off", "flag", "downweight", "exclude")
+ATTACKS = ("none", "sign_flip", "scaling", "gaussian_noise", "label_flip")
 
 
 class ConfigError(ValueError):
@@ -104,6 +108,16 @@ class RunConfig:
     secagg_fractional_bits: int = 20
     secagg_max_examples: int = 4096
     secagg_simulated_dropout: float = 0.0
+    byzantine_clients: int = 0
+    trim_fraction: float = 0.1
+    multi_krum_m: int | None = None
+    norm_bound: float = 1.0
+    screening: str = "off"
+    screening_threshold: float = 3.5
+    attack: str = "none"
+    attack_fraction: float = 0.0
+    attack_scale: float = 10.0
+    attack_noise_std: float = 1.0
 
     def __post_init__(self) -> None:
         if self.secure_aggregation != "off" and self.aggregator in NEEDS_INDIVIDUAL_UPDATES:
@@ -138,6 +152,13 @@ class RunConfig:
                     f"few enough bits that the cohort's sum fits 64 (it needs {encoding.bits}); "
                     "lower secagg_fractional_bits, secagg_clip or secagg_max_examples",
                 )
+            if self.screening != "off":
+                raise ConfigError(
+                    "screening",
+                    self.screening,
+                    "off when secure_aggregation is on: screening needs each update's norm, "
+                    "which secure aggregation hides from the server",
+                )
             if self.dp_enabled and self.dp_clipping == "adaptive":
                 raise ConfigError(
                     "dp_clipping",
@@ -145,10 +166,26 @@ class RunConfig:
                     "fixed when secure_aggregation is on: adaptive clipping needs the count "
                     "of unclipped updates, which is not securely summed yet",
                 )
+        if self.client_weighting != "fedavg" and self.aggregator != "fedavg":
+            raise ConfigError(
+                "client_weighting",
+                self.client_weighting,
+                f"fedavg with aggregator={self.aggregator}: adaptive weights replace FedAvg's "
+                "example weights, and robust aggregators weigh clients their own way",
+            )
         if self.dataset == "mnist" and not self.data_dir:
             raise ConfigError(
                 "data_dir", self.data_dir, "a directory holding MNIST IDX files when dataset=mnist"
             )
+        broken = byzantine_tolerance.violation(
+            self.aggregator,
+            self.cohort_size,
+            self.byzantine_clients,
+            trim_fraction=self.trim_fraction,
+            multi_krum_m=self.multi_krum_m,
+        )
+        if broken:
+            raise ConfigError("byzantine_clients", self.byzantine_clients, broken)
         if self.dp_enabled:
             from fedpipe import privacy_accounting
 
@@ -298,6 +335,16 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "secagg_fractional_bits": (_is_int(1, 40), "an integer in [1, 40]"),
     "secagg_max_examples": (_is_int(1, 2**31 - 1), "an integer in [1, 2^31 - 1]"),
     "secagg_simulated_dropout": (_is_float(0.0, 1.0, high_open=True), "a fraction in [0, 1)"),
+    "byzantine_clients": (_is_int(0), "an integer >= 0"),
+    "trim_fraction": (_is_float(0.0, 0.5, high_open=True), "a fraction in [0, 0.5)"),
+    "multi_krum_m": (lambda v: v is None or _is_int(1)(v), "null (n - f) or an integer >= 1"),
+    "norm_bound": (_is_float(0.0, _INF, low_open=True), "a number > 0"),
+    "screening": (_one_of(SCREENING_POLICIES), f"one of {', '.join(SCREENING_POLICIES)}"),
+    "screening_threshold": (_is_float(0.0, 100.0, low_open=True), "a number in (0, 100]"),
+    "attack": (_one_of(ATTACKS), f"one of {', '.join(ATTACKS)}"),
+    "attack_fraction": (_is_float(0.0, 1.0), "a fraction of the clients in [0, 1]"),
+    "attack_scale": (_is_float(0.0, 1e6, low_open=True), "a number in (0, 1e6]"),
+    "attack_noise_std": (_is_float(0.0, 1e6, low_open=True), "a number in (0, 1e6]"),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

@@ -10,6 +10,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+RELIABILITY_MEMORY = 0.7  # weight of the past in the reliability score
+
 
 @dataclasses.dataclass
 class ClientRecord:
@@ -27,6 +29,16 @@ class ClientRecord:
     last_update_norm: float | None = None
     agreement: float | None = None  # running cosine of the update with the aggregate
     total_reward: float = 0.0  # held-out improvement credited to the client so far
+    flags: int = 0  # rounds in which screening flagged this client's update
+    reliability: float = 1.0  # 1 = never flagged; falls with each flag, recovers slowly
+
+    def record_screening(self, flagged: bool) -> None:
+        """Fold one screened update into the reliability score (an exponential average of
+        'not flagged'), so a client flagged again and again ends near 0."""
+        self.flags += int(flagged)
+        self.reliability = RELIABILITY_MEMORY * self.reliability + (1 - RELIABILITY_MEMORY) * (
+            0.0 if flagged else 1.0
+        )
 
 
 @dataclasses.dataclass

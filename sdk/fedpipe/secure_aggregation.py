@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fedpipe import dp_fedavg, secagg, wire
+from fedpipe import dp_fedavg, robust_aggregation, secagg, wire
 from fedpipe.aggregation import Rejection
 from fedpipe.client_update import ClientUpdate
 from fedpipe.config import RunConfig
@@ -213,7 +213,10 @@ def bytes_sent(messages: Messages, masked: list[secagg.MaskedInput]) -> float:
 def client_transform(config: RunConfig, plan: RoundPlan, client_id: int) -> secagg.UpdateTransform:
     """What a client applies to its update before quantization. With DP on: clip to the
     round's L2 norm and add its share of the noise (distributed DP), so the server never
-    sees an un-noised sum."""
+    sees an un-noised sum. With norm bounding: clip to norm_bound (DP is refused with any
+    aggregator but fedavg, so the two never meet)."""
+    if config.aggregator == "norm_bounding":  # the server cannot clip a masked update
+        return lambda delta: robust_aggregation.clip_to_norm(delta, config.norm_bound)
     if not config.dp_enabled:
         return secagg.no_transform
     return lambda delta: dp_fedavg.privatize_for_secure_sum(

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpipe import aggregation, client_weights, dp_fedavg, secure_aggregation, server_optimizers
+from fedpipe import (
+    aggregation,
+    client_weights,
+    dp_fedavg,
+    screening,
+    secure_aggregation,
+    server_optimizers,
+)
 from fedpipe.client_update import ClientUpdate, load_shard
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -83,6 +90,13 @@ def aggregate(
     else:
         accepted, rejected = aggregation.screen(received, model.spec)
     rejected += missing
+    screened = screening.screen_norms(accepted, config.screening, config.screening_threshold)
+    accepted = screened.kept
+    rejected += [
+        aggregation.Rejection(f.client_id, f.reason)
+        for f in screened.flags
+        if f.action == "excluded"
+    ]
     aggregation.require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
     private = None
     if secure:
@@ -119,8 +133,15 @@ def aggregate(
         dp_clip_norm=private.clip_norm if private else None,
         dp_clipped=private.clipped if private else 0,
         secure_aggregation=dataclasses.asdict(secure.report) if secure else None,
+        flagged=screened.flags,
     )
     outcome.save(outcome_path)
     for r in outcome.rejected:
         print(f"round {cohort.round_number}: client {r.client_id} rejected: {r.reason}", flush=True)
+    for f in outcome.flagged:
+        if f.action != "excluded":
+            print(
+                f"round {cohort.round_number}: client {f.client_id} {f.action}: {f.reason}",
+                flush=True,
+            )
     return outcome

@@ -29,6 +29,10 @@ def _update_registry(registry: ClientRegistry, outcome: AggregationOutcome) -> N
     for client_id in {r.client_id for r in outcome.rejected} - accepted:
         if client_id in by_id:
             by_id[client_id].failures += 1
+    flagged = {f.client_id for f in outcome.flagged}
+    for client_id in accepted | flagged:
+        if client_id in by_id:
+            by_id[client_id].record_screening(client_id in flagged)
     registry.completed_rounds = outcome.round_number
 
 
@@ -43,6 +47,7 @@ def _log_round(
         "loss": result.loss,
         "clients_accepted": len(outcome.accepted),
         "clients_rejected": len(outcome.rejected),
+        "clients_flagged": len(outcome.flagged),
         "round_seconds": seconds,
     }
     total = sum(c.num_examples for c in outcome.accepted)

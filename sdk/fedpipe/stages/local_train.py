@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedpipe import client_systems, partition, secure_aggregation, trainer
+from fedpipe import attacks, client_systems, partition, secure_aggregation, trainer
 from fedpipe.client_update import ClientUpdate, save_shard
 from fedpipe.config import RunConfig
 from fedpipe.round_plan import RoundPlan
@@ -32,7 +32,9 @@ def local_train(
         if fate != client_systems.OK:  # a simulated straggler or crash sends nothing
             print(f"round {round_number}: client {client_id} sends no update ({fate})", flush=True)
             continue
-        result = trainer.for_config(config).train(
+        model_trainer = trainer.for_config(config)
+        y = attacks.poison_labels(config, client_id, y, model_trainer.data.num_classes)
+        result = model_trainer.train(
             plan.weights,
             x,
             y,
@@ -46,7 +48,7 @@ def local_train(
         updates.append(
             ClientUpdate.of(
                 client_id,
-                result.delta,
+                attacks.poison_update(config, round_number, client_id, result.delta),
                 num_examples=result.num_examples,
                 train_loss=result.train_loss,
                 duration_s=duration,

@@ -1,0 +1,185 @@
+import numpy as np
+import pytest
+
+from fedpipe import aggregation, attacks, config, robust_aggregation, screening, stages
+from fedpipe.client_update import ClientUpdate, load_shard
+from fedpipe.config import ConfigError
+from fedpipe.registry import ClientRecord
+
+
+def _updates(vectors, n=10):
+    return [
+        ClientUpdate.of(i, np.asarray(v, np.float32), num_examples=n, train_loss=1.0, duration_s=0)
+        for i, v in enumerate(vectors)
+    ]
+
+
+def _planted(honest=7, hostile=2, dim=5, seed=0):
+    """Honest updates near 1.0 in every coordinate, hostile ones all at +1000 (pulling the
+    same way: the worst case for a mean)."""
+    rng = np.random.default_rng(seed)
+    good = 1.0 + 0.01 * rng.standard_normal((honest, dim))
+    bad = np.full((hostile, dim), 1000.0)
+    return _updates(np.vstack([good, bad])), good
+
+
+def test_median_ignores_up_to_f_extreme_vectors():
+    updates, good = _planted(honest=5, hostile=4)  # f = 4 < n/2 = 4.5
+    result = robust_aggregation.CoordinateMedian(byzantine_clients=4).aggregate(updates)
+    assert np.all((result >= good.min(axis=0) - 1e-6) & (result <= good.max(axis=0) + 1e-6))
+    assert np.abs(aggregation.WeightedFedAvg().aggregate(updates)).max() > 50  # FedAvg moves
+
+
+def test_trimmed_mean_drops_the_extremes_and_averages_the_rest():
+    updates, good = _planted(honest=8, hostile=2)
+    result = robust_aggregation.TrimmedMean(trim_fraction=0.2, byzantine_clients=2).aggregate(
+        updates
+    )
+    # 2 dropped per side: the two +1000 and the two smallest honest values per coordinate.
+    expected = np.sort(good, axis=0)[2:].mean(axis=0)
+    assert np.allclose(result, expected, atol=1e-5)
+
+
+def test_krum_picks_an_honest_update_and_multi_krum_averages_the_honest_ones():
+    updates, good = _planted(honest=7, hostile=2)
+    krum = robust_aggregation.Krum(byzantine_clients=2)
+    assert krum.chosen(updates)[0] < 7 and len(krum.chosen(updates)) == 1
+    multi = robust_aggregation.MultiKrum(byzantine_clients=2)  # m = n - f = 7
+    assert sorted(multi.chosen(updates)) == list(range(7))
+    assert np.allclose(multi.aggregate(updates), good.mean(axis=0), atol=1e-5)
+
+
+def test_norm_bounding_clips_each_update_before_averaging():
+    updates = _updates([[3.0, 4.0], [0.3, 0.4]])  # norms 5 and 0.5
+    result = robust_aggregation.NormBounding(norm_bound=1.0).aggregate(updates)
+    assert np.allclose(result, ([0.6, 0.8] + np.array([0.3, 0.4])) / 2)
+
+
+def test_aggregators_refuse_too_few_updates_naming_the_rule():
+    updates, _ = _planted(honest=4, hostile=2)  # n = 6
+    with pytest.raises(robust_aggregation.TooFewUpdatesForTolerance, match=r"n >= 2f \+ 3"):
+        robust_aggregation.Krum(byzantine_clients=2).aggregate(updates)
+    with pytest.raises(robust_aggregation.TooFewUpdatesForTolerance, match=r"n >= 2f \+ 1"):
+        robust_aggregation.CoordinateMedian(byzantine_clients=3).aggregate(updates)
+    with pytest.raises(robust_aggregation.TooFewUpdatesForTolerance, match="fewer than f = 2"):
+        robust_aggregation.TrimmedMean(0.2, byzantine_clients=2).aggregate(updates)
+
+
+@pytest.mark.parametrize(
+    ("changes", "rule"),
+    [
+        ({"aggregator": "median", "byzantine_clients": 5}, r"median needs n >= 2f \+ 1"),
+        ({"aggregator": "krum", "byzantine_clients": 4}, r"krum needs n >= 2f \+ 3"),
+        ({"aggregator": "multi_krum", "byzantine_clients": 1, "multi_krum_m": 10}, "m <= n - f"),
+        ({"aggregator": "trimmed_mean", "byzantine_clients": 2}, "fewer than f = 2"),
+        ({"aggregator": "fedavg", "byzantine_clients": 1}, "fedavg tolerates no Byzantine"),
+    ],
+)
+def test_config_refuses_a_cohort_too_small_for_the_aggregator(changes, rule):
+    with pytest.raises(ConfigError, match=rule) as err:
+        config.RunConfig(num_clients=10, cohort_size=10, **changes)
+    assert err.value.field == "byzantine_clients"
+
+
+def test_aggregators_needing_individual_updates_are_named_for_secure_aggregation():
+    assert set(config.NEEDS_INDIVIDUAL_UPDATES) == {"median", "trimmed_mean", "krum", "multi_krum"}
+    assert set(config.NEEDS_INDIVIDUAL_UPDATES) < set(config.AGGREGATORS)
+    assert "norm_bounding" not in config.NEEDS_INDIVIDUAL_UPDATES
+
+
+def test_screening_catches_a_scaled_update_under_each_policy():
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((9, 50))
+    vectors[4] *= 10  # the model-replacement boost
+    updates = _updates(vectors)
+    flagged = screening.screen_norms(updates, "flag", 3.5)
+    assert [(f.client_id, f.action) for f in flagged.flags] == [(4, "flagged")]
+    assert "robust z-scores above the cohort median" in flagged.flags[0].reason
+    assert len(flagged.kept) == 9
+    excluded = screening.screen_norms(updates, "exclude", 3.5)
+    assert [u.client_id for u in excluded.kept] == [0, 1, 2, 3, 5, 6, 7, 8]
+    down = screening.screen_norms(updates, "downweight", 3.5)
+    shrunk = next(u for u in down.kept if u.client_id == 4)
+    assert np.linalg.norm(shrunk.vector) < np.linalg.norm(vectors[4]) / 2
+    assert screening.screen_norms(updates, "off", 3.5).flags == []
+
+
+def test_repeated_flags_lower_reliability():
+    record = ClientRecord(client_id=0, num_examples=1, label_histogram=[1])
+    for _ in range(3):
+        record.record_screening(flagged=True)
+    assert record.flags == 3 and record.reliability < 0.35
+    record.record_screening(flagged=False)
+    assert 0.35 < record.reliability < 0.6
+
+
+def test_attackers_are_a_seeded_fraction_of_the_clients():
+    cfg = config.RunConfig(num_clients=20, cohort_size=10, attack="scaling", attack_fraction=0.3)
+    assert len(attacks.attackers(cfg)) == 6 and attacks.attackers(cfg) == attacks.attackers(cfg)
+    assert attacks.attackers(cfg.replace(seed=1)) != attacks.attackers(cfg)
+    assert attacks.attackers(cfg.replace(attack="none")) == frozenset()
+    y = np.array([0, 1, 9])
+    victim = min(attacks.attackers(cfg.replace(attack="label_flip")))
+    assert list(attacks.poison_labels(cfg.replace(attack="label_flip"), victim, y, 10)) == [9, 8, 0]
+
+
+def _round_one(cfg, tmp_path, name):
+    work = tmp_path / name
+    stages.initialize(cfg, work / "model", work / "registry", run_name=name)
+    shards = stages.select(cfg, 1, work / "registry", work / "cohort")
+    stages.broadcast(cfg, work / "model", work / "cohort", work / "plan")
+    paths = [work / f"updates_{s}" for s in shards]
+    for shard, path in zip(shards, paths, strict=True):
+        stages.local_train(cfg, work / "plan", shard, path)
+    return work, paths
+
+
+def test_stages_apply_the_attack_and_screening_excludes_the_scaled_clients(small_config, tmp_path):
+    honest_cfg = small_config.replace(num_clients=9, cohort_size=9)
+    attack_cfg = honest_cfg.replace(attack="scaling", attack_fraction=0.2, attack_scale=20.0)
+    hostile = attacks.attackers(attack_cfg)
+    assert len(hostile) == 2
+    _, honest_paths = _round_one(honest_cfg, tmp_path, "honest")
+    work, attack_paths = _round_one(attack_cfg, tmp_path, "attack")
+    honest = {u.client_id: u.vector for p in honest_paths for u in load_shard(p)}
+    sent = {u.client_id: u.vector for p in attack_paths for u in load_shard(p)}
+    for client_id, vector in sent.items():
+        factor = 20.0 if client_id in hostile else 1.0
+        assert np.allclose(vector, factor * honest[client_id], atol=1e-5)
+
+    screened = attack_cfg.replace(screening="exclude", aggregator="median", byzantine_clients=2)
+    outcome = stages.aggregate(
+        screened, work / "plan", work / "model", attack_paths, work / "new", work / "outcome"
+    )
+    assert {r.client_id for r in outcome.rejected} == set(hostile)
+    assert {f.client_id for f in outcome.flagged} == set(hostile)
+    assert "| flagged client | action | reason |" in outcome.to_markdown()
+    assert aggregation.AggregationOutcome.load(work / "outcome").flagged == outcome.flagged
+
+
+def test_robustness_experiment_writes_table_plot_and_logs_to_mlflow(mlflow_uri, tmp_path):
+    from click.testing import CliRunner
+
+    from fedpipe import tracking
+    from fedpipe.cli import main
+
+    out = tmp_path / "robustness"
+    sets = ["dataset=digits", "data_dir=null", "rounds=1", f"mlflow_tracking_uri={mlflow_uri}"]
+    result = CliRunner().invoke(
+        main,
+        ["experiment", "robustness", "--defences", "median", "-o", str(out)]
+        + [arg for s in sets for arg in ("--set", s)],
+    )
+    assert result.exit_code == 0, result.output
+    rows = (out / "robustness.csv").read_text().splitlines()
+    assert len(rows) == 1 + 9 and rows[0].startswith("defence,attack,attack_fraction,attackers")
+    assert "| median |" in (out / "robustness.md").read_text()
+    assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    cfg = config.RunConfig(mlflow_tracking_uri=mlflow_uri, mlflow_experiment="fedpipe-robustness")
+    client = tracking.client(cfg)
+    run = client.search_runs(
+        [tracking.experiment_id(cfg)], "tags.`fedpipe.experiment` = 'robustness'"
+    )[0]
+    assert "accuracy/median/scaling/30pct" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "robustness")}
+    assert artifacts == {f"robustness/robustness.{ext}" for ext in ("csv", "md", "png")}
