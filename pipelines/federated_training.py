@@ -4,6 +4,7 @@ KFP v2 has no sequential loop, so the round sub-pipeline is called once per roun
 compile time, each call consuming the previous round's model and client registry.
 """
 
+import hashlib
 from typing import NamedTuple
 
 from kfp import dsl
@@ -25,20 +26,34 @@ from fedpipe.config import RunConfig
 from fedpipe.secure_aggregation import enabled as secure_aggregation_enabled
 
 
+def _retry_policy(retries: int, backoff_s: int):
+    """What every task of a round does on failure: retried `retries` times with exponential
+    backoff (safe, since a stage given the same inputs writes the same outputs)."""
+
+    def apply(task):
+        if retries:
+            task.set_retry(
+                num_retries=retries, backoff_duration=f"{backoff_s}s", backoff_factor=2.0
+            )
+        return task
+
+    return apply
+
+
 class RoundOutputs(NamedTuple):
     model: Model
     registry: Artifact
 
 
-def _secure_aggregation_keys(config_json: str, plan, shards):
+def _secure_aggregation_keys(config_json: str, plan, shards, retry):
     """Protocol steps 1-2 around the server's relays: each shard's clients advertise keys,
     the server relays them, each shard shares keys, the server relays all of it. Returns
     the transcript local train masks with."""
     with dsl.ParallelFor(shards, name="advertise-shards") as shard:
         advertise_task = advertise_keys(config_json=config_json, plan=plan, shard=shard)
-        advertise_task.set_display_name("secagg-advertise-keys")
+        retry(advertise_task).set_display_name("secagg-advertise-keys")
     keys_task = relay_messages(messages=dsl.Collected(advertise_task.outputs["advertisements"]))
-    keys_task.set_display_name("secagg-relay-keys")
+    retry(keys_task).set_display_name("secagg-relay-keys")
     with dsl.ParallelFor(shards, name="share-shards") as shard:
         share_task = share_keys(
             config_json=config_json,
@@ -46,22 +61,22 @@ def _secure_aggregation_keys(config_json: str, plan, shards):
             shard=shard,
             transcript=keys_task.outputs["transcript"],
         )
-        share_task.set_display_name("secagg-share-keys")
+        retry(share_task).set_display_name("secagg-share-keys")
     shares_task = relay_messages(
         messages=dsl.Collected(share_task.outputs["key_shares"]),
         previous=keys_task.outputs["transcript"],
     )
-    shares_task.set_display_name("secagg-relay-shares")
+    retry(shares_task).set_display_name("secagg-relay-shares")
     return shares_task.outputs["transcript"]
 
 
-def _secure_aggregation_unmasking(config_json: str, plan, shards, transcript, updates):
+def _secure_aggregation_unmasking(config_json: str, plan, shards, transcript, updates, retry):
     """Protocol step 4: the server's request, each shard's surviving clients answer, the
     server relays the whole transcript to aggregate."""
     request_task = request_unmasking(
         config_json=config_json, plan=plan, transcript=transcript, updates=updates
     )
-    request_task.set_display_name("secagg-request-unmasking")
+    retry(request_task).set_display_name("secagg-request-unmasking")
     with dsl.ParallelFor(shards, name="unmask-shards") as shard:
         unmask_task = unmask_response(
             config_json=config_json,
@@ -69,16 +84,16 @@ def _secure_aggregation_unmasking(config_json: str, plan, shards, transcript, up
             shard=shard,
             request=request_task.outputs["request"],
         )
-        unmask_task.set_display_name("secagg-unmask")
+        retry(unmask_task).set_display_name("secagg-unmask")
     final_task = relay_messages(
         messages=dsl.Collected(unmask_task.outputs["responses"]),
         previous=request_task.outputs["request"],
     )
-    final_task.set_display_name("secagg-relay-responses")
+    retry(final_task).set_display_name("secagg-relay-responses")
     return final_task.outputs["transcript"]
 
 
-def _round_pipeline(secure: bool):
+def _round_pipeline(secure: bool, retries: int = 0, backoff_s: int = 1):
     """The round sub-pipeline; with secure aggregation, the protocol's client-side fan-outs
     and server relays wrap local train, and aggregate unmasks only the sum."""
 
@@ -94,28 +109,29 @@ def _round_pipeline(secure: bool):
         model: Input[Model],
         registry: Input[Artifact],
     ) -> RoundOutputs:
-        return _round(config_json, round_number, mlflow_run_id, model, registry, secure)
+        retry = _retry_policy(retries, backoff_s)
+        return _round(config_json, round_number, mlflow_run_id, model, registry, secure, retry)
 
     return round_pipeline
 
 
-def _round(config_json, round_number, mlflow_run_id, model, registry, secure: bool):
+def _round(config_json, round_number, mlflow_run_id, model, registry, secure: bool, retry):
     select_task = select_clients(
         config_json=config_json, round_number=round_number, registry=registry
     )
-    select_task.set_display_name("select")
+    retry(select_task).set_display_name("select")
     broadcast_task = broadcast_model(
         config_json=config_json, model=model, cohort=select_task.outputs["cohort"]
     )
-    broadcast_task.set_display_name("broadcast")
+    retry(broadcast_task).set_display_name("broadcast")
     plan, shards = broadcast_task.outputs["plan"], select_task.outputs["Output"]
     # An optional artifact input is left out of the call, not passed as None.
     secagg = {}
     if secure:
-        secagg["secagg_transcript"] = _secure_aggregation_keys(config_json, plan, shards)
+        secagg["secagg_transcript"] = _secure_aggregation_keys(config_json, plan, shards, retry)
     with dsl.ParallelFor(shards, name="shards") as shard:
         train_task = local_train(config_json=config_json, plan=plan, shard=shard, **secagg)
-        train_task.set_display_name("local-train")
+        retry(train_task).set_display_name("local-train")
     if secure:
         secagg["secagg_transcript"] = _secure_aggregation_unmasking(
             config_json,
@@ -123,6 +139,7 @@ def _round(config_json, round_number, mlflow_run_id, model, registry, secure: bo
             shards,
             secagg["secagg_transcript"],
             dsl.Collected(train_task.outputs["updates"]),
+            retry,
         )
     aggregate_task = secure_aggregate(
         config_json=config_json,
@@ -131,7 +148,7 @@ def _round(config_json, round_number, mlflow_run_id, model, registry, secure: bo
         updates=dsl.Collected(train_task.outputs["updates"]),
         **secagg,
     )
-    aggregate_task.set_display_name("secure-aggregate")
+    retry(aggregate_task).set_display_name("secure-aggregate")
     evaluate_task = evaluate(
         config_json=config_json,
         mlflow_run_id=mlflow_run_id,
@@ -139,7 +156,7 @@ def _round(config_json, round_number, mlflow_run_id, model, registry, secure: bo
         registry=registry,
         outcome=aggregate_task.outputs["outcome"],
     )
-    evaluate_task.set_display_name("evaluate")
+    retry(evaluate_task).set_display_name("evaluate")
     return RoundOutputs(
         model=aggregate_task.outputs["new_model"], registry=evaluate_task.outputs["new_registry"]
     )
@@ -161,6 +178,11 @@ def build(config: RunConfig):
     round_pipeline = (
         federated_secure_round if secure_aggregation_enabled(config) else federated_round
     )
+    resume_key = hashlib.sha256(config.to_json().encode()).hexdigest()
+    if config.task_retries:
+        round_pipeline = _round_pipeline(
+            secure_aggregation_enabled(config), config.task_retries, config.retry_backoff_s
+        )
 
     @dsl.pipeline(
         name="federated-training",
@@ -173,6 +195,10 @@ def build(config: RunConfig):
             run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
         init_task.set_display_name("initialize")
+        # Resume: a re-run of the same config finds initialize in the cache whatever the run
+        # is called, so every finished task downstream of it is a cache hit too.
+        # (The key is of the compiled config: pass no other config_json when resuming.)
+        init_task.set_caching_options(enable_caching=True, cache_key=resume_key)
         run_id = init_task.outputs["Output"]
         model, registry = init_task.outputs["model"], init_task.outputs["registry"]
         for n in range(1, rounds + 1):

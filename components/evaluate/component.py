@@ -16,7 +16,8 @@ def evaluate(
     confusion: Output[ClassificationMetrics],
 ) -> float:
     """Held-out accuracy of the new model; updates the client registry; logs the round."""
-    from fedpipe import config, privacy_accounting, stages
+    from fedpipe import config, privacy_accounting, round_health, stages
+    from fedpipe.aggregation import AggregationOutcome
     from fedpipe.registry import ClientRegistry
 
     run_config = config.from_json(config_json)
@@ -34,6 +35,10 @@ def evaluate(
     spent = privacy_accounting.reported_epsilon(run_config, rounds)
     if spent is not None:
         metrics.log_metric("epsilon", spent)
+    round_outcome = AggregationOutcome.load(outcome.path)
+    if not round_outcome.skipped:  # the round's health, beside its accuracy in the KFP UI
+        for name, value in round_health.of_round(run_config, round_outcome).metrics().items():
+            metrics.log_metric(name.replace("/", "_"), value)
     labels = [str(i) for i in range(len(result.confusion_matrix))]
     confusion.log_confusion_matrix(labels, result.confusion_matrix.tolist())
     return result.accuracy

@@ -118,8 +118,20 @@ class RunConfig:
     attack_fraction: float = 0.0
     attack_scale: float = 10.0
     attack_noise_std: float = 1.0
+    task_retries: int = 0
+    retry_backoff_s: int = 1
+    task_crash_rate: float = 0.0
+    task_hang_rate: float = 0.0
+    artifact_corruption_rate: float = 0.0
+    task_hang_s: float = 2.0
+    fault_schedule: tuple[str, ...] = ()
+    fault_state_dir: str | None = None
+    probation_failures: int = 0
+    probation_rounds: int = 2
 
     def __post_init__(self) -> None:
+        if isinstance(self.fault_schedule, list):  # from JSON or YAML; a config is hashable
+            object.__setattr__(self, "fault_schedule", tuple(self.fault_schedule))
         if self.secure_aggregation != "off" and self.aggregator in NEEDS_INDIVIDUAL_UPDATES:
             raise ConfigError(
                 "aggregator",
@@ -196,6 +208,14 @@ class RunConfig:
                 self.dp_clip_norm,
                 "a clip norm > 0 when target_epsilon or dp_noise_multiplier is set",
             )
+        fault_rates = self.task_crash_rate + self.task_hang_rate + self.artifact_corruption_rate
+        if fault_rates > 1 + 1e-9:
+            raise ConfigError(
+                "task_crash_rate",
+                self.task_crash_rate,
+                "fault rates (task_crash_rate + task_hang_rate + artifact_corruption_rate) "
+                "summing to <= 1",
+            )
         if self.local_dp_clip_norm is None and self.local_dp_noise_multiplier > 0:
             raise ConfigError(
                 "local_dp_clip_norm",
@@ -248,6 +268,18 @@ def _one_of(options: tuple[str, ...]) -> Callable[[Any], bool]:
 
 def _nonempty_str(v: Any) -> bool:
     return isinstance(v, str) and bool(v.strip())
+
+
+def _is_fault_schedule(v: Any) -> bool:
+    from fedpipe.faults import ScheduledFault
+
+    if not isinstance(v, list | tuple) or not all(isinstance(e, str) for e in v):
+        return False
+    try:
+        [ScheduledFault.parse(e) for e in v]
+    except ValueError:
+        return False
+    return True
 
 
 _INF = float("inf")
@@ -345,6 +377,16 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "attack_fraction": (_is_float(0.0, 1.0), "a fraction of the clients in [0, 1]"),
     "attack_scale": (_is_float(0.0, 1e6, low_open=True), "a number in (0, 1e6]"),
     "attack_noise_std": (_is_float(0.0, 1e6, low_open=True), "a number in (0, 1e6]"),
+    "task_retries": (_is_int(0, 10), "an integer in [0, 10]"),
+    "retry_backoff_s": (_is_int(0, 3600), "a whole number of seconds in [0, 3600]"),
+    "task_crash_rate": (_is_float(0.0, 1.0), "a probability in [0, 1]"),
+    "task_hang_rate": (_is_float(0.0, 1.0), "a probability in [0, 1]"),
+    "artifact_corruption_rate": (_is_float(0.0, 1.0), "a probability in [0, 1]"),
+    "task_hang_s": (_is_float(0.0, 3600.0), "a number of seconds in [0, 3600]"),
+    "fault_schedule": (_is_fault_schedule, "a list of kind@round[-round][:target] entries"),
+    "fault_state_dir": (lambda v: v is None or _nonempty_str(v), "a directory path or null"),
+    "probation_failures": (_is_int(0, 1000), "an integer >= 0 (0 = no probation)"),
+    "probation_rounds": (_is_int(1, 1000), "an integer in [1, 1000]"),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

@@ -6,7 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from fedpipe import compilation
+from fedpipe import compilation, faults
 from fedpipe.config import RunConfig
 
 
@@ -34,17 +34,21 @@ class LocalRun:
         )
 
 
-def run_pipeline(config: RunConfig, pipeline_root: Path) -> LocalRun:
-    """Compile the pipeline for this config, then execute the compiled YAML with kfp.local."""
+def run_pipeline(config: RunConfig, pipeline_root: Path, *, resume: bool = False) -> LocalRun:
+    """Compile the pipeline for this config, then execute the compiled YAML with kfp.local.
+    With resume, tasks a previous run of the same config in this pipeline root finished
+    are taken from kfp.local's cache instead of run again."""
     from kfp import components, local
 
     started = time.perf_counter()
     pipeline_root = pipeline_root.resolve()
+    config = faults.with_state_dir(config, pipeline_root)
     pipeline_yaml = compilation.compile_pipeline(config, pipeline_root / "federated_training.yaml")
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
         raise_on_error=True,
+        enable_caching=resume,
     )
     pipeline = components.load_component_from_file(str(pipeline_yaml))
     task = pipeline(config_json=config.to_json())

@@ -31,6 +31,8 @@ class ClientRecord:
     total_reward: float = 0.0  # held-out improvement credited to the client so far
     flags: int = 0  # rounds in which screening flagged this client's update
     reliability: float = 1.0  # 1 = never flagged; falls with each flag, recovers slowly
+    consecutive_failures: int = 0  # rounds in a row without an accepted update (probation)
+    last_failure_round: int | None = None
 
     def record_screening(self, flagged: bool) -> None:
         """Fold one screened update into the reliability score (an exponential average of

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fedpipe import secure_aggregation, stages
+from fedpipe import faults, secure_aggregation, stages
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
 from fedpipe.stages.register import Registration
@@ -28,6 +28,7 @@ def simulate(
 ) -> SimulationResult:
     """Run every round and (optionally) register the final model; artifacts go to workdir."""
     work = Path(workdir)
+    config = faults.with_state_dir(config, work)
     model, registry = work / "round_000" / "model.npz", work / "round_000" / "registry.json"
     run_id = stages.initialize(config, model, registry, run_name=run_name)
     accuracy = []
@@ -39,10 +40,14 @@ def simulate(
         secure = secure_aggregation.enabled(config)
         messages = _share_keys(config, out, shard_ids) if secure else []
         for shard, path in zip(shard_ids, update_paths, strict=True):
-            stages.local_train(config, out / "plan.npz", shard, path, messages)
+            faults.retrying(
+                config, stages.local_train, config, out / "plan.npz", shard, path, messages
+            )
         if secure:
             messages = _unmask(config, out, shard_ids, messages, update_paths)
-        stages.aggregate(
+        faults.retrying(
+            config,
+            stages.aggregate,
             config,
             out / "plan.npz",
             model,

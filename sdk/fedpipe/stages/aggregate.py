@@ -16,6 +16,7 @@ from fedpipe import (
     aggregation,
     client_weights,
     dp_fedavg,
+    faults,
     screening,
     secure_aggregation,
     server_optimizers,
@@ -74,6 +75,7 @@ def aggregate(
     plan = RoundPlan.load(plan_path)
     model = GlobalModel.load(model_path)
     cohort = plan.cohort
+    _injected_crash(config, cohort.round_number, new_model_path)
     if cohort.stopped:
         outcome = aggregation.AggregationOutcome(
             cohort.round_number, [], [], [], skipped=True, started_at=cohort.started_at
@@ -145,3 +147,14 @@ def aggregate(
                 flush=True,
             )
     return outcome
+
+
+def _injected_crash(config: RunConfig, round_number: int, new_model_path: str | Path) -> None:
+    """Crash mid-way, leaving a half-written model behind: a retry (or a resumed run)
+    must overwrite it, which it can because the stage is a function of its inputs."""
+    attempt = faults.start_attempt(config, round_number, "aggregate")
+    fault = faults.aggregate_fault(config, round_number, attempt)
+    if fault:
+        Path(new_model_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(new_model_path).write_bytes(b"half-written")
+        faults.fail_task(config, round_number, "aggregate", fault, attempt)

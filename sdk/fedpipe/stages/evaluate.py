@@ -7,7 +7,14 @@ import math
 import time
 from pathlib import Path
 
-from fedpipe import client_history, privacy_accounting, secure_aggregation, tracking, trainer
+from fedpipe import (
+    client_history,
+    privacy_accounting,
+    round_health,
+    secure_aggregation,
+    tracking,
+    trainer,
+)
 from fedpipe.aggregation import AggregationOutcome
 from fedpipe.config import RunConfig
 from fedpipe.global_model import GlobalModel
@@ -23,12 +30,15 @@ def _update_registry(registry: ClientRegistry, outcome: AggregationOutcome) -> N
         record.last_round = outcome.round_number
         record.last_train_loss = stats.train_loss
         record.last_duration_s = stats.duration_s
+        record.consecutive_failures = 0
     # A failure counts once per round, and only for registered clients that did not also
     # have an update accepted (a duplicate or a stranger's update is not their failure).
     accepted = {stats.client_id for stats in outcome.accepted}
     for client_id in {r.client_id for r in outcome.rejected} - accepted:
         if client_id in by_id:
             by_id[client_id].failures += 1
+            by_id[client_id].consecutive_failures += 1
+            by_id[client_id].last_failure_round = outcome.round_number
     flagged = {f.client_id for f in outcome.flagged}
     for client_id in accepted | flagged:
         if client_id in by_id:
@@ -65,10 +75,13 @@ def _log_round(
             values[f"client/{c.client_id}/update_norm"] = c.update_norm
     if outcome.secure_aggregation:
         values.update(secure_aggregation.ProtocolReport(**outcome.secure_aggregation).metrics())
+    health = round_health.of_round(config, outcome)
+    values.update(health.metrics())
     metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
     mlflow_client = tracking.client(config)
     mlflow_client.log_batch(run_id, metrics=metrics)
-    mlflow_client.log_text(run_id, outcome.to_markdown(), f"rounds/round_{step:03d}.md")
+    report = outcome.to_markdown() + health.to_markdown()
+    mlflow_client.log_text(run_id, report, f"rounds/round_{step:03d}.md")
 
 
 def evaluate(
@@ -98,6 +111,7 @@ def evaluate(
     elif n < config.rounds and privacy_accounting.exceeds_budget(config, n + 1):
         registry.privacy_budget_reached_at = n
     registry.save(new_registry_path)
+    round_health.record_completed(config, n)
     seconds = time.time() - outcome.started_at
     _log_round(config, mlflow_run_id, outcome, result, seconds)
     local_eps = [

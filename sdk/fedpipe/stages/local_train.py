@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedpipe import attacks, client_systems, partition, secure_aggregation, trainer
+from fedpipe import attacks, client_systems, faults, partition, secure_aggregation, trainer
 from fedpipe.client_update import ClientUpdate, save_shard
 from fedpipe.config import RunConfig
 from fedpipe.round_plan import RoundPlan
@@ -24,9 +24,17 @@ def local_train(
     key shares)."""
     plan = RoundPlan.load(plan_path)
     round_number = plan.cohort.round_number
+    fault = (
+        _injected_fault(config, round_number, shard, updates_path) if plan.cohort.clients else None
+    )
+    if fault == "lost":
+        return
     updates = []
     for client_id in plan.cohort.shards[shard]:
         started = time.perf_counter()
+        if faults.client_out(config, round_number, client_id):
+            print(f"round {round_number}: client {client_id} is out (injected outage)", flush=True)
+            continue
         x, y = partition.client_data(config, client_id)
         fate = client_systems.client_round(config, round_number, client_id, len(y)).fate
         if fate != client_systems.OK:  # a simulated straggler or crash sends nothing
@@ -54,6 +62,9 @@ def local_train(
                 duration_s=duration,
             )
         )
+    if fault == faults.CORRUPT and updates:
+        updates[0] = faults.corrupt(updates[0])
+        faults.record(config, round_number, f"local_train-{shard}", fault, 1, "corrupted")
     sent = updates
     if secure_aggregation.enabled(config):
         sent = secure_aggregation.mask_updates(config, plan, updates, secagg_messages)
@@ -66,3 +77,20 @@ def local_train(
             f"{sum(u.duration_s for u in updates):.2f}s",
             flush=True,
         )
+
+
+def _injected_fault(config: RunConfig, round_number: int, shard: int, updates_path) -> str | None:
+    """Crash or hang the task on its first attempt; when that attempt is also the last
+    (no retries left), write an empty shard instead, so the round goes on without it."""
+    site = f"local_train-{shard}"
+    attempt = faults.start_attempt(config, round_number, site)
+    fault = faults.task_fault(config, round_number, shard)
+    if fault in (faults.CRASH, faults.HANG) and attempt == 1:
+        if not faults.final_attempt(config, attempt):
+            faults.fail_task(config, round_number, site, fault, attempt)
+        if fault == faults.HANG:  # held until the deadline, then given up on
+            time.sleep(config.task_hang_s)
+        faults.record(config, round_number, site, fault, attempt, "no retries left: shard lost")
+        save_shard(updates_path, round_number, shard, [])
+        return "lost"
+    return fault if fault == faults.CORRUPT and attempt == 1 else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fedpipe import client_weights, selection
+from fedpipe import client_weights, probation, selection
 from fedpipe.config import RunConfig
 from fedpipe.registry import ClientRegistry
 from fedpipe.round_plan import Cohort
@@ -22,7 +22,8 @@ def select(
     else:
         policy = selection.policy_for(config)
         rng = selection.round_rng(config.seed, round_number)
-        clients = policy.select(registry, config.cohort_size, rng)
+        candidates = probation.eligible(config, registry, round_number)
+        clients = policy.select(candidates, config.cohort_size, rng)
         shards = selection.split_into_shards(clients, config.clients_per_shard)
         weights = client_weights.cohort_weights(config, registry, clients)
         cohort = Cohort(round_number, clients, shards, False, time.time(), weights)

@@ -1,0 +1,215 @@
+"""Injected infrastructure faults: task crashes, hangs, corrupted artifacts, client outages,
+aggregate crashes and whole-run crashes, so that self-healing can be exercised and timed.
+
+These are faults of the *tasks* that run a round (distinct from fedpipe.client_systems,
+which simulates the behaviour of clients inside a task). Every fault is decided from the
+run seed, the round and the task (rates) or named in `fault_schedule`, and fires inside a
+stage function, so the pipeline and the simulation both exercise it.
+
+A fault a retry must recover from fires on a task's first attempt only. Attempts are
+counted in marker files under `fault_state_dir` (shared by the attempts of a task, and by
+a re-run of the same config in the same pipeline root), so a retry knows it is a retry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpipe.client_update import ClientUpdate
+
+CRASH, HANG, CORRUPT, OUTAGE = "crash", "hang", "corrupt", "outage"
+AGGREGATE_CRASH, PIPELINE_CRASH = "aggregate_crash", "pipeline_crash"
+KINDS = (CRASH, HANG, CORRUPT, OUTAGE, AGGREGATE_CRASH, PIPELINE_CRASH)
+_TASK_FAULT_TAG = 0xFA17  # separates the fault stream from every other seeded stream
+
+
+class TaskCrashed(SystemExit):
+    """An injected crash: uncaught, it ends the task's process with a non-zero exit code,
+    as a killed pod would; the in-process simulation catches it and retries."""
+
+    def __init__(self, site: str, reason: str) -> None:
+        super().__init__(f"{site}: {reason}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduledFault:
+    """One `fault_schedule` entry: `kind@round[:target]`, round may be `first-last`.
+    The target is a shard index (crash, hang, corrupt) or a client id (outage)."""
+
+    kind: str
+    first_round: int
+    last_round: int
+    target: int | None
+
+    @classmethod
+    def parse(cls, entry: str) -> ScheduledFault:
+        kind, _, rest = entry.partition("@")
+        rounds, _, target = rest.partition(":")
+        first, _, last = rounds.partition("-")
+        if kind not in KINDS or not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"'{entry}' is not kind@round[-round][:target], kind in {KINDS}")
+        if target and not target.isdigit():
+            raise ValueError(f"'{entry}': the target must be a shard index or client id")
+        needs_target = kind in (CRASH, HANG, CORRUPT, OUTAGE)
+        if needs_target != bool(target):
+            raise ValueError(f"'{entry}': {kind} {'needs' if needs_target else 'takes no'} target")
+        first_round = int(first)
+        return cls(kind, first_round, int(last) if last else first_round, int(target or 0))
+
+    def hits(self, kind: str, round_number: int, target: int | None = None) -> bool:
+        return (
+            self.kind == kind
+            and self.first_round <= round_number <= self.last_round
+            and (target is None or self.target == target)
+        )
+
+
+def schedule(config) -> list[ScheduledFault]:
+    return [ScheduledFault.parse(e) for e in config.fault_schedule]
+
+
+def enabled(config) -> bool:
+    """Some fault may be injected in this run."""
+    rates = config.task_crash_rate + config.task_hang_rate + config.artifact_corruption_rate
+    return rates > 0 or bool(config.fault_schedule)
+
+
+def task_fault(config, round_number: int, shard: int) -> str | None:
+    """The fault of this local-train task (crash, hang, corrupt or None): scheduled, or
+    drawn from the rates with a generator keyed on seed, round and shard."""
+    for fault in schedule(config):
+        if fault.kind in (CRASH, HANG, CORRUPT) and fault.hits(fault.kind, round_number, shard):
+            return fault.kind
+    u = np.random.default_rng([config.seed, round_number, shard, _TASK_FAULT_TAG]).random()
+    for kind, rate in (
+        (CRASH, config.task_crash_rate),
+        (HANG, config.task_hang_rate),
+        (CORRUPT, config.artifact_corruption_rate),
+    ):
+        if u < rate:
+            return kind
+        u -= rate
+    return None
+
+
+def client_out(config, round_number: int, client_id: int) -> bool:
+    """The client has disappeared this round (a scheduled outage)."""
+    return any(f.hits(OUTAGE, round_number, client_id) for f in schedule(config))
+
+
+def with_state_dir(config, root: str | Path):
+    """The config with its attempt markers under root/faults when faults are injected and
+    no fault_state_dir is set (without one, a retry could not tell it is a retry)."""
+    if not enabled(config) or config.fault_state_dir is not None:
+        return config
+    return config.replace(fault_state_dir=str(Path(root).resolve() / "faults"))
+
+
+def retrying(config, stage: Callable[..., Any], *args: Any) -> None:
+    """Run a stage in-process as KFP runs a task: again after an injected crash, up to
+    task_retries times (without the backoff sleep)."""
+    for attempt in range(config.task_retries + 1):
+        try:
+            stage(*args)
+            return
+        except TaskCrashed:
+            if attempt == config.task_retries:
+                raise
+
+
+def _state_dir(config) -> Path:
+    return Path(config.fault_state_dir)
+
+
+def start_attempt(config, round_number: int, site: str) -> int:
+    """Record that a task starts and return its attempt number (1 = first). Without a
+    fault_state_dir every attempt is a first attempt."""
+    if config.fault_state_dir is None:
+        return 1
+    path = _state_dir(config) / "attempts" / f"round_{round_number:03d}_{site}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    attempt = (len(path.read_text().splitlines()) if path.exists() else 0) + 1
+    with path.open("a") as f:
+        f.write(json.dumps({"attempt": attempt, "started": time.time()}) + "\n")
+    return attempt
+
+
+def attempts(config, round_number: int) -> dict[str, list[float]]:
+    """Start times of every attempt of every task of the round, by task site."""
+    if config.fault_state_dir is None:
+        return {}
+    found = {}
+    for path in sorted((_state_dir(config) / "attempts").glob(f"round_{round_number:03d}_*")):
+        site = path.stem.removeprefix(f"round_{round_number:03d}_")
+        found[site] = [json.loads(line)["started"] for line in path.read_text().splitlines()]
+    return found
+
+
+def record(config, round_number: int, site: str, kind: str, attempt: int, outcome: str) -> None:
+    """Log an injected fault (the downtime measurement starts from its time)."""
+    print(
+        f"round {round_number} {site}: injected {kind} (attempt {attempt}): {outcome}", flush=True
+    )
+    if config.fault_state_dir is None:
+        return
+    path = _state_dir(config) / "events.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    event = {
+        "round": round_number,
+        "site": site,
+        "kind": kind,
+        "attempt": attempt,
+        "outcome": outcome,
+        "time": time.time(),
+    }
+    with path.open("a") as f:
+        f.write(json.dumps(event) + "\n")
+
+
+def events(config) -> list[dict]:
+    if config.fault_state_dir is None:
+        return []
+    path = _state_dir(config) / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def final_attempt(config, attempt: int) -> bool:
+    return attempt >= config.task_retries + 1
+
+
+def fail_task(config, round_number: int, site: str, kind: str, attempt: int) -> None:
+    """Crash the task (a hang first holds it until its deadline kills it)."""
+    if kind == HANG:
+        record(config, round_number, site, kind, attempt, f"killed after {config.task_hang_s}s")
+        time.sleep(config.task_hang_s)
+    else:
+        record(config, round_number, site, kind, attempt, "process exit")
+    raise TaskCrashed(site, f"injected {kind} on attempt {attempt}")
+
+
+def corrupt(update: ClientUpdate) -> ClientUpdate:
+    """The update with flipped bytes in its vector but its original checksum, as a bad disk
+    or a torn upload would leave it: aggregate must reject it by checksum."""
+    raw = bytearray(update.vector.tobytes())
+    for i in range(min(16, len(raw))):
+        raw[i] ^= 0xFF
+    vector = np.frombuffer(bytes(raw), dtype=update.vector.dtype).reshape(update.vector.shape)
+    return dataclasses.replace(update, vector=vector)
+
+
+def aggregate_fault(config, round_number: int, attempt: int) -> str | None:
+    """aggregate_crash fires on the first attempt (a retry recovers); pipeline_crash on
+    every attempt of the first run (the run fails; a re-run resumes past it)."""
+    for fault in schedule(config):
+        if fault.hits(AGGREGATE_CRASH, round_number) and attempt == 1:
+            return AGGREGATE_CRASH
+        if fault.hits(PIPELINE_CRASH, round_number) and attempt <= config.task_retries + 1:
+            return PIPELINE_CRASH
+    return None

@@ -1,0 +1,99 @@
+"""Round health: what self-healing cost a round (tasks retried, clients lost, time lost),
+and, per injected fault, how long the run took to recover from it.
+
+Read from the attempt markers and fault events fedpipe.faults writes under
+`fault_state_dir`, and from the round's aggregation outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from fedpipe import faults
+from fedpipe.aggregation import AggregationOutcome
+from fedpipe.config import RunConfig
+
+LOST = "no update received"
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundHealth:
+    round_number: int
+    tasks_retried: int  # tasks that needed more than one attempt
+    failed_attempts: int
+    clients_lost: int  # selected clients whose update never arrived
+    time_lost_s: float  # from the first to the last attempt of each retried task, summed
+    faults: list[str]  # "kind at site (outcome)" for each fault injected this round
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "health/tasks_retried": self.tasks_retried,
+            "health/failed_attempts": self.failed_attempts,
+            "health/clients_lost": self.clients_lost,
+            "health/time_lost_s": self.time_lost_s,
+            "health/faults": len(self.faults),
+        }
+
+    def to_markdown(self) -> str:
+        lines = [
+            "",
+            "## Health",
+            "",
+            f"Tasks retried {self.tasks_retried} ({self.failed_attempts} failed attempts), "
+            f"clients lost {self.clients_lost}, time lost {self.time_lost_s:.1f}s.",
+        ]
+        lines += [f"- injected {f}" for f in self.faults]
+        return "\n".join([*lines, ""])
+
+
+def of_round(config: RunConfig, outcome: AggregationOutcome) -> RoundHealth:
+    n = outcome.round_number
+    started = faults.attempts(config, n)
+    retried = {site: times for site, times in started.items() if len(times) > 1}
+    return RoundHealth(
+        round_number=n,
+        tasks_retried=len(retried),
+        failed_attempts=sum(len(t) - 1 for t in retried.values()),
+        clients_lost=sum(1 for r in outcome.rejected if r.reason.startswith(LOST)),
+        time_lost_s=sum(t[-1] - t[0] for t in retried.values()),
+        faults=[
+            f"{e['kind']} at {e['site']} ({e['outcome']})"
+            for e in faults.events(config)
+            if e["round"] == n
+        ],
+    )
+
+
+def record_completed(config: RunConfig, round_number: int) -> None:
+    """Mark the round complete (the end of the downtime of the faults before it)."""
+    if config.fault_state_dir is None:
+        return
+    path = Path(config.fault_state_dir) / "completed.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"round": round_number, "time": time.time()}) + "\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recovery:
+    round_number: int
+    site: str
+    kind: str
+    recovery_s: float | None  # from the fault to the completion of its round (None: never)
+
+
+def recoveries(config: RunConfig) -> list[Recovery]:
+    """For each injected fault, the time from the fault to the first completion of its
+    round after it."""
+    path = Path(config.fault_state_dir or "") / "completed.jsonl"
+    completed = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    found = []
+    for e in faults.events(config):
+        done = [c["time"] for c in completed if c["round"] == e["round"] and c["time"] >= e["time"]]
+        found.append(
+            Recovery(e["round"], e["site"], e["kind"], min(done) - e["time"] if done else None)
+        )
+    return found
