@@ -179,6 +179,7 @@ def build(config: RunConfig):
         federated_secure_round if secure_aggregation_enabled(config) else federated_round
     )
     resume_key = hashlib.sha256(config.to_json().encode()).hexdigest()
+    retry = _retry_policy(config.task_retries, config.retry_backoff_s)
     if config.task_retries:
         round_pipeline = _round_pipeline(
             secure_aggregation_enabled(config), config.task_retries, config.retry_backoff_s
@@ -194,7 +195,7 @@ def build(config: RunConfig):
             compiled_rounds=rounds,
             run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
-        init_task.set_display_name("initialize")
+        retry(init_task).set_display_name("initialize")
         # Resume: a re-run of the same config finds initialize in the cache whatever the run
         # is called, so every finished task downstream of it is a cache hit too.
         # (The key is of the compiled config: pass no other config_json when resuming.)
@@ -218,7 +219,7 @@ def build(config: RunConfig):
             model=model,
             registry=registry,
         )
-        register_task.set_display_name("register")
+        retry(register_task).set_display_name("register")
         return TrainingOutputs(model=model, registration=register_task.outputs["report"])
 
     return federated_training

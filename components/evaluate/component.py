@@ -16,6 +16,8 @@ def evaluate(
     confusion: Output[ClassificationMetrics],
 ) -> float:
     """Held-out accuracy of the new model; updates the client registry; logs the round."""
+    import json
+
     from fedpipe import config, privacy_accounting, round_health, stages
     from fedpipe.aggregation import AggregationOutcome
     from fedpipe.registry import ClientRegistry
@@ -41,4 +43,9 @@ def evaluate(
             metrics.log_metric(name.replace("/", "_"), value)
     labels = [str(i) for i in range(len(result.confusion_matrix))]
     confusion.log_confusion_matrix(labels, result.confusion_matrix.tolist())
+    # kfp.local's cache treats an output artifact with no file as missing (a cache miss),
+    # and metrics live in metadata: give them files so a resumed run can reuse this task.
+    for artifact in (metrics, confusion):
+        with open(artifact.path, "w") as f:
+            json.dump(artifact.metadata, f)
     return result.accuracy

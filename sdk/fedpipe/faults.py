@@ -25,8 +25,10 @@ import numpy as np
 from fedpipe.client_update import ClientUpdate
 
 CRASH, HANG, CORRUPT, OUTAGE = "crash", "hang", "corrupt", "outage"
+CRASH_ALWAYS = "crash_always"  # a task that fails on every attempt (a broken node)
 AGGREGATE_CRASH, PIPELINE_CRASH = "aggregate_crash", "pipeline_crash"
-KINDS = (CRASH, HANG, CORRUPT, OUTAGE, AGGREGATE_CRASH, PIPELINE_CRASH)
+TASK_KINDS = (CRASH, HANG, CORRUPT, CRASH_ALWAYS)
+KINDS = (*TASK_KINDS, OUTAGE, AGGREGATE_CRASH, PIPELINE_CRASH)
 _TASK_FAULT_TAG = 0xFA17  # separates the fault stream from every other seeded stream
 
 
@@ -57,7 +59,7 @@ class ScheduledFault:
             raise ValueError(f"'{entry}' is not kind@round[-round][:target], kind in {KINDS}")
         if target and not target.isdigit():
             raise ValueError(f"'{entry}': the target must be a shard index or client id")
-        needs_target = kind in (CRASH, HANG, CORRUPT, OUTAGE)
+        needs_target = kind in (*TASK_KINDS, OUTAGE)
         if needs_target != bool(target):
             raise ValueError(f"'{entry}': {kind} {'needs' if needs_target else 'takes no'} target")
         first_round = int(first)
@@ -82,10 +84,10 @@ def enabled(config) -> bool:
 
 
 def task_fault(config, round_number: int, shard: int) -> str | None:
-    """The fault of this local-train task (crash, hang, corrupt or None): scheduled, or
+    """The fault of this local-train task (one of TASK_KINDS, or None): scheduled, or
     drawn from the rates with a generator keyed on seed, round and shard."""
     for fault in schedule(config):
-        if fault.kind in (CRASH, HANG, CORRUPT) and fault.hits(fault.kind, round_number, shard):
+        if fault.kind in TASK_KINDS and fault.hits(fault.kind, round_number, shard):
             return fault.kind
     u = np.random.default_rng([config.seed, round_number, shard, _TASK_FAULT_TAG]).random()
     for kind, rate in (

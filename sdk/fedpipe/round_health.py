@@ -77,6 +77,18 @@ def record_completed(config: RunConfig, round_number: int) -> None:
         f.write(json.dumps({"round": round_number, "time": time.time()}) + "\n")
 
 
+def _completed(config: RunConfig) -> list[dict]:
+    path = Path(config.fault_state_dir or "") / "completed.jsonl"
+    if config.fault_state_dir is None or not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def completions(config: RunConfig) -> list[int]:
+    """The round of every completion, in order (a round redone after a crash twice)."""
+    return [c["round"] for c in _completed(config)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Recovery:
     round_number: int
@@ -86,12 +98,14 @@ class Recovery:
 
 
 def recoveries(config: RunConfig) -> list[Recovery]:
-    """For each injected fault, the time from the fault to the first completion of its
-    round after it."""
-    path = Path(config.fault_state_dir or "") / "completed.jsonl"
-    completed = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    found = []
+    """For each injected fault (its first attempt, when it fired on several), the time
+    from the fault to the first completion of its round after it."""
+    completed = _completed(config)
+    found, seen = [], set()
     for e in faults.events(config):
+        if (e["round"], e["site"], e["kind"]) in seen:
+            continue
+        seen.add((e["round"], e["site"], e["kind"]))
         done = [c["time"] for c in completed if c["round"] == e["round"] and c["time"] >= e["time"]]
         found.append(
             Recovery(e["round"], e["site"], e["kind"], min(done) - e["time"] if done else None)

@@ -80,12 +80,13 @@ def local_train(
 
 
 def _injected_fault(config: RunConfig, round_number: int, shard: int, updates_path) -> str | None:
-    """Crash or hang the task on its first attempt; when that attempt is also the last
-    (no retries left), write an empty shard instead, so the round goes on without it."""
+    """Crash or hang the task (on its first attempt; crash_always on every attempt); when
+    that attempt is the last one (no retries left), write an empty shard instead, as the
+    orchestrator giving up on the task would, so the round goes on without it."""
     site = f"local_train-{shard}"
     attempt = faults.start_attempt(config, round_number, site)
     fault = faults.task_fault(config, round_number, shard)
-    if fault in (faults.CRASH, faults.HANG) and attempt == 1:
+    if fault == faults.CRASH_ALWAYS or (fault in (faults.CRASH, faults.HANG) and attempt == 1):
         if not faults.final_attempt(config, attempt):
             faults.fail_task(config, round_number, site, fault, attempt)
         if fault == faults.HANG:  # held until the deadline, then given up on

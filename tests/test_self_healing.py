@@ -1,0 +1,151 @@
+"""Fault injection, retries, probation and round health, in-process (the pipeline test
+runs the same faults through kfp.local)."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from fedpipe import compilation, config, faults, probation, round_health
+from fedpipe.aggregation import AggregationOutcome
+from fedpipe.registry import ClientRecord, ClientRegistry
+from fedpipe.simulation import simulate
+
+
+def test_bad_fault_config_is_refused():
+    for entry in ("explode@1:0", "crash@x:0", "crash@1", "pipeline_crash@2:1", "outage@1-x:3"):
+        with pytest.raises(config.ConfigError) as e:
+            config.RunConfig(fault_schedule=[entry])
+        assert e.value.field == "fault_schedule"
+    with pytest.raises(config.ConfigError) as e:
+        config.RunConfig(task_crash_rate=0.6, task_hang_rate=0.5)
+    assert e.value.field == "task_crash_rate"
+    # A schedule read from JSON (a list) gives the same, hashable, config.
+    cfg = config.RunConfig(fault_schedule=("crash@1:0", "outage@2-4:3"))
+    assert config.from_json(cfg.to_json()) == cfg and hash(cfg)
+
+
+def test_task_faults_follow_the_rates_and_the_seed():
+    cfg = config.RunConfig(task_crash_rate=0.2, task_hang_rate=0.1, artifact_corruption_rate=0.1)
+    drawn = [faults.task_fault(cfg, n, s) for n in range(1, 201) for s in range(10)]
+    for kind, rate in ((faults.CRASH, 0.2), (faults.HANG, 0.1), (faults.CORRUPT, 0.1)):
+        assert abs(drawn.count(kind) / len(drawn) - rate) < 0.03
+    assert drawn == [faults.task_fault(cfg, n, s) for n in range(1, 201) for s in range(10)]
+    other_seed = cfg.replace(seed=1)
+    assert drawn != [faults.task_fault(other_seed, n, s) for n in range(1, 201) for s in range(10)]
+    scheduled = config.RunConfig(fault_schedule=["hang@3:1", "outage@2-4:7"])
+    assert faults.task_fault(scheduled, 3, 1) == faults.HANG
+    assert faults.task_fault(scheduled, 3, 0) is None
+    assert [faults.client_out(scheduled, n, 7) for n in range(1, 6)] == [0, 1, 1, 1, 0]
+
+
+def _outcomes(work, rounds):
+    return [AggregationOutcome.load(work / f"round_{n:03d}" / "outcome.json") for n in rounds]
+
+
+def test_simulation_recovers_from_every_fault_kind(small_config, tmp_path):
+    cfg = small_config.replace(
+        task_retries=1,
+        task_hang_s=0.3,
+        quorum=0.3,
+        fault_schedule=[
+            "crash@1:0",
+            "hang@2:1",
+            "corrupt@2:0",
+            "outage@1-3:5",
+            "crash_always@3:1",
+            "aggregate_crash@3",
+        ],
+    )
+    result = simulate(cfg, tmp_path / "work", register=False)
+    assert len(result.accuracy) == 3 and result.accuracy[-1] > 0.5
+    one, two, three = _outcomes(tmp_path / "work", (1, 2, 3))
+    assert {r.client_id: r.reason for r in one.rejected} == {5: "no update received"}
+    assert {r.client_id for r in two.rejected} == {0, 5}
+    assert [r.reason for r in two.rejected if r.client_id == 0][0].startswith("checksum mismatch")
+    assert {r.client_id for r in three.rejected} == {3, 4, 5}  # shard 1 given up on
+    state = faults.with_state_dir(cfg, tmp_path / "work")
+    health = [round_health.of_round(state, o) for o in (one, two, three)]
+    # round 3: local train shard 1 failed twice, aggregate crashed once.
+    assert [h.tasks_retried for h in health] == [1, 1, 2]
+    assert [h.clients_lost for h in health] == [1, 1, 3]
+    assert health[1].time_lost_s >= 0.3
+    recoveries = round_health.recoveries(state)
+    assert len(recoveries) == 6 and all(r.recovery_s is not None for r in recoveries)
+    assert {r.kind for r in recoveries} == {"crash", "hang", "corrupt", "crash_always"} | {
+        "aggregate_crash"
+    }
+
+
+def test_without_retries_a_crashed_task_costs_its_shard_not_the_round(small_config, tmp_path):
+    cfg = small_config.replace(rounds=1, quorum=0.5, fault_schedule=["crash@1:1"])
+    simulate(cfg, tmp_path / "work", register=False)
+    (outcome,) = _outcomes(tmp_path / "work", (1,))
+    assert sorted(s.client_id for s in outcome.accepted) == [0, 1, 2]
+    assert {r.client_id for r in outcome.rejected} == {3, 4, 5}
+
+
+def test_a_pipeline_crash_outlasts_the_retries(small_config, tmp_path):
+    cfg = small_config.replace(rounds=2, task_retries=2, fault_schedule=["pipeline_crash@2"])
+    with pytest.raises(faults.TaskCrashed):
+        simulate(cfg, tmp_path / "work", register=False)
+    state = faults.with_state_dir(cfg, tmp_path / "work")
+    assert len(faults.attempts(state, 2)["aggregate"]) == 3
+
+
+def _registry(failures: dict[int, tuple[int, int]]) -> ClientRegistry:
+    """Clients 0-5; failures maps a client to (consecutive failures, last failure round)."""
+    records = []
+    for cid in range(6):
+        streak, last = failures.get(cid, (0, None))
+        records.append(ClientRecord(cid, 10, [5, 5], consecutive_failures=streak))
+        records[-1].last_failure_round = last
+    return ClientRegistry(records, completed_rounds=3)
+
+
+def test_probation_sits_out_repeat_failures_then_readmits_them():
+    cfg = config.RunConfig(num_clients=6, cohort_size=3, probation_failures=2, probation_rounds=2)
+    registry = _registry({1: (2, 3), 2: (1, 3), 4: (3, 1)})
+    ids = [c.client_id for c in probation.eligible(cfg, registry, 4).clients]
+    assert ids == [0, 2, 3, 4, 5]  # 1 failed twice in a row lately; 4's probation is over
+    assert [c.client_id for c in probation.eligible(cfg, registry, 6).clients] == list(range(6))
+    # Too few left for a cohort: the longest-waiting come back first.
+    crowded = _registry({c: (2, 3 + c % 2) for c in range(5)})
+    assert [c.client_id for c in probation.eligible(cfg, crowded, 4).clients] == [0, 2, 5]
+    off = dataclasses.replace(cfg, probation_failures=0)
+    assert probation.eligible(off, registry, 4) is registry
+
+
+@pytest.mark.parametrize("policy", ["uniform", "power_of_choice", "oort", "linucb"])
+def test_every_policy_selects_around_probation(policy):
+    from fedpipe import selection
+
+    cfg = config.RunConfig(
+        num_clients=6, cohort_size=3, probation_failures=1, selection_policy=policy
+    )
+    registry = _registry({1: (1, 3), 3: (1, 3)})
+    candidates = probation.eligible(cfg, registry, 4)
+    chosen = selection.policy_for(cfg).select(candidates, 3, selection.round_rng(0, 4))
+    assert len(chosen) == 3 and not {1, 3} & set(chosen)
+
+
+def _task_retries(spec: dict) -> dict[str, int]:
+    """Max retry count of every task that runs a component, over all DAGs of the spec."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    return {
+        name: task.get("retryPolicy", {}).get("maxRetryCount", 0)
+        for dag in dags
+        for name, task in dag["tasks"].items()
+        if spec["components"][task["componentRef"]["name"]].get("executorLabel")
+    }
+
+
+def test_compiled_pipeline_retries_every_task_and_keys_initialize_on_the_config(tmp_path):
+    cfg = config.RunConfig(rounds=2, task_retries=3, retry_backoff_s=2)
+    spec = yaml.safe_load(compilation.compile_pipeline(cfg, tmp_path / "p.yaml").read_text())
+    retries = _task_retries(spec)
+    assert {"initialize", "select-clients", "local-train", "secure-aggregate"} <= set(retries)
+    assert set(retries.values()) == {3}
+    assert spec["root"]["dag"]["tasks"]["initialize"]["cachingOptions"]["cacheKey"]
+    plain = compilation.compile_pipeline(config.RunConfig(rounds=2), tmp_path / "q.yaml")
+    assert set(_task_retries(yaml.safe_load(plain.read_text())).values()) == {0}
