@@ -55,12 +55,17 @@ def main() -> None:
 @click.option(
     "--pipeline-root", type=click.Path(file_okay=False), default=str(RUNS_DIR / "pipeline_root")
 )
-def run(config_path: str | None, sets: tuple[str, ...], pipeline_root: str) -> None:
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Reuse the tasks a crashed run of the same config in this pipeline root finished.",
+)
+def run(config_path: str | None, sets: tuple[str, ...], pipeline_root: str, resume: bool) -> None:
     """Run the compiled pipeline through Kubeflow's local runner (no cluster)."""
     from fedpipe import local_run
 
     cfg = _load_config(config_path, sets)
-    outcome = local_run.run_pipeline(cfg, Path(pipeline_root))
+    outcome = local_run.run_pipeline(cfg, Path(pipeline_root), resume=resume)
     click.echo(outcome.summary())
 
 
@@ -258,3 +263,31 @@ def robustness(sets: tuple[str, ...], defences: str | None, output: str) -> None
     paths = experiment_module.write(cells, base, Path(output))
     click.echo(experiment_module.to_markdown(cells))
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+@experiment.command(name="self-healing")
+@set_option
+@click.option("--crash-rate", type=float, default=0.2, show_default=True, help="Task crashes.")
+@click.option("--crash-round", type=int, default=3, show_default=True, help="Run crashes here.")
+@click.option("--retries", type=int, default=2, show_default=True, help="Retries per task.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default=str(RUNS_DIR / "experiments" / "self-healing"),
+    show_default=True,
+)
+def self_healing(
+    sets: tuple[str, ...], crash_rate: float, crash_round: int, retries: int, output: str
+) -> None:
+    """A fault-free and a faulty pipeline run of the same task (kfp.local): recovery time
+    per fault, wall-time ratio, final accuracy of both."""
+    from fedpipe.experiments import self_healing as experiment_module
+
+    try:
+        base = run_config.load(None, {**experiment_module.DEFAULTS, **_parse_sets(sets)})
+        base = run_config.resolve_local_paths(base, Path.cwd())
+        experiment_module.faulty(base, crash_rate, crash_round, retries)  # refuse bad values now
+    except run_config.ConfigError as e:
+        raise click.UsageError(str(e)) from e
+    experiment_module.run(base, crash_rate, crash_round, retries, Path(output))
+    click.echo((Path(output) / "table.md").read_text())
