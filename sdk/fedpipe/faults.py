@@ -18,11 +18,14 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedpipe.client_update import ClientUpdate
+
+if TYPE_CHECKING:
+    from fedpipe.config import RunConfig
 
 CRASH, HANG, CORRUPT, OUTAGE = "crash", "hang", "corrupt", "outage"
 CRASH_ALWAYS = "crash_always"  # a task that fails on every attempt (a broken node)
@@ -73,17 +76,17 @@ class ScheduledFault:
         )
 
 
-def schedule(config) -> list[ScheduledFault]:
+def schedule(config: RunConfig) -> list[ScheduledFault]:
     return [ScheduledFault.parse(e) for e in config.fault_schedule]
 
 
-def enabled(config) -> bool:
+def enabled(config: RunConfig) -> bool:
     """Some fault may be injected in this run."""
     rates = config.task_crash_rate + config.task_hang_rate + config.artifact_corruption_rate
     return rates > 0 or bool(config.fault_schedule)
 
 
-def task_fault(config, round_number: int, shard: int) -> str | None:
+def task_fault(config: RunConfig, round_number: int, shard: int) -> str | None:
     """The fault of this local-train task (one of TASK_KINDS, or None): scheduled, or
     drawn from the rates with a generator keyed on seed, round and shard."""
     for fault in schedule(config):
@@ -101,12 +104,12 @@ def task_fault(config, round_number: int, shard: int) -> str | None:
     return None
 
 
-def client_out(config, round_number: int, client_id: int) -> bool:
+def client_out(config: RunConfig, round_number: int, client_id: int) -> bool:
     """The client has disappeared this round (a scheduled outage)."""
     return any(f.hits(OUTAGE, round_number, client_id) for f in schedule(config))
 
 
-def with_state_dir(config, root: str | Path):
+def with_state_dir(config: RunConfig, root: str | Path) -> RunConfig:
     """The config with its attempt markers under root/faults when faults are injected and
     no fault_state_dir is set (without one, a retry could not tell it is a retry)."""
     if not enabled(config) or config.fault_state_dir is not None:
@@ -114,7 +117,7 @@ def with_state_dir(config, root: str | Path):
     return config.replace(fault_state_dir=str(Path(root).resolve() / "faults"))
 
 
-def retrying(config, stage: Callable[..., Any], *args: Any) -> None:
+def retrying(config: RunConfig, stage: Callable[..., Any], *args: Any) -> None:
     """Run a stage in-process as KFP runs a task: again after an injected crash, up to
     task_retries times (without the backoff sleep)."""
     for attempt in range(config.task_retries + 1):
@@ -126,11 +129,11 @@ def retrying(config, stage: Callable[..., Any], *args: Any) -> None:
                 raise
 
 
-def _state_dir(config) -> Path:
+def _state_dir(config: RunConfig) -> Path:
     return Path(config.fault_state_dir)
 
 
-def start_attempt(config, round_number: int, site: str) -> int:
+def start_attempt(config: RunConfig, round_number: int, site: str) -> int:
     """Record that a task starts and return its attempt number (1 = first). Without a
     fault_state_dir every attempt is a first attempt."""
     if config.fault_state_dir is None:
@@ -143,7 +146,7 @@ def start_attempt(config, round_number: int, site: str) -> int:
     return attempt
 
 
-def attempts(config, round_number: int) -> dict[str, list[float]]:
+def attempts(config: RunConfig, round_number: int) -> dict[str, list[float]]:
     """Start times of every attempt of every task of the round, by task site."""
     if config.fault_state_dir is None:
         return {}
@@ -154,7 +157,9 @@ def attempts(config, round_number: int) -> dict[str, list[float]]:
     return found
 
 
-def record(config, round_number: int, site: str, kind: str, attempt: int, outcome: str) -> None:
+def record(
+    config: RunConfig, round_number: int, site: str, kind: str, attempt: int, outcome: str
+) -> None:
     """Log an injected fault (the downtime measurement starts from its time)."""
     print(
         f"round {round_number} {site}: injected {kind} (attempt {attempt}): {outcome}", flush=True
@@ -175,18 +180,18 @@ def record(config, round_number: int, site: str, kind: str, attempt: int, outcom
         f.write(json.dumps(event) + "\n")
 
 
-def events(config) -> list[dict]:
+def events(config: RunConfig) -> list[dict]:
     if config.fault_state_dir is None:
         return []
     path = _state_dir(config) / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def final_attempt(config, attempt: int) -> bool:
+def final_attempt(config: RunConfig, attempt: int) -> bool:
     return attempt >= config.task_retries + 1
 
 
-def fail_task(config, round_number: int, site: str, kind: str, attempt: int) -> None:
+def fail_task(config: RunConfig, round_number: int, site: str, kind: str, attempt: int) -> None:
     """Crash the task (a hang first holds it until its deadline kills it)."""
     if kind == HANG:
         record(config, round_number, site, kind, attempt, f"killed after {config.task_hang_s}s")
@@ -206,7 +211,7 @@ def corrupt(update: ClientUpdate) -> ClientUpdate:
     return dataclasses.replace(update, vector=vector)
 
 
-def aggregate_fault(config, round_number: int, attempt: int) -> str | None:
+def aggregate_fault(config: RunConfig, round_number: int, attempt: int) -> str | None:
     """aggregate_crash fires on the first attempt (a retry recovers); pipeline_crash on
     every attempt of the first run (the run fails; a re-run resumes past it)."""
     for fault in schedule(config):
