@@ -149,3 +149,27 @@ def test_compiled_pipeline_retries_every_task_and_keys_initialize_on_the_config(
     assert spec["root"]["dag"]["tasks"]["initialize"]["cachingOptions"]["cacheKey"]
     plain = compilation.compile_pipeline(config.RunConfig(rounds=2), tmp_path / "q.yaml")
     assert set(_task_retries(yaml.safe_load(plain.read_text())).values()) == {0}
+
+
+def test_experiment_table_reports_ratio_accuracy_and_each_recovery(tmp_path):
+    from fedpipe.experiments import self_healing as experiment
+
+    base = config.RunConfig(**{**experiment.DEFAULTS, "mlflow_tracking_uri": "sqlite://"})
+    clean = experiment.RunResult("fault-free", 5, 0.90, 100.0, 1, 0, [])
+    crash = round_health.Recovery(3, "aggregate", faults.PIPELINE_CRASH, 12.5)
+    lost = round_health.Recovery(2, "local_train-1", faults.CRASH, None)
+    faulty = experiment.RunResult("faulty", 5, 0.88, 150.0, 2, 0, [crash, lost])
+    table = experiment.to_markdown([clean, faulty], base)
+    assert "Wall time faulty / fault-free: 1.50; accuracy impact -0.0200." in table
+    assert "| pipeline_crash | 3 | aggregate | 12.5 |" in table
+    assert "| crash | 2 | local_train-1 | - |" in table
+    assert experiment.to_csv([clean, faulty]).count("\n") == 5
+    experiment.figure([clean, faulty]).savefig(tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 0
+    # The faulty config adds the crash rate, retries and the run crash to the same task.
+    cfg = experiment.faulty(base, 0.2, 3, 2)
+    assert (cfg.task_crash_rate, cfg.task_retries, cfg.fault_schedule) == (
+        0.2,
+        2,
+        ("pipeline_crash@3",),
+    )
