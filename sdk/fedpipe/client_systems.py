@@ -38,6 +38,17 @@ class ClientRound:
     duration_s: float  # simulated time the client would need to train and report
 
 
+def heterogeneous(config: RunConfig) -> bool:
+    """Whether the config simulates client systems at all (speed spread, failures,
+    availability or a deadline); otherwise simulated time is only nominal."""
+    return (
+        config.client_speed_sigma > 0
+        or config.client_failure_rate > 0
+        or config.client_availability < 1
+        or config.round_deadline_s is not None
+    )
+
+
 def _beta_around(mean: float, rng: np.random.Generator) -> float:
     """A per-client probability with the given population mean (exact at 0 and 1)."""
     if mean <= 0.0 or mean >= 1.0:

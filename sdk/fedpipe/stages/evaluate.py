@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fedpipe import (
     client_history,
+    client_systems,
     privacy_accounting,
     round_health,
     secure_aggregation,
@@ -129,7 +130,7 @@ def evaluate(
     print(
         f"round {n:>3}/{config.rounds}: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
         f"clients {len(outcome.accepted)}/{len(outcome.cohort)}  {seconds:.1f}s"
-        f"  (simulated {round_sim_s:.1f}s)"
+        + (f"  (simulated {round_sim_s:.1f}s)" if client_systems.heterogeneous(config) else "")
         + ("  (target reached)" if registry.target_reached_at == n else "")
         + ("  (privacy budget reached)" if registry.privacy_budget_reached_at == n else ""),
         flush=True,
