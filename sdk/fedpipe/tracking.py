@@ -7,6 +7,7 @@ server through MlflowClient with the run id the initialize stage created.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,3 +49,31 @@ def start_run(config: RunConfig, run_name: str, tags: dict[str, str]) -> str:
     params = [Param(k, str(v)) for k, v in sorted(dataclasses.asdict(config).items())]
     mlflow_client.log_batch(run.info.run_id, params=params)
     return run.info.run_id
+
+
+def log_experiment(
+    config: RunConfig,
+    name: str,
+    files: list[Path],
+    *,
+    metrics: dict[str, float] | None = None,
+    params: dict[str, object] | None = None,
+    artifact_dir: str | None = None,
+) -> str:
+    """One MLflow run per `fedpipe experiment`, tagged with its name: the base config as
+    params, the experiment's table and plot files as artifacts, its headline figures as
+    metrics."""
+    from mlflow.entities import Metric, Param
+
+    run_id = start_run(config, f"experiment {name}", tags={"fedpipe.experiment": name})
+    mlflow_client = client(config)
+    now = int(time.time() * 1000)
+    mlflow_client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+        params=[Param(k, str(v)) for k, v in (params or {}).items()],
+    )
+    for path in files:
+        mlflow_client.log_artifact(run_id, str(path), artifact_dir)
+    mlflow_client.set_terminated(run_id)
+    return run_id

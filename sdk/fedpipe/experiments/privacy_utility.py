@@ -154,14 +154,12 @@ def run(
     (output / "table.md").write_text(to_markdown(rows, base))
     fig = figure(rows)
     fig.savefig(output / "privacy_utility.png", dpi=120)
-    mlflow_client = tracking.client(base)
-    run_id = tracking.start_run(base, f"experiment {NAME}", tags={"fedpipe.experiment": NAME})
-    for name in ("table.csv", "table.md", "privacy_utility.png"):
-        mlflow_client.log_artifact(run_id, str(output / name))
+    metrics = {}
     for r in rows:
         key = r.label.replace("=", "_").replace(" ", "_")  # MLflow metric-name characters
-        mlflow_client.log_metric(run_id, f"accuracy/{key}", r.accuracy)
+        metrics[f"accuracy/{key}"] = r.accuracy
         if not math.isinf(r.epsilon):
-            mlflow_client.log_metric(run_id, f"epsilon/{key}", r.epsilon)
-    mlflow_client.set_terminated(run_id)
+            metrics[f"epsilon/{key}"] = r.epsilon
+    files = [output / name for name in ("table.csv", "table.md", "privacy_utility.png")]
+    tracking.log_experiment(base, NAME, files, metrics=metrics)
     return rows

@@ -156,8 +156,6 @@ def plot(cells: list[Cell]) -> Figure:
 
 def write(cells: list[Cell], base: RunConfig, output: Path) -> tuple[Path, Path, Path]:
     """Write the table (CSV + markdown) and the plot, and log all three to MLflow."""
-    import mlflow
-
     from fedpipe import tracking
 
     output.mkdir(parents=True, exist_ok=True)
@@ -171,19 +169,19 @@ def write(cells: list[Cell], base: RunConfig, output: Path) -> tuple[Path, Path,
         writer.writeheader()
         writer.writerows(dataclasses.asdict(c) for c in cells)
     md_path.write_text(to_markdown(cells))
-    figure = plot(cells)
-    figure.savefig(png_path, dpi=120)
-    run_id = tracking.start_run(
-        base, "robustness-experiment", tags={"fedpipe.experiment": "robustness"}
+    plot(cells).savefig(png_path, dpi=120)
+    # MLflow metric names allow no "+": fedavg+screening becomes fedavg_screening.
+    metrics = {
+        f"accuracy/{c.defence.replace('+', '_')}/{c.attack}/{round(c.attack_fraction * 100)}pct": (
+            c.accuracy
+        )
+        for c in cells
+    }
+    tracking.log_experiment(
+        base,
+        "robustness",
+        [csv_path, md_path, png_path],
+        metrics=metrics,
+        artifact_dir="robustness",
     )
-    with mlflow.start_run(run_id=run_id):
-        for path in (csv_path, md_path):
-            mlflow.log_artifact(str(path), "robustness")
-        mlflow.log_figure(figure, "robustness/robustness.png")
-        for c in cells:
-            # MLflow metric names allow no "+": fedavg+screening becomes fedavg_screening.
-            defence = c.defence.replace("+", "_")
-            mlflow.log_metric(
-                f"accuracy/{defence}/{c.attack}/{round(c.attack_fraction * 100)}pct", c.accuracy
-            )
     return csv_path, md_path, png_path

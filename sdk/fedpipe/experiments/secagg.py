@@ -53,7 +53,12 @@ def run(config: RunConfig, out_dir: Path) -> list[VariantResult]:
             )
         )
     _write(results, out_dir)
-    _log(config, results, out_dir)
+    tracking.log_experiment(
+        config,
+        "secagg",
+        [out_dir / name for name in ("secagg.csv", "secagg.md", "secagg.png")],
+        metrics={f"final_accuracy/{_slug(r.name)}": r.accuracy[-1] for r in results},
+    )
     return results
 
 
@@ -101,18 +106,3 @@ def _write(results: list[VariantResult], out_dir: Path) -> None:
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
     (out_dir / "secagg.md").write_text("\n".join(lines) + "\n")
     plot(results).savefig(out_dir / "secagg.png", dpi=120)
-
-
-def _log(config: RunConfig, results: list[VariantResult], out_dir: Path) -> None:
-    mlflow_client = tracking.client(config)
-    run = mlflow_client.create_run(
-        tracking.experiment_id(config),
-        run_name="experiment-secagg",
-        tags={"fedpipe.experiment": "secagg"},
-    )
-    run_id = run.info.run_id
-    for r in results:
-        mlflow_client.log_metric(run_id, f"final_accuracy/{_slug(r.name)}", r.accuracy[-1])
-    for name in ("secagg.csv", "secagg.md", "secagg.png"):
-        mlflow_client.log_artifact(run_id, str(out_dir / name))
-    mlflow_client.set_terminated(run_id)

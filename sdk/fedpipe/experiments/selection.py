@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedpipe import tracking
 from fedpipe.aggregation import QuorumNotMet
 from fedpipe.config import RunConfig
 from fedpipe.registry import ClientRegistry
@@ -209,19 +210,13 @@ def run(
     )
     figure = plot(curves, target)
     figure.savefig(output_dir / "accuracy.png", dpi=120)
-    _log_to_mlflow(base, rows, output_dir, target, seeds)
+    tracking.log_experiment(
+        base,
+        NAME,
+        [output_dir / name for name in ("table.csv", "table.md", "curves.json", "accuracy.png")],
+        params={
+            "experiment_target_accuracy": target,
+            "experiment_seeds": ",".join(map(str, seeds)),
+        },
+    )
     return rows
-
-
-def _log_to_mlflow(
-    base: RunConfig, rows: list[dict[str, str]], output_dir: Path, target: float, seeds: list[int]
-) -> None:
-    from fedpipe import tracking
-
-    run_id = tracking.start_run(base, f"experiment-{NAME}", tags={"fedpipe.experiment": NAME})
-    mlflow_client = tracking.client(base)
-    mlflow_client.log_param(run_id, "experiment_target_accuracy", target)
-    mlflow_client.log_param(run_id, "experiment_seeds", ",".join(map(str, seeds)))
-    for name in ("table.csv", "table.md", "curves.json", "accuracy.png"):
-        mlflow_client.log_artifact(run_id, str(output_dir / name))
-    mlflow_client.set_terminated(run_id)

@@ -158,15 +158,14 @@ def run(
     (output / "table.csv").write_text(to_csv(results))
     (output / "table.md").write_text(to_markdown(results, base))
     figure(results).savefig(output / "self_healing.png", dpi=120)
-    mlflow_client = tracking.client(base)
-    run_id = tracking.start_run(base, f"experiment {NAME}", tags={"fedpipe.experiment": NAME})
-    for name in ("table.csv", "table.md", "self_healing.png"):
-        mlflow_client.log_artifact(run_id, str(output / name))
     clean, faulty_run = results
-    mlflow_client.log_metric(run_id, "wall_time_ratio", faulty_run.wall_s / clean.wall_s)
-    mlflow_client.log_metric(run_id, "accuracy_impact", faulty_run.accuracy - clean.accuracy)
+    metrics = {
+        "wall_time_ratio": faulty_run.wall_s / clean.wall_s,
+        "accuracy_impact": faulty_run.accuracy - clean.accuracy,
+    }
     for r in results:
-        mlflow_client.log_metric(run_id, f"accuracy/{r.label}", r.accuracy)
-        mlflow_client.log_metric(run_id, f"wall_s/{r.label}", r.wall_s)
-    mlflow_client.set_terminated(run_id)
+        metrics[f"accuracy/{r.label}"] = r.accuracy
+        metrics[f"wall_s/{r.label}"] = r.wall_s
+    files = [output / name for name in ("table.csv", "table.md", "self_healing.png")]
+    tracking.log_experiment(base, NAME, files, metrics=metrics)
     return results
