@@ -22,9 +22,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from fedpipe import aggregation, dp_fedavg, partition, privacy_accounting, trainer
 from fedpipe import config as run_config
-from fedpipe.client_update import ClientUpdate
+from fedpipe.aggregation import outcome as aggregation
+from fedpipe.artifacts.updates import ClientUpdate
+from fedpipe.data import partition
+from fedpipe.privacy import accounting as privacy_accounting
+from fedpipe.privacy import dp_fedavg
+from fedpipe.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "mnist"

@@ -4,7 +4,7 @@ Measures, for configs/mnist.yaml (MNIST 10k test set, 8,000 train / 2,000 held o
 10 clients, Dirichlet 0.5, 2NN with 200 hidden units, E=1, B=32, SGD 0.1, every client
 in every round):
 
-  simulate  `fedpipe simulate` in-process (fedpipe.simulation.simulate, MLflow in SQLite)
+  simulate  `fedpipe simulate` in-process (fedpipe.simulation.runner.simulate, MLflow in SQLite)
   plain     a single-process Keras FedAvg loop written here: the floor to compare against
   kfp       the same pipeline through kfp.local, to price one pipeline task
 
@@ -38,8 +38,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from fedpipe import config as run_config
-from fedpipe import datasets, partition, stages
+from fedpipe import stages
 from fedpipe.config import RunConfig
+from fedpipe.data import datasets, partition
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_PATH = REPO / "configs" / "mnist.yaml"
@@ -143,8 +144,8 @@ def timed_stages() -> Iterator[dict[str, list[float]]]:
 
 def time_simulation(config: RunConfig, workdir: Path) -> SimulationTiming:
     """simulate() for config.rounds rounds; a round is select's start to evaluate's end."""
-    from fedpipe import tracking
-    from fedpipe.simulation import simulate
+    from fedpipe.ops import tracking
+    from fedpipe.simulation.runner import simulate
 
     with timed_stages() as calls:
         started = time.perf_counter()
@@ -222,8 +223,8 @@ def time_plain_keras(config: RunConfig) -> LoopTiming:
 
 def time_pipeline(config: RunConfig, workdir: Path) -> PipelineTiming:
     """kfp.local against simulate() for the same rounds; the difference priced per task."""
-    from fedpipe.local_run import run_pipeline
-    from fedpipe.simulation import simulate
+    from fedpipe.ops.local_run import run_pipeline
+    from fedpipe.simulation.runner import simulate
 
     pipeline_root = workdir / "pipeline_root"
     original_print = builtins.print

@@ -23,7 +23,7 @@ from fedpipe.components.secagg_unmask.component import unmask_response
 from fedpipe.components.secure_aggregate.component import secure_aggregate
 from fedpipe.components.select.component import select_clients
 from fedpipe.config import RunConfig
-from fedpipe.secure_aggregation import enabled as secure_aggregation_enabled
+from fedpipe.secagg.rounds import enabled as secure_aggregation_enabled
 
 
 def _retry_policy(retries: int, backoff_s: int):

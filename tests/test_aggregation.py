@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
 
-from fedpipe import aggregation, stages, trainer, wire
-from fedpipe.client_update import ClientUpdate, load_shard, save_shard
-from fedpipe.global_model import GlobalModel
+from fedpipe import stages
+from fedpipe.aggregation import outcome as aggregation
+from fedpipe.artifacts import wire
+from fedpipe.artifacts.global_model import GlobalModel
+from fedpipe.artifacts.updates import ClientUpdate, load_shard, save_shard
+from fedpipe.training import trainer
 
 
 def _update(client_id, vector, n=10):

@@ -4,9 +4,11 @@ signal, and policy state that survives the registry's JSON round trip."""
 import numpy as np
 import pytest
 
-from fedpipe import client_history, config, selection
-from fedpipe.aggregation import AggregationOutcome, ClientStats, Rejection
-from fedpipe.registry import ClientRecord, ClientRegistry
+from fedpipe import config
+from fedpipe.aggregation.outcome import AggregationOutcome, ClientStats, Rejection
+from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
+from fedpipe.clients import history as client_history
+from fedpipe.clients import selection
 from fedpipe.stages.evaluate import _update_registry
 
 NUM_CLIENTS, COHORT = 60, 6

@@ -3,10 +3,11 @@ and a simulated run in which all of it reaches the registry and the round plan."
 
 import numpy as np
 
-from fedpipe import client_systems, config
-from fedpipe.registry import ClientRegistry
-from fedpipe.round_plan import RoundPlan
-from fedpipe.simulation import simulate
+from fedpipe import config
+from fedpipe.artifacts.client_registry import ClientRegistry
+from fedpipe.artifacts.round_plan import RoundPlan
+from fedpipe.simulation import client_systems
+from fedpipe.simulation.runner import simulate
 
 
 def test_default_clients_are_homogeneous_and_always_report():

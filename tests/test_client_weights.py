@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from fedpipe import client_weights, config
-from fedpipe.client_update import ClientUpdate
-from fedpipe.registry import ClientRecord, ClientRegistry
+from fedpipe import config
+from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
+from fedpipe.artifacts.updates import ClientUpdate
+from fedpipe.clients import weights as client_weights
 
 SIZES = [10, 30, 60, 100]
 

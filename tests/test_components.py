@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from fedpipe import compilation, config
+from fedpipe import config
+from fedpipe.ops import compilation
 
 
 @pytest.mark.parametrize(("stage", "function"), compilation.COMPONENTS)

@@ -72,7 +72,8 @@ def test_local_paths_become_absolute(tmp_path):
 
 
 def test_every_named_policy_and_aggregator_exists():
-    from fedpipe import aggregation, selection
+    from fedpipe.aggregation import outcome as aggregation
+    from fedpipe.clients import selection
 
     assert set(config.SELECTION_POLICIES) == set(selection.POLICIES)
     assert set(config.AGGREGATORS) == set(aggregation.AGGREGATORS)

@@ -4,8 +4,9 @@ import struct
 import numpy as np
 import pytest
 
-from fedpipe import config, datasets, partition
+from fedpipe import config
 from fedpipe.config import ConfigError
+from fedpipe.data import datasets, partition
 
 from .conftest import MNIST_DIR
 

@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from fedpipe import config, partition, trainer
+from fedpipe import config
+from fedpipe.data import partition
+from fedpipe.training import trainer
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def _clipped_mean_gradient(cfg: config.RunConfig, x, y, clip_norm: float) -> np.
     import keras
     import tensorflow as tf
 
-    from fedpipe import wire
+    from fedpipe.artifacts import wire
 
     model_trainer = trainer.for_config(cfg)
     model_trainer.set_weights(model_trainer.initial_weights())
@@ -84,9 +86,10 @@ def test_dp_sgd_noise_has_standard_deviation_z_c_over_batch(client_data):
 def test_sample_level_epsilon_is_dp_accountings_for_the_silo(small_config, tmp_path):
     import dp_accounting
 
-    from fedpipe import privacy_accounting, tracking
-    from fedpipe.registry import ClientRegistry
-    from fedpipe.simulation import simulate
+    from fedpipe.artifacts.client_registry import ClientRegistry
+    from fedpipe.ops import tracking
+    from fedpipe.privacy import accounting as privacy_accounting
+    from fedpipe.simulation.runner import simulate
 
     cfg = small_config.replace(
         rounds=2,

@@ -5,8 +5,10 @@ import math
 
 from click.testing import CliRunner
 
-from fedpipe import config, privacy_accounting, tracking
+from fedpipe import config
 from fedpipe.cli import main
+from fedpipe.ops import tracking
+from fedpipe.privacy import accounting as privacy_accounting
 
 
 def test_privacy_utility_writes_table_plot_and_logs_them(tmp_path, mlflow_uri):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from fedpipe import local_run, tracking
-from fedpipe.global_model import GlobalModel
-from fedpipe.simulation import simulate
+from fedpipe.artifacts.global_model import GlobalModel
+from fedpipe.ops import local_run, tracking
+from fedpipe.simulation.runner import simulate
 
 pytestmark = pytest.mark.pipeline
 

@@ -5,9 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from fedpipe import config, local_run, privacy_accounting, tracking
-from fedpipe.global_model import GlobalModel
-from fedpipe.simulation import simulate
+from fedpipe import config
+from fedpipe.artifacts.global_model import GlobalModel
+from fedpipe.ops import local_run, tracking
+from fedpipe.privacy import accounting as privacy_accounting
+from fedpipe.simulation.runner import simulate
 
 pytestmark = pytest.mark.pipeline
 

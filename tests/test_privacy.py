@@ -5,9 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from fedpipe import config, dp_fedavg, privacy_accounting, tracking
-from fedpipe.client_update import ClientUpdate
-from fedpipe.simulation import simulate
+from fedpipe import config
+from fedpipe.artifacts.updates import ClientUpdate
+from fedpipe.ops import tracking
+from fedpipe.privacy import accounting as privacy_accounting
+from fedpipe.privacy import dp_fedavg
+from fedpipe.simulation.runner import simulate
 
 
 def _updates(vectors: list[np.ndarray]) -> list[ClientUpdate]:

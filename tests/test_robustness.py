@@ -1,10 +1,14 @@
 import numpy as np
 import pytest
 
-from fedpipe import aggregation, attacks, config, robust_aggregation, screening, stages
-from fedpipe.client_update import ClientUpdate, load_shard
+from fedpipe import config, stages
+from fedpipe.aggregation import outcome as aggregation
+from fedpipe.aggregation import robust as robust_aggregation
+from fedpipe.aggregation import screening
+from fedpipe.artifacts.client_registry import ClientRecord
+from fedpipe.artifacts.updates import ClientUpdate, load_shard
 from fedpipe.config import ConfigError
-from fedpipe.registry import ClientRecord
+from fedpipe.simulation import attacks
 
 
 def _updates(vectors, n=10):
@@ -160,8 +164,8 @@ def test_stages_apply_the_attack_and_screening_excludes_the_scaled_clients(small
 def test_robustness_experiment_writes_table_plot_and_logs_to_mlflow(mlflow_uri, tmp_path):
     from click.testing import CliRunner
 
-    from fedpipe import tracking
     from fedpipe.cli import main
+    from fedpipe.ops import tracking
 
     out = tmp_path / "robustness"
     sets = ["dataset=digits", "data_dir=null", "rounds=1", f"mlflow_tracking_uri={mlflow_uri}"]

@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedpipe import attacks, config, local_run, tracking
-from fedpipe import registry as registry_module
-from fedpipe.global_model import GlobalModel
-from fedpipe.simulation import simulate
+from fedpipe import config
+from fedpipe.artifacts import client_registry as registry_module
+from fedpipe.artifacts.global_model import GlobalModel
+from fedpipe.ops import local_run, tracking
+from fedpipe.simulation import attacks
+from fedpipe.simulation.runner import simulate
 
 pytestmark = pytest.mark.pipeline
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from fedpipe import config, local_run, tracking
-from fedpipe.simulation import simulate
+from fedpipe import config
+from fedpipe.ops import local_run, tracking
+from fedpipe.simulation.runner import simulate
 
 pytestmark = pytest.mark.pipeline
 

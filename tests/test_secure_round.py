@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from fedpipe import config, secagg, tracking
-from fedpipe.aggregation import AggregationOutcome
-from fedpipe.client_update import load_shard
-from fedpipe.global_model import GlobalModel
-from fedpipe.simulation import simulate
+from fedpipe import config, secagg
+from fedpipe.aggregation.outcome import AggregationOutcome
+from fedpipe.artifacts.global_model import GlobalModel
+from fedpipe.artifacts.updates import load_shard
+from fedpipe.ops import tracking
+from fedpipe.simulation.runner import simulate
 
 
 @pytest.fixture

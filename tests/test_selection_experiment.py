@@ -7,9 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from fedpipe import config, tracking
+from fedpipe import config
 from fedpipe.cli import main
 from fedpipe.experiments import selection
+from fedpipe.ops import tracking
 
 
 def _curve(policy, seed, accuracy, step_s):

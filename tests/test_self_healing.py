@@ -6,10 +6,13 @@ import dataclasses
 import pytest
 import yaml
 
-from fedpipe import compilation, config, faults, probation, round_health
-from fedpipe.aggregation import AggregationOutcome
-from fedpipe.registry import ClientRecord, ClientRegistry
-from fedpipe.simulation import simulate
+from fedpipe import config
+from fedpipe.aggregation.outcome import AggregationOutcome
+from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
+from fedpipe.clients import probation
+from fedpipe.ops import compilation, round_health
+from fedpipe.simulation import faults
+from fedpipe.simulation.runner import simulate
 
 
 def test_bad_fault_config_is_refused():
@@ -120,7 +123,7 @@ def test_probation_sits_out_repeat_failures_then_readmits_them():
 
 @pytest.mark.parametrize("policy", ["uniform", "power_of_choice", "oort", "linucb"])
 def test_every_policy_selects_around_probation(policy):
-    from fedpipe import selection
+    from fedpipe.clients import selection
 
     cfg = config.RunConfig(
         num_clients=6, cohort_size=3, probation_failures=1, selection_policy=policy

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from fedpipe import faults, local_run, tracking
-from fedpipe.aggregation import AggregationOutcome
+from fedpipe.aggregation.outcome import AggregationOutcome
+from fedpipe.ops import local_run, tracking
+from fedpipe.simulation import faults
 
 pytestmark = pytest.mark.pipeline
 

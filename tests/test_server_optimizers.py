@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from fedpipe import config, server_optimizers
+from fedpipe import config
+from fedpipe.aggregation import server_optimizers
 
 W = np.array([1.0, -1.0, 0.5], np.float32)
 D = np.array([0.2, -0.4, 0.0], np.float32)

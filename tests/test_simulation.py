@@ -1,9 +1,11 @@
 import numpy as np
 
-from fedpipe import selection, stages, tracking
-from fedpipe.registry import ClientRegistry
-from fedpipe.round_plan import Cohort
-from fedpipe.simulation import simulate
+from fedpipe import stages
+from fedpipe.artifacts.client_registry import ClientRegistry
+from fedpipe.artifacts.round_plan import Cohort
+from fedpipe.clients import selection
+from fedpipe.ops import tracking
+from fedpipe.simulation.runner import simulate
 from fedpipe.stages.register import _decide
 
 

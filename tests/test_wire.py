@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedpipe import wire
+from fedpipe.artifacts import wire
 
 SPEC = wire.WeightsSpec(names=("w", "b"), shapes=((3, 2), (2,)))
 

@@ -18,9 +18,11 @@ def evaluate(
     """Held-out accuracy of the new model; updates the client registry; logs the round."""
     import json
 
-    from fedpipe import config, privacy_accounting, round_health, stages
-    from fedpipe.aggregation import AggregationOutcome
-    from fedpipe.registry import ClientRegistry
+    from fedpipe import config, stages
+    from fedpipe.aggregation.outcome import AggregationOutcome
+    from fedpipe.artifacts.client_registry import ClientRegistry
+    from fedpipe.ops import round_health
+    from fedpipe.privacy import accounting as privacy_accounting
 
     run_config = config.from_json(config_json)
     result = stages.evaluate(

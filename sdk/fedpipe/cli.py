@@ -62,7 +62,7 @@ def main() -> None:
 )
 def run(config_path: str | None, sets: tuple[str, ...], pipeline_root: str, resume: bool) -> None:
     """Run the compiled pipeline through Kubeflow's local runner (no cluster)."""
-    from fedpipe import local_run
+    from fedpipe.ops import local_run
 
     cfg = _load_config(config_path, sets)
     outcome = local_run.run_pipeline(cfg, Path(pipeline_root), resume=resume)
@@ -76,7 +76,7 @@ def run(config_path: str | None, sets: tuple[str, ...], pipeline_root: str, resu
 @click.option("--register/--no-register", default=True, help="Register the final model in MLflow.")
 def simulate(config_path: str | None, sets: tuple[str, ...], workdir: str, register: bool) -> None:
     """Run the same rounds in-process (same stage functions, no KFP)."""
-    from fedpipe.simulation import simulate as run_simulation
+    from fedpipe.simulation.runner import simulate as run_simulation
 
     cfg = _load_config(config_path, sets)
     result = run_simulation(cfg, workdir, register=register)
@@ -92,7 +92,7 @@ def simulate(config_path: str | None, sets: tuple[str, ...], workdir: str, regis
 @click.option("--epochs", type=int, default=None, help="Default: rounds x local_epochs.")
 def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None) -> None:
     """Train the same model centrally on the pooled client data, for comparison."""
-    from fedpipe.centralized import train_centralized
+    from fedpipe.training.centralized import train_centralized
 
     cfg = _load_config(config_path, sets)
     result = train_centralized(cfg, epochs or cfg.rounds * cfg.local_epochs)
@@ -116,7 +116,7 @@ def compile_command(
     output: str,
 ) -> None:
     """Write the pipeline as KFP IR YAML, ready to upload to Kubeflow Pipelines."""
-    from fedpipe import compilation
+    from fedpipe.ops import compilation
 
     cfg = _load_config(config_path, sets, local=False, rounds=rounds)
     if cfg.mlflow_tracking_uri.startswith("sqlite:"):
@@ -134,7 +134,7 @@ def compile_command(
 @click.option("--image", default=None, help="Runtime image for every component.")
 def compile_components(image: str | None) -> None:
     """Regenerate components/<stage>/component.yaml."""
-    from fedpipe import compilation
+    from fedpipe.ops import compilation
 
     for path in compilation.compile_components(image=image):
         click.echo(f"wrote {path}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from fedpipe import byzantine_tolerance
+from fedpipe.aggregation import byzantine_tolerance
 
 DATASETS = ("digits", "breast_cancer", "mnist")
 PARTITIONERS = ("iid", "dirichlet", "shards", "quantity_skew")
@@ -199,7 +199,7 @@ class RunConfig:
         if broken:
             raise ConfigError("byzantine_clients", self.byzantine_clients, broken)
         if self.dp_enabled:
-            from fedpipe import privacy_accounting
+            from fedpipe.privacy import accounting as privacy_accounting
 
             privacy_accounting.check_config(self)
         elif self.target_epsilon is not None or self.dp_noise_multiplier > 0:
@@ -271,7 +271,7 @@ def _nonempty_str(v: Any) -> bool:
 
 
 def _is_fault_schedule(v: Any) -> bool:
-    from fedpipe.faults import ScheduledFault
+    from fedpipe.simulation.faults import ScheduledFault
 
     if not isinstance(v, list | tuple) or not all(isinstance(e, str) for e in v):
         return False

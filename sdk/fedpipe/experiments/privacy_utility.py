@@ -12,9 +12,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedpipe import privacy_accounting, tracking
 from fedpipe.config import RunConfig
-from fedpipe.simulation import simulate
+from fedpipe.ops import tracking
+from fedpipe.privacy import accounting as privacy_accounting
+from fedpipe.simulation.runner import simulate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,7 +1,7 @@
 """Robustness experiment: held-out accuracy after R rounds for each aggregator under each
 attack at each fraction of attacking clients, on non-IID MNIST.
 
-Every cell is a full `fedpipe.simulation.simulate` run (the pipeline's own stages), so
+Every cell is a full `fedpipe.simulation.runner.simulate` run (the pipeline's own stages), so
 the attacks go through local_train and the aggregators through the aggregate stage.
 """
 
@@ -84,8 +84,8 @@ def cell_config(base: RunConfig, defence: str, attack: str, fraction: float) -> 
 
 def run(base: RunConfig, defences: tuple[str, ...] = DEFENCES) -> list[Cell]:
     """Simulate every cell (no attack once per aggregator) and return their accuracies."""
-    from fedpipe import attacks
-    from fedpipe.simulation import simulate
+    from fedpipe.simulation import attacks
+    from fedpipe.simulation.runner import simulate
 
     cells = []
     conditions = [("none", 0.0)] + [(a, p) for a in ATTACKS for p in FRACTIONS if p > 0]
@@ -156,7 +156,7 @@ def plot(cells: list[Cell]) -> Figure:
 
 def write(cells: list[Cell], base: RunConfig, output: Path) -> tuple[Path, Path, Path]:
     """Write the table (CSV + markdown) and the plot, and log all three to MLflow."""
-    from fedpipe import tracking
+    from fedpipe.ops import tracking
 
     output.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, png_path = (

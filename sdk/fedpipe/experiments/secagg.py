@@ -9,10 +9,10 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedpipe import tracking
-from fedpipe.aggregation import AggregationOutcome
+from fedpipe.aggregation.outcome import AggregationOutcome
 from fedpipe.config import RunConfig
-from fedpipe.simulation import simulate
+from fedpipe.ops import tracking
+from fedpipe.simulation.runner import simulate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

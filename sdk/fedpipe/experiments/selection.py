@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedpipe import tracking
-from fedpipe.aggregation import QuorumNotMet
+from fedpipe.aggregation.outcome import QuorumNotMet
+from fedpipe.artifacts.client_registry import ClientRegistry
 from fedpipe.config import RunConfig
-from fedpipe.registry import ClientRegistry
+from fedpipe.ops import tracking
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -73,7 +73,7 @@ class RunCurve:
 
 def run_policy(config: RunConfig, workdir: Path) -> RunCurve:
     """One simulation; its per-round registries hold accuracy and simulated time."""
-    from fedpipe.simulation import simulate
+    from fedpipe.simulation.runner import simulate
 
     shutil.rmtree(workdir, ignore_errors=True)  # no rounds left over from an earlier run
     failed_at = None

@@ -14,9 +14,11 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedpipe import faults, local_run, round_health, tracking, trainer
+from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
-from fedpipe.global_model import GlobalModel
+from fedpipe.ops import local_run, round_health, tracking
+from fedpipe.simulation import faults
+from fedpipe.training import trainer
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

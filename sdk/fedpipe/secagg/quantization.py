@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedpipe import wire
+from fedpipe.artifacts import wire
 
 # The DP hook: what a client applies to its clipped update before quantization (for
 # example its share of the noise of distributed DP). The identity when DP is off.

@@ -12,19 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpipe import (
-    aggregation,
-    client_weights,
-    dp_fedavg,
-    faults,
-    screening,
-    secure_aggregation,
-    server_optimizers,
-)
-from fedpipe.client_update import ClientUpdate, load_shard
+from fedpipe.aggregation import outcome as aggregation
+from fedpipe.aggregation import screening, server_optimizers
+from fedpipe.artifacts.global_model import GlobalModel
+from fedpipe.artifacts.round_plan import RoundPlan
+from fedpipe.artifacts.updates import ClientUpdate, load_shard
+from fedpipe.clients import weights as client_weights
 from fedpipe.config import RunConfig
-from fedpipe.global_model import GlobalModel
-from fedpipe.round_plan import RoundPlan
+from fedpipe.privacy import dp_fedavg
+from fedpipe.secagg import rounds as secure_aggregation
+from fedpipe.simulation import faults
 
 
 def _collect(

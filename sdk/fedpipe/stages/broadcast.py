@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedpipe.artifacts.global_model import GlobalModel
+from fedpipe.artifacts.round_plan import Cohort, LocalTraining, RoundPlan
 from fedpipe.config import RunConfig
-from fedpipe.global_model import GlobalModel
-from fedpipe.round_plan import Cohort, LocalTraining, RoundPlan
 
 
 def broadcast(

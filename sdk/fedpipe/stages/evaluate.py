@@ -7,20 +7,17 @@ import math
 import time
 from pathlib import Path
 
-from fedpipe import (
-    client_history,
-    client_systems,
-    privacy_accounting,
-    round_health,
-    secure_aggregation,
-    tracking,
-    trainer,
-)
-from fedpipe.aggregation import AggregationOutcome
+from fedpipe.aggregation.outcome import AggregationOutcome
+from fedpipe.artifacts.client_registry import ClientRegistry
+from fedpipe.artifacts.global_model import GlobalModel
+from fedpipe.clients import history as client_history
 from fedpipe.config import RunConfig
-from fedpipe.global_model import GlobalModel
-from fedpipe.registry import ClientRegistry
-from fedpipe.trainer import Evaluation
+from fedpipe.ops import round_health, tracking
+from fedpipe.privacy import accounting as privacy_accounting
+from fedpipe.secagg import rounds as secure_aggregation
+from fedpipe.simulation import client_systems
+from fedpipe.training import trainer
+from fedpipe.training.trainer import Evaluation
 
 
 def _update_registry(registry: ClientRegistry, outcome: AggregationOutcome) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedpipe import dp_fedavg, partition, server_optimizers, tracking, trainer
+from fedpipe.aggregation import server_optimizers
+from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
+from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
-from fedpipe.global_model import GlobalModel
-from fedpipe.registry import ClientRecord, ClientRegistry
+from fedpipe.data import partition
+from fedpipe.ops import tracking
+from fedpipe.privacy import dp_fedavg
+from fedpipe.training import trainer
 
 
 def initialize(

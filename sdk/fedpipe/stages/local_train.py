@@ -6,10 +6,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedpipe import attacks, client_systems, faults, partition, secure_aggregation, trainer
-from fedpipe.client_update import ClientUpdate, save_shard
+from fedpipe.artifacts.round_plan import RoundPlan
+from fedpipe.artifacts.updates import ClientUpdate, save_shard
 from fedpipe.config import RunConfig
-from fedpipe.round_plan import RoundPlan
+from fedpipe.data import partition
+from fedpipe.secagg import rounds as secure_aggregation
+from fedpipe.simulation import attacks, client_systems, faults
+from fedpipe.training import trainer
 
 
 def local_train(

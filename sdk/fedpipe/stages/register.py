@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpipe import dp_fedavg, plots, privacy_accounting, tracking, trainer
+from fedpipe.artifacts.client_registry import ClientRegistry
+from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
-from fedpipe.global_model import GlobalModel
-from fedpipe.registry import ClientRegistry
+from fedpipe.ops import plots, tracking
+from fedpipe.privacy import accounting as privacy_accounting
+from fedpipe.privacy import dp_fedavg
+from fedpipe.training import trainer
 
 CHAMPION = "champion"
 

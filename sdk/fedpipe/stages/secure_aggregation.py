@@ -12,10 +12,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedpipe import secure_aggregation as sa
-from fedpipe.client_update import load_shard
+from fedpipe.artifacts.round_plan import RoundPlan
+from fedpipe.artifacts.updates import load_shard
 from fedpipe.config import RunConfig
-from fedpipe.round_plan import RoundPlan
+from fedpipe.secagg import rounds as sa
 
 
 def _shard_clients(plan: RoundPlan, shard: int) -> list[int]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fedpipe import client_weights, probation, selection
+from fedpipe.artifacts.client_registry import ClientRegistry
+from fedpipe.artifacts.round_plan import Cohort
+from fedpipe.clients import probation, selection
+from fedpipe.clients import weights as client_weights
 from fedpipe.config import RunConfig
-from fedpipe.registry import ClientRegistry
-from fedpipe.round_plan import Cohort
 
 
 def select(

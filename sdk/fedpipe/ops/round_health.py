@@ -1,7 +1,7 @@
 """Round health: what self-healing cost a round (tasks retried, clients lost, time lost),
 and, per injected fault, how long the run took to recover from it.
 
-Read from the attempt markers and fault events fedpipe.faults writes under
+Read from the attempt markers and fault events fedpipe.simulation.faults writes under
 `fault_state_dir`, and from the round's aggregation outcome.
 """
 
@@ -12,9 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from fedpipe import faults
-from fedpipe.aggregation import AggregationOutcome
+from fedpipe.aggregation.outcome import AggregationOutcome
 from fedpipe.config import RunConfig
+from fedpipe.simulation import faults
 
 LOST = "no update received"
 

@@ -13,8 +13,10 @@ import os
 
 import numpy as np
 
-from fedpipe import datasets, dp_sgd, models, wire
+from fedpipe.artifacts import wire
 from fedpipe.config import RunConfig
+from fedpipe.data import datasets
+from fedpipe.training import dp_sgd, models
 
 # Before TensorFlow loads (every stage that uses it imports this module first): keep its
 # C++ chatter out of task logs, and use TF's own kernels rather than oneDNN's, which were

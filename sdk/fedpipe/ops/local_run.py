@@ -6,8 +6,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-from fedpipe import compilation, faults
 from fedpipe.config import RunConfig
+from fedpipe.ops import compilation
+from fedpipe.simulation import faults
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fedpipe import wire
+from fedpipe.artifacts import wire
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Cohort:
     shards: list[list[int]]
     stopped: bool  # the target was reached earlier: this round passes the model through
     started_at: float  # wall clock when the round began (for durations, not for results)
-    # Aggregation weight announced per client, in `clients` order (fedpipe.client_weights).
+    # Aggregation weight announced per client, in `clients` order (fedpipe.clients.weights).
     client_weights: list[float] = dataclasses.field(default_factory=list)
 
     def save(self, path: str | Path) -> None:

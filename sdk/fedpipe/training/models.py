@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fedpipe.config import ConfigError, RunConfig
-from fedpipe.datasets import Dataset
+from fedpipe.data.datasets import Dataset
 
 if TYPE_CHECKING:
     import keras

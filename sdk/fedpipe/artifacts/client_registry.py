@@ -23,7 +23,7 @@ class ClientRecord:
     last_round: int | None = None
     last_train_loss: float | None = None
     last_duration_s: float | None = None
-    # History that adaptive selection and weighting read (fedpipe.client_history writes it).
+    # History that adaptive selection and weighting read (fedpipe.clients.history writes it).
     timeouts: int = 0  # rounds dropped for missing the deadline (also counted in failures)
     last_simulated_duration_s: float | None = None
     last_update_norm: float | None = None

@@ -16,9 +16,10 @@ import math
 
 import numpy as np
 
-from fedpipe import privacy_accounting, wire
-from fedpipe.client_update import ClientUpdate
+from fedpipe.artifacts import wire
+from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config import RunConfig
+from fedpipe.privacy import accounting as privacy_accounting
 
 CLIP_NORM_STATE = "dp_clip_norm"
 _NOISE_TAG = 0xD9F1  # separates the noise stream from selection and local shuffling

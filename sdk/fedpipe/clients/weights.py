@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedpipe import client_history, wire
-from fedpipe.client_update import ClientUpdate
+from fedpipe.artifacts import wire
+from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
+from fedpipe.artifacts.updates import ClientUpdate
+from fedpipe.clients import history as client_history
 from fedpipe.config import RunConfig
-from fedpipe.registry import ClientRecord, ClientRegistry
 
 MIN_CONTRIBUTION = 0.05  # an opposing update still counts a little: it may be right
 

@@ -12,9 +12,10 @@ from typing import Protocol
 
 import numpy as np
 
-from fedpipe import client_history, linucb
+from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
+from fedpipe.clients import history as client_history
+from fedpipe.clients import linucb
 from fedpipe.config import RunConfig
-from fedpipe.registry import ClientRecord, ClientRegistry
 
 
 class SelectionPolicy(Protocol):
@@ -137,7 +138,7 @@ class Oort:
 
 @dataclasses.dataclass(frozen=True)
 class LinUCBSelection:
-    """A contextual bandit (fedpipe.linucb): the clients with the highest upper confidence
+    """A contextual bandit (fedpipe.clients.linucb): the clients with the highest upper confidence
     bound on the held-out improvement they will be credited with, given their history.
     alpha scales exploration; never-selected clients have the widest bounds."""
 

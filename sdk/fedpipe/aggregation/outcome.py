@@ -14,10 +14,11 @@ from typing import Protocol
 
 import numpy as np
 
-from fedpipe import robust_aggregation, wire
-from fedpipe.client_update import ClientUpdate
+from fedpipe.aggregation import robust as robust_aggregation
+from fedpipe.aggregation.screening import ScreeningFlag
+from fedpipe.artifacts import wire
+from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config import RunConfig
-from fedpipe.screening import ScreeningFlag
 
 
 @dataclasses.dataclass(frozen=True)

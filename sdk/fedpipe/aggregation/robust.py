@@ -1,7 +1,7 @@
 """Byzantine-robust aggregators: combine client deltas so that a few bad ones cannot
 drag the global model anywhere they like.
 
-Each one states how many Byzantine clients f it tolerates (fedpipe.byzantine_tolerance)
+Each one states how many Byzantine clients f it tolerates (fedpipe.aggregation.byzantine_tolerance)
 and refuses, naming the rule, a set of updates too small for that guarantee.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedpipe import byzantine_tolerance, wire
-from fedpipe.client_update import ClientUpdate
+from fedpipe.aggregation import byzantine_tolerance
+from fedpipe.artifacts import wire
+from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config import RunConfig
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
 from fedpipe.config import RunConfig
-from fedpipe.registry import ClientRecord, ClientRegistry
 
 
 def on_probation(config: RunConfig, record: ClientRecord, round_number: int) -> bool:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fedpipe import faults, secure_aggregation, stages
+from fedpipe import stages
+from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
-from fedpipe.global_model import GlobalModel
+from fedpipe.secagg import rounds as secure_aggregation
+from fedpipe.simulation import faults
 from fedpipe.stages.register import Registration
 
 

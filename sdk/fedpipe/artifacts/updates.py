@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpipe import wire
+from fedpipe.artifacts import wire
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """LinUCB (Li et al., WWW 2010): a contextual bandit with one linear reward model shared by
-all clients, whose context is the client's history (fedpipe.client_history.context).
+all clients, whose context is the client's history (fedpipe.clients.history.context).
 
 Its state (A = I + sum x x^T, b = sum r x) lives in the client registry, so a resumed
 pipeline continues learning where it stopped. It learns every round whatever policy
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedpipe.registry import ClientRegistry
+from fedpipe.artifacts.client_registry import ClientRegistry
 
 STATE_KEY = "linucb"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedpipe import wire
+from fedpipe.artifacts import wire
 from fedpipe.config import RunConfig
 
 _ATTACKERS_TAG = 0xBAD

@@ -10,8 +10,8 @@ import functools
 
 import numpy as np
 
-from fedpipe import datasets
 from fedpipe.config import ConfigError, RunConfig
+from fedpipe.data import datasets
 
 
 def iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -1,9 +1,9 @@
 """Client history: what the server has learned about each client, as numbers that
 selection policies and aggregation weights can use, and how a round updates it.
 
-The raw history lives in the client registry (fedpipe.registry); this module derives
-features from it (reliability, data quality, mean credited reward, ...) and records a
-finished round into it: simulated durations, timeouts, update agreement, the held-out
+The raw history lives in the client registry (fedpipe.artifacts.client_registry); this
+module derives features from it (reliability, data quality, mean credited reward, ...)
+and records a finished round into it: simulated durations, timeouts, update agreement, the held-out
 improvement credited to the participants, and the bandit's learning step.
 """
 
@@ -13,10 +13,11 @@ import math
 
 import numpy as np
 
-from fedpipe import client_systems, linucb
-from fedpipe.aggregation import AggregationOutcome
+from fedpipe.aggregation.outcome import AggregationOutcome
+from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
+from fedpipe.clients import linucb
 from fedpipe.config import RunConfig
-from fedpipe.registry import ClientRecord, ClientRegistry
+from fedpipe.simulation import client_systems
 
 # A selected client that sends nothing contributes nothing (and a straggler holds the
 # round up to its deadline): it is credited this much below the round's reward.

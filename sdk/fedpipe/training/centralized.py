@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedpipe import partition, trainer
 from fedpipe.config import RunConfig
-from fedpipe.trainer import Evaluation
+from fedpipe.data import partition
+from fedpipe.training import trainer
+from fedpipe.training.trainer import Evaluation
 
 
 def train_centralized(config: RunConfig, epochs: int) -> Evaluation:

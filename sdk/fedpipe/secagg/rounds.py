@@ -18,11 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from fedpipe import dp_fedavg, robust_aggregation, secagg, wire
-from fedpipe.aggregation import Rejection
-from fedpipe.client_update import ClientUpdate
+from fedpipe import secagg
+from fedpipe.aggregation import robust as robust_aggregation
+from fedpipe.aggregation.outcome import Rejection
+from fedpipe.artifacts import wire
+from fedpipe.artifacts.round_plan import Cohort, RoundPlan
+from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config import RunConfig
-from fedpipe.round_plan import Cohort, RoundPlan
+from fedpipe.privacy import dp_fedavg
 from fedpipe.secagg import graph, primitives, shamir
 
 ENCODING = "secagg"  # the ClientUpdate encoding of a masked update

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from fedpipe.registry import ClientRegistry
+    from fedpipe.artifacts.client_registry import ClientRegistry
 
 
 def accuracy_per_round(history: list[tuple[int, float]], target: float | None) -> Figure:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedpipe.client_update import ClientUpdate
+from fedpipe.artifacts.updates import ClientUpdate
 
 if TYPE_CHECKING:
     from fedpipe.config import RunConfig

@@ -13,8 +13,8 @@ import dataclasses
 
 import numpy as np
 
-from fedpipe.client_update import ClientUpdate
-from fedpipe.robust_aggregation import clip_to_norm
+from fedpipe.aggregation.robust import clip_to_norm
+from fedpipe.artifacts.updates import ClientUpdate
 
 MAD_TO_STD = 1.4826
 MIN_COHORT = 3  # below this a median and MAD say nothing about outliers
