@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from fedpipe import stages
+from fedpipe.aggregation import mean
 from fedpipe.aggregation import outcome as aggregation
 from fedpipe.artifacts import wire
 from fedpipe.artifacts.global_model import GlobalModel
@@ -15,7 +16,8 @@ def _update(client_id, vector, n=10):
 
 def test_weighted_fedavg_weights_by_example_count():
     updates = [_update(0, np.ones(4, np.float32), 10), _update(1, np.zeros(4, np.float32), 30)]
-    assert np.allclose(aggregation.WeightedFedAvg().aggregate(updates), 0.25)
+    combined = mean.Mean().combine(updates, mean.ExampleWeighting(), rnd=None)
+    assert np.allclose(combined.delta, 0.25)
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ def test_malformed_updates_are_rejected_and_the_round_completes_on_quorum(
 ):
     model, paths, _ = round_one
     wrong_shape, has_nan = _corrupt_first_two(paths[0])
-    cfg = small_config.replace(quorum=0.5)
+    cfg = small_config.replace({"aggregation.quorum": 0.5})
     outcome = stages.aggregate(
         cfg, tmp_path / "plan", model, paths, tmp_path / "new_model", tmp_path / "outcome"
     )
@@ -73,7 +75,7 @@ def test_below_quorum_the_round_fails_clearly_and_writes_no_model(
 ):
     model, paths, _ = round_one
     _corrupt_first_two(paths[0])
-    cfg = small_config.replace(quorum=0.8)  # 5 of 6 needed, 4 valid
+    cfg = small_config.replace({"aggregation.quorum": 0.8})  # 5 of 6 needed, 4 valid
     with pytest.raises(aggregation.QuorumNotMet, match=r"at least 5 valid updates .* got 4"):
         stages.aggregate(
             cfg, tmp_path / "plan", model, paths, tmp_path / "new_model", tmp_path / "outcome"

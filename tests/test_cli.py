@@ -5,7 +5,7 @@ from fedpipe.cli import main
 
 def test_bad_config_is_refused_before_anything_runs(tmp_path):
     result = CliRunner().invoke(
-        main, ["simulate", "--set", "num_clients=1", "--workdir", str(tmp_path)]
+        main, ["simulate", "--set", "data.num_clients=1", "--workdir", str(tmp_path)]
     )
     assert result.exit_code == 2
     assert (

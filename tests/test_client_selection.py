@@ -28,7 +28,13 @@ def _registry() -> ClientRegistry:
 
 
 def _config(policy: str) -> config.RunConfig:
-    return config.RunConfig(num_clients=NUM_CLIENTS, cohort_size=COHORT, selection_policy=policy)
+    return config.from_mapping(
+        {
+            "data.num_clients": NUM_CLIENTS,
+            "selection.cohort_size": COHORT,
+            "selection.policy": policy,
+        }
+    )
 
 
 def _play_round(cfg, registry: ClientRegistry, n: int, cohort: list[int]) -> None:

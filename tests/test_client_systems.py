@@ -18,12 +18,17 @@ def test_default_clients_are_homogeneous_and_always_report():
 
 
 def test_profiles_are_seeded_per_client_and_spread_around_the_configured_means():
-    cfg = config.RunConfig(
-        num_clients=500, client_speed_sigma=1.0, client_failure_rate=0.2, client_availability=0.8
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 500,
+            "simulation.systems.speed_sigma": 1.0,
+            "simulation.systems.failure_rate": 0.2,
+            "simulation.systems.availability": 0.8,
+        }
     )
     profiles = [client_systems.profile(cfg, i) for i in range(500)]
     assert profiles == [client_systems.profile(cfg, i) for i in range(500)]
-    assert profiles != [client_systems.profile(cfg.replace(seed=1), i) for i in range(500)]
+    assert profiles != [client_systems.profile(cfg.replace({"seed": 1}), i) for i in range(500)]
     failure = np.array([p.failure_probability for p in profiles])
     availability = np.array([p.availability for p in profiles])
     speed = np.array([p.speed for p in profiles])
@@ -33,7 +38,7 @@ def test_profiles_are_seeded_per_client_and_spread_around_the_configured_means()
 
 
 def test_deadline_drops_stragglers_and_sets_the_round_time():
-    cfg = config.RunConfig(round_deadline_s=1.0)
+    cfg = config.from_mapping({"simulation.systems.round_deadline_s": 1.0})
     fast = client_systems.client_round(cfg, 1, 0, num_examples=10)  # ~0.5 s nominal
     slow = client_systems.client_round(cfg, 1, 1, num_examples=100)  # ~5 s nominal
     assert fast.fate == client_systems.OK and slow.fate == client_systems.TIMEOUT
@@ -42,7 +47,7 @@ def test_deadline_drops_stragglers_and_sets_the_round_time():
     crashed = client_systems.ClientRound(2, client_systems.FAILED, 0.9)
     offline = client_systems.ClientRound(3, client_systems.UNAVAILABLE, 0.9)
     assert client_systems.round_time(cfg, [fast, crashed, offline]) == fast.duration_s
-    no_deadline = cfg.replace(round_deadline_s=None)
+    no_deadline = cfg.replace({"simulation.systems.round_deadline_s": None})
     both = [client_systems.client_round(no_deadline, 1, c, n) for c, n in ((0, 10), (1, 100))]
     assert client_systems.round_time(no_deadline, both) == both[1].duration_s
 
@@ -51,16 +56,18 @@ def test_a_simulated_run_with_flaky_clients_learns_and_records_their_history(
     small_config, tmp_path
 ):
     cfg = small_config.replace(
-        num_clients=12,
-        cohort_size=6,
-        rounds=4,
-        quorum=0.1,
-        selection_policy="linucb",
-        client_weighting="adaptive",
-        max_client_weight=0.3,
-        client_failure_rate=0.1,
-        client_speed_sigma=1.0,
-        round_deadline_s=4.0,
+        {
+            "data.num_clients": 12,
+            "selection.cohort_size": 6,
+            "training.rounds": 4,
+            "aggregation.quorum": 0.1,
+            "selection.policy": "linucb",
+            "selection.client_weighting": "adaptive",
+            "selection.max_client_weight": 0.3,
+            "simulation.systems.failure_rate": 0.1,
+            "simulation.systems.speed_sigma": 1.0,
+            "simulation.systems.round_deadline_s": 4.0,
+        }
     )
     result = simulate(cfg, tmp_path / "sim", register=False)
     again = simulate(cfg, tmp_path / "again", register=False)

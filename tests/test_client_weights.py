@@ -19,14 +19,14 @@ def _registry(**history) -> ClientRegistry:
 
 @pytest.mark.parametrize("weighting", ["fedavg", "adaptive"])
 def test_equal_histories_give_plain_fedavg_weights(weighting):
-    cfg = config.RunConfig(client_weighting=weighting)
+    cfg = config.from_mapping({"selection.client_weighting": weighting})
     registry = _registry(participation=3, failures=1, agreement=0.4)
     weights = client_weights.cohort_weights(cfg, registry, [0, 1, 2, 3])
     assert weights == pytest.approx(np.array(SIZES) / sum(SIZES))
 
 
 def test_adaptive_weights_favour_reliable_agreeing_balanced_clients():
-    cfg = config.RunConfig(client_weighting="adaptive")
+    cfg = config.from_mapping({"selection.client_weighting": "adaptive"})
     registry = _registry()
     good, flaky, one_class, opposed = registry.clients[:4]
     for record in registry.clients:

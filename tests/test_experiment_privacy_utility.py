@@ -14,14 +14,14 @@ from fedpipe.privacy import accounting as privacy_accounting
 def test_privacy_utility_writes_table_plot_and_logs_them(tmp_path, mlflow_uri):
     out = tmp_path / "out"
     sets = [
-        "dataset=digits",
-        "data_dir=null",
-        "num_clients=20",
-        "cohort_size=10",
-        "clients_per_shard=10",
-        "rounds=2",
-        "local_epochs=1",
-        f"mlflow_tracking_uri={mlflow_uri}",
+        "data.dataset=digits",
+        "data.data_dir=null",
+        "data.num_clients=20",
+        "selection.cohort_size=10",
+        "selection.clients_per_shard=10",
+        "training.rounds=2",
+        "training.local_epochs=1",
+        f"tracking.uri={mlflow_uri}",
     ]
     args = ["experiment", "privacy-utility", "--noise", "1.0", "--output", str(out)]
     for s in sets:
@@ -34,11 +34,11 @@ def test_privacy_utility_writes_table_plot_and_logs_them(tmp_path, mlflow_uri):
     cfg = config.load(
         None,
         {
-            "num_clients": 20,
-            "cohort_size": 10,
-            "dp_clip_norm": 0.5,
-            "dp_noise_multiplier": 1.0,
-            "dp_delta": 1e-3,
+            "data.num_clients": 20,
+            "selection.cohort_size": 10,
+            "aggregation.dp.clip_norm": 0.5,
+            "aggregation.dp.noise_multiplier": 1.0,
+            "aggregation.dp.delta": 1e-3,
         },
     )
     assert float(rows[1]["epsilon"]) == privacy_accounting.epsilon(cfg, 2)
@@ -46,7 +46,7 @@ def test_privacy_utility_writes_table_plot_and_logs_them(tmp_path, mlflow_uri):
     assert "| z=1 | 1 | 0.5 |" in (out / "table.md").read_text()
     assert (out / "privacy_utility.png").read_bytes()[:4] == b"\x89PNG"
 
-    client = tracking.client(cfg.replace(mlflow_tracking_uri=mlflow_uri))
+    client = tracking.client(cfg.replace({"tracking.uri": mlflow_uri}))
     experiment = client.get_experiment_by_name("fedpipe-experiments")
     (summary,) = client.search_runs(
         [experiment.experiment_id], "tags.`fedpipe.experiment` = 'privacy-utility'"

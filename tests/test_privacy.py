@@ -20,9 +20,14 @@ def _updates(vectors: list[np.ndarray]) -> list[ClientUpdate]:
     ]
 
 
-def _dp_config(**changes) -> config.RunConfig:
-    base = dict(num_clients=100, cohort_size=10, dp_clip_norm=1.0, dp_delta=1e-3)
-    return config.RunConfig(**{**base, **changes})
+def _dp_config(changes: dict | None = None) -> config.RunConfig:
+    base = {
+        "data.num_clients": 100,
+        "selection.cohort_size": 10,
+        "aggregation.dp.clip_norm": 1.0,
+        "aggregation.dp.delta": 1e-3,
+    }
+    return config.from_mapping({**base, **(changes or {})})
 
 
 def test_every_clipped_update_has_norm_at_most_the_clip_norm():
@@ -36,7 +41,7 @@ def test_every_clipped_update_has_norm_at_most_the_clip_norm():
             if norm <= 1.0:  # within the bound: untouched
                 np.testing.assert_array_equal(clipped, v)
     # The aggregate of clipped updates without noise is bounded the same way.
-    cfg = _dp_config(cohort_size=5, num_clients=10)
+    cfg = _dp_config({"selection.cohort_size": 5, "data.num_clients": 10})
     big = [rng.normal(size=50) * 10 for _ in range(5)]
     private = dp_fedavg.private_mean(cfg, _updates(big), 1, {})
     assert private.clipped == 5
@@ -45,7 +50,13 @@ def test_every_clipped_update_has_norm_at_most_the_clip_norm():
 
 def test_noise_standard_deviation_matches_z_times_c():
     z, c, cohort, size = 1.3, 0.7, 10, 200_000
-    cfg = _dp_config(dp_noise_multiplier=z, dp_clip_norm=c, cohort_size=cohort)
+    cfg = _dp_config(
+        {
+            "aggregation.dp.noise_multiplier": z,
+            "aggregation.dp.clip_norm": c,
+            "selection.cohort_size": cohort,
+        }
+    )
     private = dp_fedavg.private_mean(cfg, _updates([np.zeros(size)] * 3), 4, {})
     noise_on_sum = private.delta.astype(np.float64) * cohort
     # The standard error of a sample standard deviation is about sigma / sqrt(2 n).
@@ -61,7 +72,7 @@ def test_noise_standard_deviation_matches_z_times_c():
 
 def test_distributed_noise_shares_sum_to_the_central_noise():
     z, c, clients, size = 1.1, 2.0, 25, 20_000
-    cfg = _dp_config(dp_noise_multiplier=z, dp_clip_norm=c)
+    cfg = _dp_config({"aggregation.dp.noise_multiplier": z, "aggregation.dp.clip_norm": c})
     shares = [
         dp_fedavg.distributed_noise_share(cfg, k, 3, size, c, clients) for k in range(clients)
     ]
@@ -71,7 +82,13 @@ def test_distributed_noise_shares_sum_to_the_central_noise():
 
 def test_privatized_updates_sum_like_the_central_mechanism():
     z, c, clients, size = 1.0, 0.5, 20, 20_000
-    cfg = _dp_config(dp_noise_multiplier=z, dp_clip_norm=c, cohort_size=clients)
+    cfg = _dp_config(
+        {
+            "aggregation.dp.noise_multiplier": z,
+            "aggregation.dp.clip_norm": c,
+            "selection.cohort_size": clients,
+        }
+    )
     rng = np.random.default_rng(2)
     deltas = [rng.normal(size=size) * 0.1 for _ in range(clients)]  # norms about 14 > C
     sent = [
@@ -85,7 +102,12 @@ def test_privatized_updates_sum_like_the_central_mechanism():
 def test_adaptive_clipping_moves_towards_the_target_quantile():
     rng = np.random.default_rng(0)
     cfg = _dp_config(
-        cohort_size=50, num_clients=500, dp_clipping="adaptive", dp_clip_norm=0.05
+        {
+            "selection.cohort_size": 50,
+            "data.num_clients": 500,
+            "aggregation.dp.clipping": "adaptive",
+            "aggregation.dp.clip_norm": 0.05,
+        }
     )  # no noise: the clip norm follows the exact quantile
     norms = rng.uniform(1.0, 3.0, size=50)  # median 2
     updates = _updates([n * np.eye(1, 8, 0)[0] for n in norms])
@@ -97,11 +119,13 @@ def test_adaptive_clipping_moves_towards_the_target_quantile():
 
 def test_adaptive_clipping_splits_the_noise_between_count_and_values():
     cfg = _dp_config(
-        cohort_size=100,
-        num_clients=1000,
-        dp_clipping="adaptive",
-        dp_noise_multiplier=1.0,
-        dp_delta=1e-4,
+        {
+            "selection.cohort_size": 100,
+            "data.num_clients": 1000,
+            "aggregation.dp.clipping": "adaptive",
+            "aggregation.dp.noise_multiplier": 1.0,
+            "aggregation.dp.delta": 1e-4,
+        }
     )
     sigma_b = privacy_accounting.count_noise_stddev(cfg)
     assert sigma_b == 5.0
@@ -115,7 +139,9 @@ def test_adaptive_clipping_splits_the_noise_between_count_and_values():
 def test_reported_epsilon_equals_dp_accounting_for_the_same_mechanism(accountant):
     import dp_accounting
 
-    cfg = _dp_config(dp_noise_multiplier=1.2, dp_accountant=accountant)
+    cfg = _dp_config(
+        {"aggregation.dp.noise_multiplier": 1.2, "aggregation.dp.accountant": accountant}
+    )
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(1.2)), 25
     )
@@ -126,7 +152,10 @@ def test_reported_epsilon_equals_dp_accounting_for_the_same_mechanism(accountant
     )
     assert privacy_accounting.epsilon(cfg, 25) == direct.compose(event).get_epsilon(1e-3)
     assert privacy_accounting.epsilon(cfg, 0) == 0.0
-    assert privacy_accounting.epsilon(cfg.replace(dp_noise_multiplier=0.0), 5) == math.inf
+    assert (
+        privacy_accounting.epsilon(cfg.replace({"aggregation.dp.noise_multiplier": 0.0}), 5)
+        == math.inf
+    )
 
 
 def test_reproduces_the_published_tf_privacy_mnist_epsilon():
@@ -139,8 +168,13 @@ def test_reproduces_the_published_tf_privacy_mnist_epsilon():
     import dp_accounting
 
     steps = math.ceil(60 * 60000 / 256)
-    cfg = config.RunConfig(
-        num_clients=60000, cohort_size=256, dp_clip_norm=1.0, dp_noise_multiplier=1.1
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 60000,
+            "selection.cohort_size": 256,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.noise_multiplier": 1.1,
+        }
     )
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(
@@ -185,32 +219,36 @@ def test_bad_dp_config_is_refused_up_front(changes, field):
 
 @pytest.mark.parametrize("policy", ["power_of_choice", "oort", "linucb"])
 def test_dp_refuses_a_selection_policy_that_breaks_the_sampling_assumption(policy):
-    assert config.RunConfig(selection_policy=policy).selection_policy == policy
+    assert config.from_mapping({"selection.policy": policy}).selection_policy == policy
     with pytest.raises(config.ConfigError) as error:
-        _dp_config(selection_policy=policy)
+        _dp_config({"selection.policy": policy})
     assert error.value.field == "selection_policy"
 
 
 def test_budget_stops_before_the_round_that_would_exceed_it(small_config, tmp_path):
     cfg = small_config.replace(
-        num_clients=12,
-        cohort_size=6,
-        rounds=6,
-        local_epochs=1,
-        dp_clip_norm=1.0,
-        dp_noise_multiplier=1.0,
-        dp_delta=1e-2,
+        {
+            "data.num_clients": 12,
+            "selection.cohort_size": 6,
+            "training.rounds": 6,
+            "training.local_epochs": 1,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.noise_multiplier": 1.0,
+            "aggregation.dp.delta": 1e-2,
+        }
     )
     eps = [privacy_accounting.epsilon(cfg, r) for r in range(1, 7)]
     target = (eps[2] + eps[3]) / 2  # three rounds fit, a fourth would not
-    cfg = cfg.replace(target_epsilon=target)
+    cfg = cfg.replace({"aggregation.dp.target_epsilon": target})
     result = simulate(cfg, tmp_path / "sim", run_name="budget")
     assert result.model.round_number == 3
     client = tracking.client(cfg)
     history = client.get_metric_history(result.mlflow_run_id, "epsilon")
     assert [m.step for m in history] == [1, 2, 3]
     assert [m.value for m in history] == pytest.approx(eps[:3])
-    version = client.get_model_version(cfg.registered_model_name, result.registration.version)
+    version = client.get_model_version(
+        cfg.tracking.registered_model_name, result.registration.version
+    )
     assert float(version.tags["dp_epsilon"]) == pytest.approx(eps[2], rel=1e-5)
     assert float(version.tags["dp_epsilon"]) <= target
     assert version.tags["dp_rounds"] == "3" and version.tags["rounds"] == "3"
@@ -222,7 +260,7 @@ def test_budget_stops_before_the_round_that_would_exceed_it(small_config, tmp_pa
 
 def test_dp_refuses_another_aggregator(monkeypatch):
     monkeypatch.setitem(config._RULES, "aggregator", (lambda v: v in ("fedavg", "median"), "test"))
-    assert config.RunConfig(aggregator="median").aggregator == "median"
+    assert config.from_mapping({"aggregation.rule": "median"}).aggregator == "median"
     with pytest.raises(config.ConfigError) as error:
-        _dp_config(aggregator="median")
+        _dp_config({"aggregation.rule": "median"})
     assert error.value.field == "aggregator"

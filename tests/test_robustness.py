@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from fedpipe import config, stages
-from fedpipe.aggregation import outcome as aggregation
+from fedpipe import config, preflight, stages
+from fedpipe.aggregation import mean, screening
 from fedpipe.aggregation import robust as robust_aggregation
-from fedpipe.aggregation import screening
+from fedpipe.aggregation.chain import COMBINERS
+from fedpipe.aggregation.outcome import AggregationOutcome
 from fedpipe.artifacts.client_registry import ClientRecord
 from fedpipe.artifacts.updates import ClientUpdate, load_shard
 from fedpipe.config import ConfigError
@@ -31,7 +32,8 @@ def test_median_ignores_up_to_f_extreme_vectors():
     updates, good = _planted(honest=5, hostile=4)  # f = 4 < n/2 = 4.5
     result = robust_aggregation.CoordinateMedian(byzantine_clients=4).aggregate(updates)
     assert np.all((result >= good.min(axis=0) - 1e-6) & (result <= good.max(axis=0) + 1e-6))
-    assert np.abs(aggregation.WeightedFedAvg().aggregate(updates)).max() > 50  # FedAvg moves
+    fedavg = mean.Mean().combine(updates, mean.ExampleWeighting(), rnd=None).delta
+    assert np.abs(fedavg).max() > 50  # FedAvg moves
 
 
 def test_trimmed_mean_drops_the_extremes_and_averages_the_rest():
@@ -55,7 +57,8 @@ def test_krum_picks_an_honest_update_and_multi_krum_averages_the_honest_ones():
 
 def test_norm_bounding_clips_each_update_before_averaging():
     updates = _updates([[3.0, 4.0], [0.3, 0.4]])  # norms 5 and 0.5
-    result = robust_aggregation.NormBounding(norm_bound=1.0).aggregate(updates)
+    bounded = robust_aggregation.NormBounding(norm_bound=1.0).on_updates(updates, rnd=None).kept
+    result = mean.Mean().combine(bounded, mean.ExampleWeighting(), rnd=None).delta
     assert np.allclose(result, ([0.6, 0.8] + np.array([0.3, 0.4])) / 2)
 
 
@@ -72,23 +75,45 @@ def test_aggregators_refuse_too_few_updates_naming_the_rule():
 @pytest.mark.parametrize(
     ("changes", "rule"),
     [
-        ({"aggregator": "median", "byzantine_clients": 5}, r"median needs n >= 2f \+ 1"),
-        ({"aggregator": "krum", "byzantine_clients": 4}, r"krum needs n >= 2f \+ 3"),
-        ({"aggregator": "multi_krum", "byzantine_clients": 1, "multi_krum_m": 10}, "m <= n - f"),
-        ({"aggregator": "trimmed_mean", "byzantine_clients": 2}, "fewer than f = 2"),
-        ({"aggregator": "fedavg", "byzantine_clients": 1}, "fedavg tolerates no Byzantine"),
+        (
+            {"aggregation.rule": "median", "aggregation.byzantine_clients": 5},
+            r"median needs n >= 2f \+ 1",
+        ),
+        (
+            {"aggregation.rule": "krum", "aggregation.byzantine_clients": 4},
+            r"krum needs n >= 2f \+ 3",
+        ),
+        (
+            {
+                "aggregation.rule": "multi_krum",
+                "aggregation.byzantine_clients": 1,
+                "aggregation.multi_krum_m": 10,
+            },
+            "m <= n - f",
+        ),
+        (
+            {"aggregation.rule": "trimmed_mean", "aggregation.byzantine_clients": 2},
+            "fewer than f = 2",
+        ),
+        (
+            {"aggregation.rule": "fedavg", "aggregation.byzantine_clients": 1},
+            "fedavg tolerates no Byzantine",
+        ),
     ],
 )
 def test_config_refuses_a_cohort_too_small_for_the_aggregator(changes, rule):
     with pytest.raises(ConfigError, match=rule) as err:
-        config.RunConfig(num_clients=10, cohort_size=10, **changes)
-    assert err.value.field == "byzantine_clients"
+        preflight.check(
+            config.from_mapping({"data.num_clients": 10, "selection.cohort_size": 10, **changes})
+        )
+    assert err.value.field == "aggregation.byzantine_clients"
 
 
 def test_aggregators_needing_individual_updates_are_named_for_secure_aggregation():
-    assert set(config.NEEDS_INDIVIDUAL_UPDATES) == {"median", "trimmed_mean", "krum", "multi_krum"}
-    assert set(config.NEEDS_INDIVIDUAL_UPDATES) < set(config.AGGREGATORS)
-    assert "norm_bounding" not in config.NEEDS_INDIVIDUAL_UPDATES
+    base = config.from_mapping({"selection.cohort_size": 10})
+    needs = {name for name, factory in COMBINERS.items() if factory(base).needs_individual_updates}
+    assert needs == {"median", "trimmed_mean", "krum", "multi_krum"}
+    assert "norm_bounding" in COMBINERS and "norm_bounding" not in needs
 
 
 def test_screening_catches_a_scaled_update_under_each_policy():
@@ -118,13 +143,22 @@ def test_repeated_flags_lower_reliability():
 
 
 def test_attackers_are_a_seeded_fraction_of_the_clients():
-    cfg = config.RunConfig(num_clients=20, cohort_size=10, attack="scaling", attack_fraction=0.3)
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 20,
+            "selection.cohort_size": 10,
+            "simulation.attack.kind": "scaling",
+            "simulation.attack.fraction": 0.3,
+        }
+    )
     assert len(attacks.attackers(cfg)) == 6 and attacks.attackers(cfg) == attacks.attackers(cfg)
-    assert attacks.attackers(cfg.replace(seed=1)) != attacks.attackers(cfg)
-    assert attacks.attackers(cfg.replace(attack="none")) == frozenset()
+    assert attacks.attackers(cfg.replace({"seed": 1})) != attacks.attackers(cfg)
+    assert attacks.attackers(cfg.replace({"simulation.attack.kind": "none"})) == frozenset()
     y = np.array([0, 1, 9])
-    victim = min(attacks.attackers(cfg.replace(attack="label_flip")))
-    assert list(attacks.poison_labels(cfg.replace(attack="label_flip"), victim, y, 10)) == [9, 8, 0]
+    victim = min(attacks.attackers(cfg.replace({"simulation.attack.kind": "label_flip"})))
+    assert list(
+        attacks.poison_labels(cfg.replace({"simulation.attack.kind": "label_flip"}), victim, y, 10)
+    ) == [9, 8, 0]
 
 
 def _round_one(cfg, tmp_path, name):
@@ -139,8 +173,14 @@ def _round_one(cfg, tmp_path, name):
 
 
 def test_stages_apply_the_attack_and_screening_excludes_the_scaled_clients(small_config, tmp_path):
-    honest_cfg = small_config.replace(num_clients=9, cohort_size=9)
-    attack_cfg = honest_cfg.replace(attack="scaling", attack_fraction=0.2, attack_scale=20.0)
+    honest_cfg = small_config.replace({"data.num_clients": 9, "selection.cohort_size": 9})
+    attack_cfg = honest_cfg.replace(
+        {
+            "simulation.attack.kind": "scaling",
+            "simulation.attack.fraction": 0.2,
+            "simulation.attack.scale": 20.0,
+        }
+    )
     hostile = attacks.attackers(attack_cfg)
     assert len(hostile) == 2
     _, honest_paths = _round_one(honest_cfg, tmp_path, "honest")
@@ -151,14 +191,20 @@ def test_stages_apply_the_attack_and_screening_excludes_the_scaled_clients(small
         factor = 20.0 if client_id in hostile else 1.0
         assert np.allclose(vector, factor * honest[client_id], atol=1e-5)
 
-    screened = attack_cfg.replace(screening="exclude", aggregator="median", byzantine_clients=2)
+    screened = attack_cfg.replace(
+        {
+            "aggregation.screening.policy": "exclude",
+            "aggregation.rule": "median",
+            "aggregation.byzantine_clients": 2,
+        }
+    )
     outcome = stages.aggregate(
         screened, work / "plan", work / "model", attack_paths, work / "new", work / "outcome"
     )
     assert {r.client_id for r in outcome.rejected} == set(hostile)
     assert {f.client_id for f in outcome.flagged} == set(hostile)
     assert "| flagged client | action | reason |" in outcome.to_markdown()
-    assert aggregation.AggregationOutcome.load(work / "outcome").flagged == outcome.flagged
+    assert AggregationOutcome.load(work / "outcome").flagged == outcome.flagged
 
 
 def test_robustness_experiment_writes_table_plot_and_logs_to_mlflow(mlflow_uri, tmp_path):
@@ -168,7 +214,12 @@ def test_robustness_experiment_writes_table_plot_and_logs_to_mlflow(mlflow_uri, 
     from fedpipe.ops import tracking
 
     out = tmp_path / "robustness"
-    sets = ["dataset=digits", "data_dir=null", "rounds=1", f"mlflow_tracking_uri={mlflow_uri}"]
+    sets = [
+        "data.dataset=digits",
+        "data.data_dir=null",
+        "training.rounds=1",
+        f"tracking.uri={mlflow_uri}",
+    ]
     result = CliRunner().invoke(
         main,
         ["experiment", "robustness", "--defences", "median", "-o", str(out)]
@@ -179,7 +230,9 @@ def test_robustness_experiment_writes_table_plot_and_logs_to_mlflow(mlflow_uri, 
     assert len(rows) == 1 + 9 and rows[0].startswith("defence,attack,attack_fraction,attackers")
     assert "| median |" in (out / "robustness.md").read_text()
     assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
-    cfg = config.RunConfig(mlflow_tracking_uri=mlflow_uri, mlflow_experiment="fedpipe-robustness")
+    cfg = config.from_mapping(
+        {"tracking.uri": mlflow_uri, "tracking.experiment": "fedpipe-robustness"}
+    )
     client = tracking.client(cfg)
     run = client.search_runs(
         [tracking.experiment_id(cfg)], "tags.`fedpipe.experiment` = 'robustness'"

@@ -18,19 +18,21 @@ pytestmark = pytest.mark.pipeline
 
 
 def test_pipeline_screens_out_a_scaling_attacker_and_matches_the_simulation(tmp_path):
-    cfg = config.RunConfig(
-        num_clients=6,
-        cohort_size=6,
-        clients_per_shard=3,
-        rounds=1,  # one round keeps this kfp.local run short
-        aggregator="median",
-        byzantine_clients=1,
-        screening="exclude",
-        attack="scaling",
-        attack_fraction=0.2,
-        attack_scale=20.0,
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        registered_model_name="fedpipe-robust-e2e",
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 6,
+            "selection.cohort_size": 6,
+            "selection.clients_per_shard": 3,
+            "training.rounds": 1,
+            "aggregation.rule": "median",
+            "aggregation.byzantine_clients": 1,
+            "aggregation.screening.policy": "exclude",
+            "simulation.attack.kind": "scaling",
+            "simulation.attack.fraction": 0.2,
+            "simulation.attack.scale": 20.0,
+            "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "tracking.registered_model_name": "fedpipe-robust-e2e",
+        }
     )
     (attacker,) = attacks.attackers(cfg)
     run = local_run.run_pipeline(cfg, tmp_path / "pipeline_root")

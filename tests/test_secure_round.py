@@ -15,7 +15,7 @@ from fedpipe.simulation.runner import simulate
 
 @pytest.fixture
 def two_rounds(small_config):
-    return small_config.replace(rounds=2)
+    return small_config.replace({"training.rounds": 2})
 
 
 def test_secure_rounds_learn_like_plain_ones_and_the_server_sees_only_masked_inputs(
@@ -23,7 +23,9 @@ def test_secure_rounds_learn_like_plain_ones_and_the_server_sees_only_masked_inp
 ):
     plain = simulate(two_rounds, tmp_path / "plain", register=False)
     secure = simulate(
-        two_rounds.replace(secure_aggregation="secagg"), tmp_path / "secure", register=False
+        two_rounds.replace({"aggregation.secure.mode": "secagg"}),
+        tmp_path / "secure",
+        register=False,
     )
     assert abs(secure.accuracy[-1] - plain.accuracy[-1]) <= 0.01
     # What the aggregate stage reads: masked words, no example counts, nothing like a delta.
@@ -38,7 +40,9 @@ def test_secure_rounds_learn_like_plain_ones_and_the_server_sees_only_masked_inp
 
 
 def test_dropped_clients_are_recovered_and_the_protocol_is_logged(two_rounds, tmp_path):
-    cfg = two_rounds.replace(secure_aggregation="secagg+", secagg_simulated_dropout=0.2)
+    cfg = two_rounds.replace(
+        {"aggregation.secure.mode": "secagg+", "simulation.faults.secagg_dropout": 0.2}
+    )
     result = simulate(cfg, tmp_path / "sim", register=False)
     outcome = AggregationOutcome.load(tmp_path / "sim/round_001/outcome.json")
     report = outcome.secure_aggregation
@@ -54,7 +58,13 @@ def test_dropped_clients_are_recovered_and_the_protocol_is_logged(two_rounds, tm
 
 def test_below_threshold_the_round_aborts_and_the_previous_model_stands(small_config, tmp_path):
     # t = ceil(0.6 * 6) = 4 holders per secret; half the cohort drops after sharing keys.
-    cfg = small_config.replace(rounds=1, secure_aggregation="secagg", secagg_simulated_dropout=0.5)
+    cfg = small_config.replace(
+        {
+            "training.rounds": 1,
+            "aggregation.secure.mode": "secagg",
+            "simulation.faults.secagg_dropout": 0.5,
+        }
+    )
     with pytest.raises(secagg.ThresholdNotMet, match="need 4 surviving share holders"):
         simulate(cfg, tmp_path / "sim", register=False)
     assert not (tmp_path / "sim/round_001/model.npz").exists()
@@ -68,14 +78,22 @@ def test_below_threshold_the_round_aborts_and_the_previous_model_stands(small_co
 
 def test_config_refuses_aggregators_that_need_individual_updates():
     with pytest.raises(config.ConfigError, match="krum needs individual updates"):
-        config.RunConfig(secure_aggregation="secagg+", aggregator="krum")
+        config.from_mapping({"aggregation.secure.mode": "secagg+", "aggregation.rule": "krum"})
     with pytest.raises(config.ConfigError, match="secure_aggregation"):
-        config.RunConfig(secure_aggregation="on")
+        config.from_mapping({"aggregation.secure.mode": "on"})
     with pytest.raises(config.ConfigError, match="secagg_threshold"):
-        config.RunConfig(secure_aggregation="secagg", secagg_threshold=0.5)
+        config.from_mapping(
+            {"aggregation.secure.mode": "secagg", "aggregation.secure.threshold": 0.5}
+        )
     with pytest.raises(config.ConfigError, match="secagg_fractional_bits"):
-        config.RunConfig(secure_aggregation="secagg", secagg_fractional_bits=40, secagg_clip=1e6)
-    assert config.RunConfig(secure_aggregation="secagg+").secagg_neighbours is None
+        config.from_mapping(
+            {
+                "aggregation.secure.mode": "secagg",
+                "aggregation.secure.fractional_bits": 40,
+                "aggregation.secure.clip": 1e6,
+            }
+        )
+    assert config.from_mapping({"aggregation.secure.mode": "secagg+"}).secagg_neighbours is None
 
 
 def test_secagg_experiment_table_compares_each_variant_with_plain():
@@ -93,11 +111,17 @@ def test_secagg_experiment_table_compares_each_variant_with_plain():
 def test_dp_under_secure_aggregation_noises_the_sum_inside_the_clients(small_config, tmp_path):
     """Clients clip and add their noise share before masking: without noise the secure
     round equals central DP-FedAvg, with noise the mean moves by z C sqrt(n / m) / n."""
-    dp = small_config.replace(rounds=1, dp_clip_norm=0.05, dp_delta=1e-3)
+    dp = small_config.replace(
+        {"training.rounds": 1, "aggregation.dp.clip_norm": 0.05, "aggregation.dp.delta": 1e-3}
+    )
     central = simulate(dp, tmp_path / "central", register=False)
-    clean = simulate(dp.replace(secure_aggregation="secagg"), tmp_path / "clean", register=False)
+    clean = simulate(
+        dp.replace({"aggregation.secure.mode": "secagg"}), tmp_path / "clean", register=False
+    )
     assert np.allclose(clean.model.weights, central.model.weights, atol=1e-5)
-    noisy_cfg = dp.replace(secure_aggregation="secagg", dp_noise_multiplier=1.0)
+    noisy_cfg = dp.replace(
+        {"aggregation.secure.mode": "secagg", "aggregation.dp.noise_multiplier": 1.0}
+    )
     noisy = simulate(noisy_cfg, tmp_path / "noisy", register=False)
     noise = noisy.model.weights - clean.model.weights
     n, m = dp.cohort_size, dp.min_valid_updates
@@ -106,16 +130,29 @@ def test_dp_under_secure_aggregation_noises_the_sum_inside_the_clients(small_con
 
 
 def test_secure_aggregation_announces_adaptive_weights_to_the_clients(small_config, tmp_path):
-    cfg = small_config.replace(rounds=1, client_weighting="adaptive", max_client_weight=0.3)
+    cfg = small_config.replace(
+        {
+            "training.rounds": 1,
+            "selection.client_weighting": "adaptive",
+            "selection.max_client_weight": 0.3,
+        }
+    )
     plain = simulate(cfg, tmp_path / "plain", register=False)
-    secure = simulate(cfg.replace(secure_aggregation="secagg"), tmp_path / "sec", register=False)
+    secure = simulate(
+        cfg.replace({"aggregation.secure.mode": "secagg"}), tmp_path / "sec", register=False
+    )
     assert np.allclose(secure.model.weights, plain.model.weights, atol=1e-4)
 
 
 def test_adaptive_dp_clipping_is_refused_under_secure_aggregation(small_config):
     with pytest.raises(config.ConfigError) as error:
         small_config.replace(
-            secure_aggregation="secagg", dp_clip_norm=0.1, dp_clipping="adaptive", dp_delta=1e-3
+            {
+                "aggregation.secure.mode": "secagg",
+                "aggregation.dp.clip_norm": 0.1,
+                "aggregation.dp.clipping": "adaptive",
+                "aggregation.dp.delta": 1e-3,
+            }
         )
     assert error.value.field == "dp_clipping"
 
@@ -125,17 +162,25 @@ def test_secure_aggregation_refuses_aggregators_and_screening_that_need_single_u
     aggregator,
 ):
     with pytest.raises(config.ConfigError) as error:
-        config.RunConfig(secure_aggregation="secagg", aggregator=aggregator)
+        config.from_mapping({"aggregation.secure.mode": "secagg", "aggregation.rule": aggregator})
     assert error.value.field == "aggregator" and "needs individual updates" in str(error.value)
     with pytest.raises(config.ConfigError) as error:
-        config.RunConfig(secure_aggregation="secagg+", screening="exclude")
+        config.from_mapping(
+            {"aggregation.secure.mode": "secagg+", "aggregation.screening.policy": "exclude"}
+        )
     assert error.value.field == "screening"
 
 
 def test_norm_bounding_under_secure_aggregation_clips_in_the_clients(small_config, tmp_path):
-    cfg = small_config.replace(rounds=1, aggregator="norm_bounding", norm_bound=0.05)
+    cfg = small_config.replace(
+        {"training.rounds": 1, "aggregation.rule": "norm_bounding", "aggregation.norm_bound": 0.05}
+    )
     plain = simulate(cfg, tmp_path / "plain", register=False)
-    secure = simulate(cfg.replace(secure_aggregation="secagg"), tmp_path / "sec", register=False)
+    secure = simulate(
+        cfg.replace({"aggregation.secure.mode": "secagg"}), tmp_path / "sec", register=False
+    )
     assert np.allclose(secure.model.weights, plain.model.weights, atol=1e-5)
-    unbounded = simulate(small_config.replace(rounds=1), tmp_path / "fedavg", register=False)
+    unbounded = simulate(
+        small_config.replace({"training.rounds": 1}), tmp_path / "fedavg", register=False
+    )
     assert not np.allclose(unbounded.model.weights, plain.model.weights, atol=1e-3)

@@ -38,13 +38,13 @@ def test_summary_counts_rounds_and_simulated_time_to_target_over_seeds():
 def test_experiment_command_writes_table_plot_and_logs_them(mlflow_uri, tmp_path):
     out = tmp_path / "exp"
     sets = [
-        "dataset=digits",
-        "data_dir=null",
-        "num_clients=10",
-        "cohort_size=4",
-        "rounds=2",
-        "round_deadline_s=3.0",
-        f"mlflow_tracking_uri={mlflow_uri}",
+        "data.dataset=digits",
+        "data.data_dir=null",
+        "data.num_clients=10",
+        "selection.cohort_size=4",
+        "training.rounds=2",
+        "simulation.systems.round_deadline_s=3.0",
+        f"tracking.uri={mlflow_uri}",
     ]
     args = ["experiment", "selection", "--seeds", "1", "--target", "0.3"]
     args += ["--policy", "uniform", "--policy", "linucb", "--output-dir", str(out)]
@@ -59,7 +59,7 @@ def test_experiment_command_writes_table_plot_and_logs_them(mlflow_uri, tmp_path
     assert (out / "accuracy.png").stat().st_size > 10_000
     assert "| uniform |" in (out / "table.md").read_text()
 
-    client = tracking.client(config.RunConfig(mlflow_tracking_uri=mlflow_uri))
+    client = tracking.client(config.from_mapping({"tracking.uri": mlflow_uri}))
     experiment = client.get_experiment_by_name(selection.TASK["mlflow_experiment"])
     (run,) = client.search_runs(
         [experiment.experiment_id], "tags.`fedpipe.experiment` = 'selection'"
@@ -68,7 +68,9 @@ def test_experiment_command_writes_table_plot_and_logs_them(mlflow_uri, tmp_path
     assert logged == {"table.csv", "table.md", "curves.json", "accuracy.png"}
 
 
-@pytest.mark.parametrize("bad", ["client_weighting=median", "round_deadline_s=0"])
+@pytest.mark.parametrize(
+    "bad", ["selection.client_weighting=median", "simulation.systems.round_deadline_s=0"]
+)
 def test_experiment_refuses_a_bad_override_before_running(bad, tmp_path):
     result = CliRunner().invoke(
         main, ["experiment", "selection", "--set", bad, "--output-dir", str(tmp_path)]

@@ -18,25 +18,33 @@ from fedpipe.simulation.runner import simulate
 def test_bad_fault_config_is_refused():
     for entry in ("explode@1:0", "crash@x:0", "crash@1", "pipeline_crash@2:1", "outage@1-x:3"):
         with pytest.raises(config.ConfigError) as e:
-            config.RunConfig(fault_schedule=[entry])
+            config.from_mapping({"simulation.faults.schedule": [entry]})
         assert e.value.field == "fault_schedule"
     with pytest.raises(config.ConfigError) as e:
-        config.RunConfig(task_crash_rate=0.6, task_hang_rate=0.5)
+        config.from_mapping(
+            {"simulation.faults.task_crash_rate": 0.6, "simulation.faults.task_hang_rate": 0.5}
+        )
     assert e.value.field == "task_crash_rate"
     # A schedule read from JSON (a list) gives the same, hashable, config.
-    cfg = config.RunConfig(fault_schedule=("crash@1:0", "outage@2-4:3"))
+    cfg = config.from_mapping({"simulation.faults.schedule": ("crash@1:0", "outage@2-4:3")})
     assert config.from_json(cfg.to_json()) == cfg and hash(cfg)
 
 
 def test_task_faults_follow_the_rates_and_the_seed():
-    cfg = config.RunConfig(task_crash_rate=0.2, task_hang_rate=0.1, artifact_corruption_rate=0.1)
+    cfg = config.from_mapping(
+        {
+            "simulation.faults.task_crash_rate": 0.2,
+            "simulation.faults.task_hang_rate": 0.1,
+            "simulation.faults.artifact_corruption_rate": 0.1,
+        }
+    )
     drawn = [faults.task_fault(cfg, n, s) for n in range(1, 201) for s in range(10)]
     for kind, rate in ((faults.CRASH, 0.2), (faults.HANG, 0.1), (faults.CORRUPT, 0.1)):
         assert abs(drawn.count(kind) / len(drawn) - rate) < 0.03
     assert drawn == [faults.task_fault(cfg, n, s) for n in range(1, 201) for s in range(10)]
-    other_seed = cfg.replace(seed=1)
+    other_seed = cfg.replace({"seed": 1})
     assert drawn != [faults.task_fault(other_seed, n, s) for n in range(1, 201) for s in range(10)]
-    scheduled = config.RunConfig(fault_schedule=["hang@3:1", "outage@2-4:7"])
+    scheduled = config.from_mapping({"simulation.faults.schedule": ["hang@3:1", "outage@2-4:7"]})
     assert faults.task_fault(scheduled, 3, 1) == faults.HANG
     assert faults.task_fault(scheduled, 3, 0) is None
     assert [faults.client_out(scheduled, n, 7) for n in range(1, 6)] == [0, 1, 1, 1, 0]
@@ -48,17 +56,19 @@ def _outcomes(work, rounds):
 
 def test_simulation_recovers_from_every_fault_kind(small_config, tmp_path):
     cfg = small_config.replace(
-        task_retries=1,
-        task_hang_s=0.3,
-        quorum=0.3,
-        fault_schedule=[
-            "crash@1:0",
-            "hang@2:1",
-            "corrupt@2:0",
-            "outage@1-3:5",
-            "crash_always@3:1",
-            "aggregate_crash@3",
-        ],
+        {
+            "pipeline.task_retries": 1,
+            "simulation.faults.task_hang_s": 0.3,
+            "aggregation.quorum": 0.3,
+            "simulation.faults.schedule": [
+                "crash@1:0",
+                "hang@2:1",
+                "corrupt@2:0",
+                "outage@1-3:5",
+                "crash_always@3:1",
+                "aggregate_crash@3",
+            ],
+        }
     )
     result = simulate(cfg, tmp_path / "work", register=False)
     assert len(result.accuracy) == 3 and result.accuracy[-1] > 0.5
@@ -83,7 +93,13 @@ def test_simulation_recovers_from_every_fault_kind(small_config, tmp_path):
 
 
 def test_without_retries_a_crashed_task_costs_its_shard_not_the_round(small_config, tmp_path):
-    cfg = small_config.replace(rounds=1, quorum=0.5, fault_schedule=["crash@1:1"])
+    cfg = small_config.replace(
+        {
+            "training.rounds": 1,
+            "aggregation.quorum": 0.5,
+            "simulation.faults.schedule": ["crash@1:1"],
+        }
+    )
     simulate(cfg, tmp_path / "work", register=False)
     (outcome,) = _outcomes(tmp_path / "work", (1,))
     assert sorted(s.client_id for s in outcome.accepted) == [0, 1, 2]
@@ -91,7 +107,13 @@ def test_without_retries_a_crashed_task_costs_its_shard_not_the_round(small_conf
 
 
 def test_a_pipeline_crash_outlasts_the_retries(small_config, tmp_path):
-    cfg = small_config.replace(rounds=2, task_retries=2, fault_schedule=["pipeline_crash@2"])
+    cfg = small_config.replace(
+        {
+            "training.rounds": 2,
+            "pipeline.task_retries": 2,
+            "simulation.faults.schedule": ["pipeline_crash@2"],
+        }
+    )
     with pytest.raises(faults.TaskCrashed):
         simulate(cfg, tmp_path / "work", register=False)
     state = faults.with_state_dir(cfg, tmp_path / "work")
@@ -109,7 +131,14 @@ def _registry(failures: dict[int, tuple[int, int]]) -> ClientRegistry:
 
 
 def test_probation_sits_out_repeat_failures_then_readmits_them():
-    cfg = config.RunConfig(num_clients=6, cohort_size=3, probation_failures=2, probation_rounds=2)
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 6,
+            "selection.cohort_size": 3,
+            "selection.probation_failures": 2,
+            "selection.probation_rounds": 2,
+        }
+    )
     registry = _registry({1: (2, 3), 2: (1, 3), 4: (3, 1)})
     ids = [c.client_id for c in probation.eligible(cfg, registry, 4).clients]
     assert ids == [0, 2, 3, 4, 5]  # 1 failed twice in a row lately; 4's probation is over
@@ -125,8 +154,13 @@ def test_probation_sits_out_repeat_failures_then_readmits_them():
 def test_every_policy_selects_around_probation(policy):
     from fedpipe.clients import selection
 
-    cfg = config.RunConfig(
-        num_clients=6, cohort_size=3, probation_failures=1, selection_policy=policy
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 6,
+            "selection.cohort_size": 3,
+            "selection.probation_failures": 1,
+            "selection.policy": policy,
+        }
     )
     registry = _registry({1: (1, 3), 3: (1, 3)})
     candidates = probation.eligible(cfg, registry, 4)
@@ -146,20 +180,24 @@ def _task_retries(spec: dict) -> dict[str, int]:
 
 
 def test_compiled_pipeline_retries_every_task_and_keys_initialize_on_the_config(tmp_path):
-    cfg = config.RunConfig(rounds=2, task_retries=3, retry_backoff_s=2)
+    cfg = config.from_mapping(
+        {"training.rounds": 2, "pipeline.task_retries": 3, "pipeline.retry_backoff_s": 2}
+    )
     spec = yaml.safe_load(compilation.compile_pipeline(cfg, tmp_path / "p.yaml").read_text())
     retries = _task_retries(spec)
     assert {"initialize", "select-clients", "local-train", "secure-aggregate"} <= set(retries)
     assert set(retries.values()) == {3}
     assert spec["root"]["dag"]["tasks"]["initialize"]["cachingOptions"]["cacheKey"]
-    plain = compilation.compile_pipeline(config.RunConfig(rounds=2), tmp_path / "q.yaml")
+    plain = compilation.compile_pipeline(
+        config.from_mapping({"training.rounds": 2}), tmp_path / "q.yaml"
+    )
     assert set(_task_retries(yaml.safe_load(plain.read_text())).values()) == {0}
 
 
 def test_experiment_table_reports_ratio_accuracy_and_each_recovery(tmp_path):
     from fedpipe.experiments import self_healing as experiment
 
-    base = config.RunConfig(**{**experiment.DEFAULTS, "mlflow_tracking_uri": "sqlite://"})
+    base = config.RunConfig(**{**experiment.DEFAULTS, "tracking.uri": "sqlite://"})
     clean = experiment.RunResult("fault-free", 5, 0.90, 100.0, 1, 0, [])
     crash = round_health.Recovery(3, "aggregate", faults.PIPELINE_CRASH, 12.5)
     lost = round_health.Recovery(2, "local_train-1", faults.CRASH, None)
@@ -173,7 +211,11 @@ def test_experiment_table_reports_ratio_accuracy_and_each_recovery(tmp_path):
     assert (tmp_path / "plot.png").stat().st_size > 0
     # The faulty config adds the crash rate, retries and the run crash to the same task.
     cfg = experiment.faulty(base, 0.2, 3, 2)
-    assert (cfg.task_crash_rate, cfg.task_retries, cfg.fault_schedule) == (
+    assert (
+        cfg.simulation.faults.task_crash_rate,
+        cfg.pipeline.task_retries,
+        cfg.simulation.faults.schedule,
+    ) == (
         0.2,
         2,
         ("pipeline_crash@3",),

@@ -15,34 +15,36 @@ def evaluate(
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
 ) -> float:
-    """Held-out accuracy of the new model; updates the client registry; logs the round."""
+    """Score the new global model on the held-out set, update the client registry, and log
+    the round to MLflow and to this task's Metrics (the same values).
+
+    Args:
+        config_json: The run config as JSON (fedpipe.config).
+        mlflow_run_id: The MLflow run every stage of this training logs to.
+        model: The global model the round's aggregation wrote.
+        registry: The client registry before the round.
+        outcome: The round's aggregation outcome.
+        new_registry: The client registry after the round.
+        metrics: The round's global metrics (accuracy, loss, epsilon, round health, ...).
+        confusion: The confusion matrix on the held-out set.
+
+    Returns:
+        The held-out accuracy of the new model.
+    """
     import json
 
     from fedpipe import config, stages
-    from fedpipe.aggregation.outcome import AggregationOutcome
-    from fedpipe.artifacts.client_registry import ClientRegistry
-    from fedpipe.ops import round_health
-    from fedpipe.privacy import accounting as privacy_accounting
 
-    run_config = config.from_json(config_json)
     result = stages.evaluate(
-        run_config,
+        config.from_json(config_json),
         model.path,
         registry.path,
         outcome.path,
         new_registry.path,
         mlflow_run_id,
     )
-    metrics.log_metric("accuracy", result.accuracy)
-    metrics.log_metric("loss", result.loss)
-    rounds = ClientRegistry.load(new_registry.path).completed_rounds
-    spent = privacy_accounting.reported_epsilon(run_config, rounds)
-    if spent is not None:
-        metrics.log_metric("epsilon", spent)
-    round_outcome = AggregationOutcome.load(outcome.path)
-    if not round_outcome.skipped:  # the round's health, beside its accuracy in the KFP UI
-        for name, value in round_health.of_round(run_config, round_outcome).metrics().items():
-            metrics.log_metric(name.replace("/", "_"), value)
+    for name, value in result.metrics.items():
+        metrics.log_metric(name.replace("/", "_"), value)
     labels = [str(i) for i in range(len(result.confusion_matrix))]
     confusion.log_confusion_matrix(labels, result.confusion_matrix.tolist())
     # kfp.local's cache treats an output artifact with no file as missing (a cache miss),

@@ -16,11 +16,11 @@ def initialize(
     from fedpipe import config, stages
 
     run_config = config.from_json(config_json)
-    if run_config.rounds != compiled_rounds:
+    if run_config.training.rounds != compiled_rounds:
         raise config.ConfigError(
             "rounds",
-            run_config.rounds,
+            run_config.training.rounds,
             f"{compiled_rounds}, the rounds this pipeline was compiled for",
         )
-    model.metadata.update({"framework": "keras", "model": run_config.model, "round": 0})
+    model.metadata.update({"framework": "keras", "model": run_config.model.name, "round": 0})
     return stages.initialize(run_config, model.path, registry.path, run_name)

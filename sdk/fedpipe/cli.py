@@ -6,31 +6,33 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from fedpipe import config as run_config
+from fedpipe import preflight
 
 RUNS_DIR = Path("runs")
 
 
 def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
-    values = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{pair!r}: expected FIELD=VALUE", param_hint="--set")
-        values[key.strip()] = yaml.safe_load(raw)
-    return values
+    try:
+        return run_config.parse_overrides(pairs)
+    except run_config.ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--set") from e
 
 
 def _load_config(
-    config_path: str | None, sets: tuple[str, ...], *, local: bool = True, **extra: Any
+    config_path: str | None,
+    sets: tuple[str, ...],
+    *,
+    local: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> run_config.RunConfig:
     """The run config; for a local run, relative paths are made absolute for the tasks.
     `extra` holds the values of dedicated flags (None: the flag was not given)."""
-    overrides = {**_parse_sets(sets), **{k: v for k, v in extra.items() if v is not None}}
+    flags = {k: v for k, v in (extra or {}).items() if v is not None}
+    overrides = {**_parse_sets(sets), **flags}
     try:
-        loaded = run_config.load(config_path, overrides)
+        loaded = preflight.check(run_config.load(config_path, overrides))
         return run_config.resolve_local_paths(loaded, Path.cwd()) if local else loaded
     except run_config.ConfigError as e:
         raise click.UsageError(str(e)) from e
@@ -40,7 +42,11 @@ config_option = click.option(
     "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML run config."
 )
 set_option = click.option(
-    "--set", "sets", multiple=True, metavar="FIELD=VALUE", help="Override one config field."
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="SECTION.FIELD=VALUE",
+    help="Override one config field, e.g. aggregation.dp.noise_multiplier=1.0.",
 )
 
 
@@ -95,9 +101,9 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
     from fedpipe.training.centralized import train_centralized
 
     cfg = _load_config(config_path, sets)
-    result = train_centralized(cfg, epochs or cfg.rounds * cfg.local_epochs)
+    result = train_centralized(cfg, epochs or cfg.training.rounds * cfg.training.local_epochs)
     click.echo(
-        f"centralized {cfg.model} on {cfg.dataset}: held-out accuracy {result.accuracy:.4f}, "
+        f"centralized {cfg.model.name} on {cfg.data.dataset}: held-out accuracy {result.accuracy:.4f}, "
         f"loss {result.loss:.4f}"
     )
 
@@ -118,16 +124,16 @@ def compile_command(
     """Write the pipeline as KFP IR YAML, ready to upload to Kubeflow Pipelines."""
     from fedpipe.ops import compilation
 
-    cfg = _load_config(config_path, sets, local=False, rounds=rounds)
-    if cfg.mlflow_tracking_uri.startswith("sqlite:"):
+    cfg = _load_config(config_path, sets, local=False, extra={"training.rounds": rounds})
+    if cfg.tracking.uri.startswith("sqlite:"):
         click.echo(
-            f"warning: mlflow_tracking_uri {cfg.mlflow_tracking_uri} is a local file; on a "
+            f"warning: mlflow_tracking_uri {cfg.tracking.uri} is a local file; on a "
             "cluster every pod would get its own database. Pass --set "
             "mlflow_tracking_uri=http://<your MLflow server> for a cluster run.",
             err=True,
         )
     compilation.compile_pipeline(cfg, Path(output), image=image)
-    click.echo(f"wrote {output}: {cfg.rounds} rounds, config_json defaults to this config")
+    click.echo(f"wrote {output}: {cfg.training.rounds} rounds, config_json defaults to this config")
 
 
 @main.command(name="compile-components")

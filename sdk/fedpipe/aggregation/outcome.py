@@ -1,29 +1,27 @@
-"""Aggregation: screen the cohort's updates, check the quorum, combine what is left.
-
-The aggregator sees a list of ClientUpdate. Today every update is a plain float32
-delta; a masked (securely aggregated) update will be another `encoding` that only a
-secure aggregator accepts, so the stage and its artifacts stay the same.
-"""
+"""What aggregation did with a round's updates: accepted, rejected (with the reason) and
+flagged clients, the chain's layer metrics, and the quorum rule that fails a round."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-
-from fedpipe.aggregation import robust as robust_aggregation
-from fedpipe.aggregation.screening import ScreeningFlag
-from fedpipe.artifacts import wire
 from fedpipe.artifacts.updates import ClientUpdate
-from fedpipe.config import RunConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class Rejection:
     client_id: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ScreeningFlag:
+    client_id: int
+    update_norm: float
+    robust_z: float
+    action: str  # flagged | downweighted | excluded
     reason: str
 
 
@@ -37,71 +35,6 @@ class QuorumNotMet(RuntimeError):
             f"round needs at least {required} valid updates of a cohort of {cohort}, "
             f"got {valid} (rejected or missing: {detail})"
         )
-
-
-class Aggregator(Protocol):
-    """Combines validated client updates into one global delta."""
-
-    def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray: ...
-
-    @classmethod
-    def from_config(cls, config: RunConfig) -> Aggregator: ...
-
-
-class WeightedFedAvg:
-    """FedAvg (McMahan et al. 2017): the example-count-weighted mean of client deltas.
-    It tolerates no Byzantine client: one update can move the mean anywhere."""
-
-    @classmethod
-    def from_config(cls, config: RunConfig) -> WeightedFedAvg:
-        return cls()
-
-    def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray:
-        # Sum in client order, so the result does not depend on the order shards arrive in.
-        updates = sorted(updates, key=lambda u: u.client_id)
-        weights = np.array([u.num_examples for u in updates], dtype=np.float64)
-        total = np.zeros_like(updates[0].vector, dtype=np.float64)
-        for w, u in zip(weights, updates, strict=True):
-            total += w * u.vector
-        return (total / weights.sum()).astype(wire.WIRE_DTYPE)
-
-
-AGGREGATORS: dict[str, type[Aggregator]] = {
-    "fedavg": WeightedFedAvg,
-    "median": robust_aggregation.CoordinateMedian,
-    "trimmed_mean": robust_aggregation.TrimmedMean,
-    "krum": robust_aggregation.Krum,
-    "multi_krum": robust_aggregation.MultiKrum,
-    "norm_bounding": robust_aggregation.NormBounding,
-}
-
-
-def aggregator_for(config: RunConfig) -> Aggregator:
-    """The aggregator the config names (config.AGGREGATORS lists the same names)."""
-    return AGGREGATORS[config.aggregator].from_config(config)
-
-
-def screen(
-    updates: list[ClientUpdate], spec: wire.WeightsSpec
-) -> tuple[list[ClientUpdate], list[Rejection]]:
-    """Split updates into valid ones and rejections with the client id and the reason."""
-    accepted, rejected = [], []
-    for u in updates:
-        try:
-            if u.encoding != "float32":
-                raise wire.UpdateRejected(
-                    u.client_id, f"encoding {u.encoding!r} needs secure aggregation"
-                )
-            if u.num_examples <= 0:
-                raise wire.UpdateRejected(
-                    u.client_id, f"example count {u.num_examples} must be > 0"
-                )
-            wire.validate_update(u.client_id, u.vector, spec, u.checksum)
-        except wire.UpdateRejected as e:
-            rejected.append(Rejection(e.client_id, e.reason))
-        else:
-            accepted.append(u)
-    return accepted, rejected
 
 
 def require_quorum(
@@ -131,8 +64,9 @@ class AggregationOutcome:
     rejected: list[Rejection]
     skipped: bool  # pass-through round after early stop
     started_at: float  # wall clock when the round began
-    dp_clip_norm: float | None = None  # the DP clip norm of the round (None: DP off)
-    dp_clipped: int = 0  # accepted updates whose norm exceeded it
+    # Every layer's report for the round (fedpipe.aggregation.chain): logged as MLflow and
+    # KFP metrics by evaluate, under these names, in simulate and in the pipeline alike.
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     # Protocol figures when secure aggregation is on (secure_aggregation.ProtocolReport);
     # then the server knows neither example counts nor norms of single updates.
     secure_aggregation: dict | None = None
@@ -150,7 +84,8 @@ class AggregationOutcome:
         raw["flagged"] = [ScreeningFlag(**f) for f in raw.get("flagged", [])]
         return cls(**raw)
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, client_level: bool = True) -> str:
+        """The round report; with client_level off (under DP) only aggregate figures."""
         lines = [f"# Round {self.round_number}: aggregation", ""]
         if self.skipped:
             return "\n".join([*lines, "Training stopped earlier: the model passed through.", ""])
@@ -159,11 +94,12 @@ class AggregationOutcome:
             f"{len(self.rejected)} rejected or missing.",
             "",
         ]
-        if self.dp_clip_norm is not None:
-            lines += [
-                f"DP: clip norm {self.dp_clip_norm:.4g}, {self.dp_clipped} updates clipped.",
-                "",
-            ]
+        if self.metrics:
+            lines += ["| aggregation metric | value |", "|---|---:|"]
+            lines += [f"| {k} | {v:.6g} |" for k, v in sorted(self.metrics.items())]
+            lines += [""]
+        if not client_level:
+            return "\n".join(lines) + "\n"
         lines += [
             "| client | examples | train loss | update norm | seconds |",
             "|---:|---:|---:|---:|---:|",

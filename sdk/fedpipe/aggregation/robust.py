@@ -7,12 +7,28 @@ and refuses, naming the rule, a set of updates too small for that guarantee.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from fedpipe.aggregation import byzantine_tolerance
+from fedpipe.aggregation.clipping import clip_to_norm
+from fedpipe.aggregation.layer import (
+    Aggregate,
+    ClientContext,
+    Combiner,
+    Layer,
+    RoundContext,
+    Screened,
+    Weighting,
+)
 from fedpipe.artifacts import wire
 from fedpipe.artifacts.updates import ClientUpdate
-from fedpipe.config import RunConfig
+
+if TYPE_CHECKING:
+    from fedpipe.config import RunConfig
 
 
 class TooFewUpdatesForTolerance(RuntimeError):
@@ -26,8 +42,11 @@ def _stack(updates: list[ClientUpdate]) -> np.ndarray:
     return np.stack([u.vector.astype(np.float64) for u in ordered])
 
 
-class _ToleranceChecked:
-    """Checks the aggregator's rule against the updates it is actually given."""
+class _RobustRule(Combiner):
+    """A rule over individual updates, checked against the updates it is actually given.
+    It ignores client weights: a robust statistic weighs every client alike."""
+
+    needs_individual_updates = True
 
     name: str
     byzantine_clients: int = 0
@@ -44,12 +63,25 @@ class _ToleranceChecked:
         )
         if broken:
             raise TooFewUpdatesForTolerance(
-                f"{len(updates)} valid updates are too few for aggregator {self.name} with "
-                f"byzantine_clients = {self.byzantine_clients}: {broken}"
+                f"{len(updates)} valid updates are too few for aggregation rule {self.name} "
+                f"with byzantine_clients = {self.byzantine_clients}: {broken}"
             )
 
+    def combine(
+        self, updates: list[ClientUpdate], weighting: Weighting, rnd: RoundContext
+    ) -> Aggregate:
+        return Aggregate(self.aggregate(updates).astype(np.float64), 1.0, len(updates))
 
-class CoordinateMedian(_ToleranceChecked):
+    def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray:
+        """The rule's result as a wire vector, after checking its guarantee holds."""
+        self.check(updates)
+        return self.statistic(updates).astype(wire.WIRE_DTYPE)
+
+    def statistic(self, updates: list[ClientUpdate]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class CoordinateMedian(_RobustRule):
     """Coordinate-wise median (Yin et al. 2018): tolerates f < n/2 arbitrary updates,
     because each coordinate's median lies between two honest values."""
 
@@ -58,16 +90,11 @@ class CoordinateMedian(_ToleranceChecked):
     def __init__(self, byzantine_clients: int = 0) -> None:
         self.byzantine_clients = byzantine_clients
 
-    @classmethod
-    def from_config(cls, config: RunConfig) -> CoordinateMedian:
-        return cls(config.byzantine_clients)
-
-    def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray:
-        self.check(updates)
-        return np.median(_stack(updates), axis=0).astype(wire.WIRE_DTYPE)
+    def statistic(self, updates: list[ClientUpdate]) -> np.ndarray:
+        return np.median(_stack(updates), axis=0)
 
 
-class TrimmedMean(_ToleranceChecked):
+class TrimmedMean(_RobustRule):
     """Coordinate-wise trimmed mean (Yin et al. 2018): per coordinate, drop the
     floor(trim_fraction x n) largest and smallest values and average the rest; tolerates
     f <= floor(trim_fraction x n)."""
@@ -77,15 +104,10 @@ class TrimmedMean(_ToleranceChecked):
     def __init__(self, trim_fraction: float, byzantine_clients: int = 0) -> None:
         self.trim_fraction, self.byzantine_clients = trim_fraction, byzantine_clients
 
-    @classmethod
-    def from_config(cls, config: RunConfig) -> TrimmedMean:
-        return cls(config.trim_fraction, config.byzantine_clients)
-
-    def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray:
-        self.check(updates)
+    def statistic(self, updates: list[ClientUpdate]) -> np.ndarray:
         k = byzantine_tolerance.trimmed_per_side(self.trim_fraction, len(updates))
         ordered = np.sort(_stack(updates), axis=0)
-        return ordered[k : len(updates) - k].mean(axis=0).astype(wire.WIRE_DTYPE)
+        return ordered[k : len(updates) - k].mean(axis=0)
 
 
 def krum_scores(matrix: np.ndarray, byzantine_clients: int) -> np.ndarray:
@@ -98,7 +120,7 @@ def krum_scores(matrix: np.ndarray, byzantine_clients: int) -> np.ndarray:
     return np.sort(distances, axis=1)[:, :neighbours].sum(axis=1)
 
 
-class MultiKrum(_ToleranceChecked):
+class MultiKrum(_RobustRule):
     """Multi-Krum (Blanchard et al. 2017): average the m updates with the lowest Krum
     scores (m = n - f by default); tolerates f with n >= 2f + 3. Krum is m = 1."""
 
@@ -106,10 +128,6 @@ class MultiKrum(_ToleranceChecked):
 
     def __init__(self, byzantine_clients: int = 0, multi_krum_m: int | None = None) -> None:
         self.byzantine_clients, self.multi_krum_m = byzantine_clients, multi_krum_m
-
-    @classmethod
-    def from_config(cls, config: RunConfig) -> MultiKrum:
-        return cls(config.byzantine_clients, config.multi_krum_m)
 
     def chosen(self, updates: list[ClientUpdate]) -> list[int]:
         """Client ids of the updates Krum keeps, best score first."""
@@ -120,11 +138,9 @@ class MultiKrum(_ToleranceChecked):
         best = np.argsort(krum_scores(_stack(ordered), self.byzantine_clients), kind="stable")
         return [ordered[i].client_id for i in best[:m]]
 
-    def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray:
+    def statistic(self, updates: list[ClientUpdate]) -> np.ndarray:
         keep = set(self.chosen(updates))
-        return (
-            _stack([u for u in updates if u.client_id in keep]).mean(axis=0).astype(wire.WIRE_DTYPE)
-        )
+        return _stack([u for u in updates if u.client_id in keep]).mean(axis=0)
 
 
 class Krum(MultiKrum):
@@ -136,34 +152,36 @@ class Krum(MultiKrum):
     def __init__(self, byzantine_clients: int = 0) -> None:
         super().__init__(byzantine_clients, multi_krum_m=1)
 
-    @classmethod
-    def from_config(cls, config: RunConfig) -> Krum:
-        return cls(config.byzantine_clients)
 
+class NormBounding(Layer):
+    """Clip every update to L2 norm `norm_bound` before the mean (Sun et al. 2019). It
+    removes no one: each client moves the model by at most its weight share x norm_bound,
+    so f attackers are bounded, not excluded. Only a sum is needed after clipping, so it
+    also works under secure aggregation, where the clients clip (an honest client does;
+    docs/secure_aggregation.md says what a dishonest one can do)."""
 
-def clip_to_norm(vector: np.ndarray, bound: float) -> np.ndarray:
-    """The vector scaled down to L2 norm `bound` if it is longer; unchanged otherwise."""
-    norm = float(np.linalg.norm(vector.astype(np.float64)))
-    return vector if norm <= bound else (vector * (bound / norm)).astype(vector.dtype)
-
-
-class NormBounding:
-    """Clip every update to L2 norm `norm_bound`, then take the example-weighted mean
-    (Sun et al. 2019). It removes no one: each client moves the model by at most its weight
-    share x norm_bound, so f attackers are bounded, not excluded. Only a sum is needed
-    after clipping, so it also works under secure aggregation (clients then clip)."""
+    name = "norm_bounding"
 
     def __init__(self, norm_bound: float) -> None:
         self.norm_bound = norm_bound
 
-    @classmethod
-    def from_config(cls, config: RunConfig) -> NormBounding:
-        return cls(config.norm_bound)
+    def client(self, delta: np.ndarray, ctx: ClientContext) -> np.ndarray:
+        return clip_to_norm(delta, self.norm_bound) if ctx.secure else delta
 
-    def aggregate(self, updates: list[ClientUpdate]) -> np.ndarray:
-        updates = sorted(updates, key=lambda u: u.client_id)
-        weights = np.array([u.num_examples for u in updates], dtype=np.float64)
-        total = np.zeros_like(updates[0].vector, dtype=np.float64)
-        for w, u in zip(weights, updates, strict=True):
-            total += w * clip_to_norm(u.vector, self.norm_bound)
-        return (total / weights.sum()).astype(wire.WIRE_DTYPE)
+    def on_updates(self, updates: list[ClientUpdate], rnd: RoundContext) -> Screened:
+        return Screened(
+            [
+                dataclasses.replace(u, vector=clip_to_norm(u.vector, self.norm_bound))
+                for u in updates
+            ]
+        )
+
+
+RULES: dict[str, Callable[[RunConfig], _RobustRule]] = {
+    "median": lambda c: CoordinateMedian(c.aggregation.byzantine_clients),
+    "trimmed_mean": lambda c: TrimmedMean(
+        c.aggregation.trim_fraction, c.aggregation.byzantine_clients
+    ),
+    "krum": lambda c: Krum(c.aggregation.byzantine_clients),
+    "multi_krum": lambda c: MultiKrum(c.aggregation.byzantine_clients, c.aggregation.multi_krum_m),
+}

@@ -13,20 +13,13 @@ import dataclasses
 
 import numpy as np
 
-from fedpipe.aggregation.robust import clip_to_norm
+from fedpipe.aggregation.clipping import clip_to_norm
+from fedpipe.aggregation.layer import Layer, RoundContext, Screened
+from fedpipe.aggregation.outcome import Rejection, ScreeningFlag
 from fedpipe.artifacts.updates import ClientUpdate
 
 MAD_TO_STD = 1.4826
 MIN_COHORT = 3  # below this a median and MAD say nothing about outliers
-
-
-@dataclasses.dataclass(frozen=True)
-class ScreeningFlag:
-    client_id: int
-    update_norm: float
-    robust_z: float
-    action: str  # flagged | downweighted | excluded
-    reason: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,3 +62,20 @@ def screen_norms(updates: list[ClientUpdate], policy: str, threshold: float) -> 
         elif action == "downweighted":
             kept.append(dataclasses.replace(u, vector=clip_to_norm(u.vector, boundary)))
     return ScreeningResult(kept, flags)
+
+
+class NormScreening(Layer):
+    """The screening policy as a layer of the chain; it needs each update's norm."""
+
+    name = "screening"
+    needs_individual_updates = True
+
+    def __init__(self, policy: str, threshold: float) -> None:
+        self.policy, self.threshold = policy, threshold
+
+    def on_updates(self, updates: list[ClientUpdate], rnd: RoundContext) -> Screened:
+        result = screen_norms(updates, self.policy, self.threshold)
+        excluded = [
+            Rejection(f.client_id, f.reason) for f in result.flags if f.action == "excluded"
+        ]
+        return Screened(result.kept, excluded, result.flags)

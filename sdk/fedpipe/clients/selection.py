@@ -58,7 +58,7 @@ class PowerOfChoice:
 
     @classmethod
     def from_config(cls, config: RunConfig) -> PowerOfChoice:
-        return cls(config.power_of_choice_candidates)
+        return cls(config.selection.power_of_choice_candidates)
 
     def select(
         self, registry: ClientRegistry, cohort_size: int, rng: np.random.Generator
@@ -87,7 +87,7 @@ class Oort:
 
     @classmethod
     def from_config(cls, config: RunConfig) -> Oort:
-        return cls(config.oort_exploration, config.round_deadline_s)
+        return cls(config.selection.oort_exploration, config.simulation.systems.round_deadline_s)
 
     def utility(self, registry: ClientRegistry, explored: list[ClientRecord]) -> np.ndarray:
         """Oort utility of each explored client (higher is better)."""
@@ -146,7 +146,7 @@ class LinUCBSelection:
 
     @classmethod
     def from_config(cls, config: RunConfig) -> LinUCBSelection:
-        return cls(config.linucb_alpha)
+        return cls(config.selection.linucb_alpha)
 
     def select(
         self, registry: ClientRegistry, cohort_size: int, rng: np.random.Generator
@@ -169,8 +169,8 @@ POLICIES: dict[str, type[SelectionPolicy]] = {
 
 
 def policy_for(config: RunConfig) -> SelectionPolicy:
-    """The policy the config names (config.SELECTION_POLICIES lists the same names)."""
-    return POLICIES[config.selection_policy].from_config(config)
+    """The policy the config names (POLICIES is the one list of their names)."""
+    return POLICIES[config.selection.policy].from_config(config)
 
 
 def round_rng(seed: int, round_number: int) -> np.random.Generator:

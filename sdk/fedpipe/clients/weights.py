@@ -62,9 +62,9 @@ def cohort_weights(config: RunConfig, registry: ClientRegistry, cohort: list[int
     by_id = {c.client_id: c for c in registry.clients}
     records = [by_id[i] for i in cohort]
     raw = np.array([r.num_examples for r in records], dtype=np.float64)
-    if config.client_weighting == "adaptive":
+    if config.selection.client_weighting == "adaptive":
         raw *= [adaptive_factor(r) for r in records]
-    return [float(w) for w in cap(raw, config.max_client_weight)]
+    return [float(w) for w in cap(raw, config.selection.max_client_weight)]
 
 
 def weighted_mean(

@@ -76,18 +76,18 @@ def _fill_empty(parts: list[np.ndarray], rng: np.random.Generator) -> list[np.nd
 
 def partition(labels: np.ndarray, config: RunConfig) -> list[np.ndarray]:
     """Split a training pool as the config says; deterministic in the run seed."""
-    if config.num_clients > len(labels):
+    if config.data.num_clients > len(labels):
         raise ConfigError(
-            "num_clients", config.num_clients, f"at most the training examples ({len(labels)})"
+            "num_clients", config.data.num_clients, f"at most the training examples ({len(labels)})"
         )
     rng = np.random.default_rng([config.seed, 0x9A27])
-    if config.partitioner == "iid":
-        return iid(labels, config.num_clients, rng)
-    if config.partitioner == "dirichlet":
-        return dirichlet(labels, config.num_clients, config.dirichlet_alpha, rng)
-    if config.partitioner == "shards":
-        return shards(labels, config.num_clients, config.shards_per_client, rng)
-    return quantity_skew(labels, config.num_clients, config.quantity_skew_sigma, rng)
+    if config.data.partitioner == "iid":
+        return iid(labels, config.data.num_clients, rng)
+    if config.data.partitioner == "dirichlet":
+        return dirichlet(labels, config.data.num_clients, config.data.dirichlet_alpha, rng)
+    if config.data.partitioner == "shards":
+        return shards(labels, config.data.num_clients, config.data.shards_per_client, rng)
+    return quantity_skew(labels, config.data.num_clients, config.data.quantity_skew_sigma, rng)
 
 
 @functools.lru_cache(maxsize=4)

@@ -24,18 +24,18 @@ NAME = "privacy-utility"
 # Many small clients: the 10k MNIST test set over 500 IID clients (16 training examples
 # each after the held-out split), cohorts of 50 (q = 0.1), delta below 1 / 500.
 DEFAULTS = {
-    "dataset": "mnist",
-    "data_dir": "../shared/data/mnist",
-    "partitioner": "iid",
-    "num_clients": 500,
-    "cohort_size": 50,
-    "clients_per_shard": 50,
-    "rounds": 30,
-    "local_epochs": 2,
-    "batch_size": 8,
-    "dp_delta": 1e-3,
-    "mlflow_experiment": "fedpipe-experiments",
-    "registered_model_name": "fedpipe-privacy-utility",
+    "data.dataset": "mnist",
+    "data.data_dir": "../shared/data/mnist",
+    "data.partitioner": "iid",
+    "data.num_clients": 500,
+    "selection.cohort_size": 50,
+    "selection.clients_per_shard": 50,
+    "training.rounds": 30,
+    "training.local_epochs": 2,
+    "training.batch_size": 8,
+    "aggregation.dp.delta": 1e-3,
+    "tracking.experiment": "fedpipe-experiments",
+    "tracking.registered_model_name": "fedpipe-privacy-utility",
 }
 
 
@@ -64,9 +64,14 @@ def settings(noise_multipliers: list[float]) -> list[Setting]:
 
 def run_setting(base: RunConfig, setting: Setting, clip_norm: float, workdir: Path) -> Row:
     if setting.noise_multiplier is None:
-        cfg = base.replace(dp_clip_norm=None)
+        cfg = base.replace({"aggregation.dp.clip_norm": None})
     else:
-        cfg = base.replace(dp_clip_norm=clip_norm, dp_noise_multiplier=setting.noise_multiplier)
+        cfg = base.replace(
+            {
+                "aggregation.dp.clip_norm": clip_norm,
+                "aggregation.dp.noise_multiplier": setting.noise_multiplier,
+            }
+        )
     result = simulate(
         cfg, workdir / setting.label, run_name=f"{NAME} {setting.label}", register=False
     )
@@ -75,9 +80,9 @@ def run_setting(base: RunConfig, setting: Setting, clip_norm: float, workdir: Pa
     return Row(
         label=setting.label,
         noise_multiplier=setting.noise_multiplier,
-        clip_norm=cfg.dp_clip_norm,
+        clip_norm=cfg.aggregation.dp.clip_norm,
         epsilon=math.inf if spent is None else spent,
-        delta=cfg.dp_delta,
+        delta=cfg.aggregation.dp.delta,
         rounds=rounds,
         accuracy=result.accuracy[-1],
         accuracy_per_round=result.accuracy,
@@ -86,9 +91,9 @@ def run_setting(base: RunConfig, setting: Setting, clip_norm: float, workdir: Pa
 
 def to_markdown(rows: list[Row], base: RunConfig) -> str:
     lines = [
-        f"# Privacy-utility: {base.dataset}, {base.num_clients} clients, cohorts of "
-        f"{base.cohort_size} (q = {privacy_accounting.sampling_rate(base):g}), {base.rounds} "
-        f"rounds, {base.model}, {base.dp_accountant.upper()} accountant",
+        f"# Privacy-utility: {base.data.dataset}, {base.data.num_clients} clients, cohorts of "
+        f"{base.selection.cohort_size} (q = {privacy_accounting.sampling_rate(base):g}), {base.training.rounds} "
+        f"rounds, {base.model.name}, {base.aggregation.dp.accountant.upper()} accountant",
         "",
         "| setting | noise multiplier | clip norm | epsilon | delta | rounds | accuracy |",
         "|---|---:|---:|---:|---:|---:|---:|",

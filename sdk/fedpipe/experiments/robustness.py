@@ -74,11 +74,15 @@ def cell_config(base: RunConfig, defence: str, attack: str, fraction: float) -> 
     aggregator, _, screened = defence.partition("+")
     byzantine = 0 if aggregator in ("fedavg", "norm_bounding") else max(FRACTIONS)
     return base.replace(
-        aggregator=aggregator,
-        byzantine_clients=math.floor(byzantine * base.cohort_size),
-        screening="exclude" if screened else base.screening,
-        attack=attack if fraction > 0 else "none",
-        attack_fraction=fraction,
+        {
+            "aggregation.rule": aggregator,
+            "aggregation.byzantine_clients": math.floor(byzantine * base.selection.cohort_size),
+            "aggregation.screening.policy": "exclude"
+            if screened
+            else base.aggregation.screening.policy,
+            "simulation.attack.kind": attack if fraction > 0 else "none",
+            "simulation.attack.fraction": fraction,
+        }
     )
 
 

@@ -18,10 +18,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 VARIANTS = (
-    ("plain", {"secure_aggregation": "off"}),
-    ("secagg", {"secure_aggregation": "secagg"}),
-    ("secagg+", {"secure_aggregation": "secagg+"}),
-    ("secagg+ 20% dropout", {"secure_aggregation": "secagg+", "secagg_simulated_dropout": 0.2}),
+    ("plain", {"aggregation.secure.mode": "off"}),
+    ("secagg", {"aggregation.secure.mode": "secagg"}),
+    ("secagg+", {"aggregation.secure.mode": "secagg+"}),
+    (
+        "secagg+ 20% dropout",
+        {"aggregation.secure.mode": "secagg+", "simulation.faults.secagg_dropout": 0.2},
+    ),
 )
 
 
@@ -41,7 +44,7 @@ def run(config: RunConfig, out_dir: Path) -> list[VariantResult]:
         sim = simulate(config.replace(**changes), workdir, run_name=name, register=False)
         reports = [
             AggregationOutcome.load(workdir / f"round_{n:03d}" / "outcome.json").secure_aggregation
-            for n in range(1, config.rounds + 1)
+            for n in range(1, config.training.rounds + 1)
         ]
         reports = [r for r in reports if r]
         results.append(

@@ -32,24 +32,24 @@ NAME = "selection"
 # softmax model trained for one local epoch, clients of log-normal speed that crash,
 # go offline and miss a 2-second deadline. Overridable with --set.
 TASK: dict[str, Any] = {
-    "dataset": "mnist",
-    "data_dir": "../shared/data/mnist",
-    "num_clients": 100,
-    "partitioner": "dirichlet",
-    "dirichlet_alpha": 0.3,
-    "cohort_size": 10,
-    "clients_per_shard": 10,
-    "model": "logistic_regression",
-    "local_epochs": 1,
-    "batch_size": 16,
-    "client_learning_rate": 0.1,
-    "rounds": 60,
-    "quorum": 0.1,
-    "client_speed_sigma": 1.0,
-    "client_failure_rate": 0.2,
-    "client_availability": 0.9,
-    "round_deadline_s": 2.0,
-    "mlflow_experiment": "fedpipe-experiment-selection",
+    "data.dataset": "mnist",
+    "data.data_dir": "../shared/data/mnist",
+    "data.num_clients": 100,
+    "data.partitioner": "dirichlet",
+    "data.dirichlet_alpha": 0.3,
+    "selection.cohort_size": 10,
+    "selection.clients_per_shard": 10,
+    "model.name": "logistic_regression",
+    "training.local_epochs": 1,
+    "training.batch_size": 16,
+    "training.learning_rate": 0.1,
+    "training.rounds": 60,
+    "aggregation.quorum": 0.1,
+    "simulation.systems.speed_sigma": 1.0,
+    "simulation.systems.failure_rate": 0.2,
+    "simulation.systems.availability": 0.9,
+    "simulation.systems.round_deadline_s": 2.0,
+    "tracking.experiment": "fedpipe-experiment-selection",
 }
 POLICIES = ("uniform", "power_of_choice", "oort", "linucb")
 
@@ -79,14 +79,14 @@ def run_policy(config: RunConfig, workdir: Path) -> RunCurve:
     failed_at = None
     try:
         simulate(
-            config, workdir, run_name=f"{config.selection_policy}-seed{config.seed}", register=False
+            config, workdir, run_name=f"{config.selection.policy}-seed{config.seed}", register=False
         )
     except QuorumNotMet as e:
         failed_at = len(list(workdir.glob("round_*/registry.json")))
-        print(f"{config.selection_policy} seed {config.seed}: stopped, {e}", flush=True)
+        print(f"{config.selection.policy} seed {config.seed}: stopped, {e}", flush=True)
     registries = [ClientRegistry.load(p) for p in sorted(workdir.glob("round_*/registry.json"))]
     return RunCurve(
-        config.selection_policy,
+        config.selection.policy,
         config.seed,
         [r.last_accuracy for r in registries],
         [r.simulated_time_s for r in registries],
@@ -181,7 +181,7 @@ def run(
     for seed in seeds:
         for policy in policies:
             started = time.perf_counter()
-            config = base.replace(selection_policy=policy, seed=seed)
+            config = base.replace({"selection.policy": policy, "seed": seed})
             curve = run_policy(config, output_dir / "work" / f"{policy}_seed{seed}")
             curves.append(curve)
             reached = curve.first_reaching(target)

@@ -25,14 +25,14 @@ if TYPE_CHECKING:
 
 NAME = "self-healing"
 DEFAULTS = {
-    "num_clients": 10,
-    "cohort_size": 10,
-    "clients_per_shard": 2,  # five local-train tasks a round
-    "rounds": 5,
-    "local_epochs": 2,
-    "quorum": 0.5,
-    "mlflow_experiment": "fedpipe-experiments",
-    "registered_model_name": "fedpipe-self-healing",
+    "data.num_clients": 10,
+    "selection.cohort_size": 10,
+    "selection.clients_per_shard": 2,  # five local-train tasks a round
+    "training.rounds": 5,
+    "training.local_epochs": 2,
+    "aggregation.quorum": 0.5,
+    "tracking.experiment": "fedpipe-experiments",
+    "tracking.registered_model_name": "fedpipe-self-healing",
 }
 
 
@@ -49,9 +49,11 @@ class RunResult:
 
 def faulty(base: RunConfig, crash_rate: float, crash_round: int, retries: int) -> RunConfig:
     return base.replace(
-        task_crash_rate=crash_rate,
-        task_retries=retries,
-        fault_schedule=[f"pipeline_crash@{crash_round}"],
+        {
+            "simulation.faults.task_crash_rate": crash_rate,
+            "pipeline.task_retries": retries,
+            "simulation.faults.schedule": [f"pipeline_crash@{crash_round}"],
+        }
     )
 
 
@@ -64,7 +66,7 @@ def run_pipeline(cfg: RunConfig, label: str, root: Path) -> RunResult:
             done = local_run.run_pipeline(cfg, root, resume=True)
             break
         except RuntimeError as e:
-            if runs > cfg.rounds:  # not a fault a re-run gets past
+            if runs > cfg.training.rounds:  # not a fault a re-run gets past
                 raise
             print(f"{label}: pipeline run {runs} failed ({str(e)[:120]}); resuming", flush=True)
     wall = time.perf_counter() - started
@@ -87,8 +89,8 @@ def run_pipeline(cfg: RunConfig, label: str, root: Path) -> RunResult:
 def to_markdown(results: list[RunResult], base: RunConfig) -> str:
     clean, faulty_run = results
     lines = [
-        f"# Self-healing: {base.dataset}, {base.num_clients} clients, "
-        f"{base.shard_count} local-train tasks a round, {base.rounds} rounds",
+        f"# Self-healing: {base.data.dataset}, {base.data.num_clients} clients, "
+        f"{base.shard_count} local-train tasks a round, {base.training.rounds} rounds",
         "",
         "| run | completed rounds | pipeline runs | rounds redone | wall time (s) | accuracy |",
         "|---|---:|---:|---:|---:|---:|",

@@ -69,17 +69,17 @@ def of_round(config: RunConfig, outcome: AggregationOutcome) -> RoundHealth:
 
 def record_completed(config: RunConfig, round_number: int) -> None:
     """Mark the round complete (the end of the downtime of the faults before it)."""
-    if config.fault_state_dir is None:
+    if config.simulation.faults.state_dir is None:
         return
-    path = Path(config.fault_state_dir) / "completed.jsonl"
+    path = Path(config.simulation.faults.state_dir) / "completed.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         f.write(json.dumps({"round": round_number, "time": time.time()}) + "\n")
 
 
 def _completed(config: RunConfig) -> list[dict]:
-    path = Path(config.fault_state_dir or "") / "completed.jsonl"
-    if config.fault_state_dir is None or not path.exists():
+    path = Path(config.simulation.faults.state_dir or "") / "completed.jsonl"
+    if config.simulation.faults.state_dir is None or not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
 

@@ -1,4 +1,5 @@
-"""User-level DP-FedAvg (McMahan et al., ICLR 2018) with fixed or adaptive clipping.
+"""User-level DP-FedAvg (McMahan et al., ICLR 2018) with fixed or adaptive clipping, as a
+layer of the aggregation chain.
 
 Every client update is clipped to L2 norm C, the clipped updates are summed with equal
 weight, Gaussian noise of standard deviation z x C is added to the sum, and the sum is
@@ -7,126 +8,161 @@ with uniform client weights: one client moves the mean by at most C / cohort_siz
 the others send). With adaptive clipping (Andrew et al., NeurIPS 2021) C follows a target
 quantile of the update norms, estimated from a noised count of unclipped updates; the
 clip norm is server state carried in the global model artifact.
+
+On the plain path the server clips and adds the noise (central DP). Under secure
+aggregation each client clips and adds its share N(0, (zC)^2 / m) of the noise before
+masking (distributed DP, m = the quorum), so the server never sees an un-noised sum.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedpipe.aggregation.clipping import clip_l2
+from fedpipe.aggregation.layer import (
+    Aggregate,
+    ClientContext,
+    RoundContext,
+    Screened,
+    State,
+    Weighting,
+)
 from fedpipe.artifacts import wire
 from fedpipe.artifacts.updates import ClientUpdate
-from fedpipe.config import RunConfig
-from fedpipe.privacy import accounting as privacy_accounting
+from fedpipe.config.sections import DpConfig
+from fedpipe.privacy import accounting
+
+if TYPE_CHECKING:
+    from fedpipe.config import RunConfig
 
 CLIP_NORM_STATE = "dp_clip_norm"
 _NOISE_TAG = 0xD9F1  # separates the noise stream from selection and local shuffling
 _SHARE_TAG = 0xD9F2
 
 
-@dataclasses.dataclass(frozen=True)
-class PrivateMean:
-    delta: np.ndarray  # the noised mean update, float32
-    clip_norm: float  # the clip norm this round used
-    clipped: int  # updates whose norm exceeded it
-    state: dict[str, np.ndarray]  # the DP part of the server state for the next round
-
-
-def initial_state(config: RunConfig) -> dict[str, np.ndarray]:
-    """Adaptive clipping starts from dp_clip_norm; fixed clipping keeps no state."""
-    if config.dp_enabled and config.dp_clipping == "adaptive":
-        return {CLIP_NORM_STATE: np.array([config.dp_clip_norm], np.float64)}
-    return {}
-
-
-def clip_norm(config: RunConfig, state: dict[str, np.ndarray]) -> float:
-    """The clip norm of the coming round."""
-    if CLIP_NORM_STATE in state:
-        return float(state[CLIP_NORM_STATE][0])
-    return float(config.dp_clip_norm)
-
-
-def clip(vector: np.ndarray, bound: float) -> tuple[np.ndarray, float]:
-    """The vector scaled down to L2 norm at most `bound`, and its original norm."""
-    scaled = vector.astype(np.float64)
-    norm = math.sqrt(float(scaled @ scaled))
-    if norm > bound:
-        scaled *= bound / norm
-    return scaled, norm
-
-
-def value_noise_multiplier(config: RunConfig) -> float:
+def value_noise_multiplier(dp: DpConfig, count_stddev: float) -> float:
     """Noise multiplier of the update sum. With adaptive clipping part of the budget goes to
     the count query: z_value = (z^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021, Thm 1)."""
-    z = config.dp_noise_multiplier
-    if config.dp_clipping != "adaptive" or z == 0:
+    z = dp.noise_multiplier
+    if dp.clipping != "adaptive" or z == 0:
         return z
-    sigma_b = privacy_accounting.count_noise_stddev(config)
-    return (z**-2 - (2 * sigma_b) ** -2) ** -0.5
+    return (z**-2 - (2 * count_stddev) ** -2) ** -0.5
 
 
 def noise_rng(seed: int, round_number: int) -> np.random.Generator:
     return np.random.default_rng([seed, round_number, _NOISE_TAG])
 
 
-def private_mean(
-    config: RunConfig, updates: list[ClientUpdate], round_number: int, state: dict[str, np.ndarray]
-) -> PrivateMean:
-    """Clip, sum, noise and average the round's updates (the central, plain-path variant)."""
-    bound = clip_norm(config, state)
-    rng = noise_rng(config.seed, round_number)
-    total = np.zeros(updates[0].vector.size if updates else 0, np.float64)
-    clipped = 0
-    for u in sorted(updates, key=lambda u: u.client_id):
-        vector, norm = clip(u.vector, bound)
-        total += vector
-        clipped += norm > bound
-    total += rng.normal(0.0, value_noise_multiplier(config) * bound, total.size)
-    mean = (total / config.cohort_size).astype(wire.WIRE_DTYPE)
-    new_state = {}
-    if config.dp_clipping == "adaptive":
-        new_state[CLIP_NORM_STATE] = np.array(
-            [adapted_clip_norm(config, bound, len(updates) - clipped, rng)], np.float64
+@dataclasses.dataclass
+class DpFedAvg(Weighting):
+    """DP-FedAvg: clip, equal weights, Gaussian noise on the sum, fixed denominator."""
+
+    dp: DpConfig
+    cohort_size: int
+    quorum_clients: int  # m: the fewest clients whose noise shares reach the sum
+    count_stddev: float
+    seed: int
+    epsilon_after: Callable[[int], float | None]  # epsilon spent once n rounds have run
+    name: str = "dp_fedavg"
+    _round: int = 0
+    _clipped: int = 0
+    _kept: int = 0
+    _bound: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> DpFedAvg:
+        """The layer, after refusing a config the accountant cannot stand behind."""
+        accounting.check_config(config)
+        return cls(
+            config.aggregation.dp,
+            config.selection.cohort_size,
+            config.min_valid_updates,
+            accounting.count_noise_stddev(config),
+            config.seed,
+            lambda rounds: accounting.reported_epsilon(config, rounds),
         )
-    return PrivateMean(mean, bound, clipped, new_state)
 
+    def initial_state(self, size: int) -> State:
+        if self.dp.clipping == "adaptive":
+            return {CLIP_NORM_STATE: np.array([self.dp.clip_norm], np.float64)}
+        return {}
 
-def adapted_clip_norm(
-    config: RunConfig, bound: float, unclipped: int, rng: np.random.Generator
-) -> float:
-    """Geometric update towards the target quantile from a noised count of updates within
-    the bound: C <- C exp(-eta (b - gamma)), b the noised fraction (Andrew et al. 2021)."""
-    noise = rng.normal(0.0, privacy_accounting.count_noise_stddev(config))
-    if config.dp_noise_multiplier == 0:
-        noise = 0.0  # no privacy claimed: use the exact count
-    fraction = (unclipped + noise) / config.cohort_size
-    return bound * math.exp(-config.dp_clip_learning_rate * (fraction - config.dp_target_quantile))
+    def clip_norm(self, state: Mapping[str, np.ndarray]) -> float:
+        """The clip norm of the coming round."""
+        if CLIP_NORM_STATE in state:
+            return float(state[CLIP_NORM_STATE][0])
+        return float(self.dp.clip_norm)
 
+    @property
+    def value_noise_multiplier(self) -> float:
+        return value_noise_multiplier(self.dp, self.count_stddev)
 
-def distributed_noise_share(
-    config: RunConfig, client_id: int, round_number: int, size: int, bound: float, clients: int
-) -> np.ndarray:
-    """One client's share of the noise for the secure-aggregation path: N(0, (z C)^2 / n),
-    so the sum of n shares carries the noise of the central mechanism and the server never
-    sees an un-noised sum. The client adds it to its clipped update before masking."""
-    rng = np.random.default_rng([config.seed, round_number, client_id, _SHARE_TAG])
-    stddev = value_noise_multiplier(config) * bound / math.sqrt(clients)
-    return rng.normal(0.0, stddev, size)
+    def client(self, delta: np.ndarray, ctx: ClientContext) -> np.ndarray:
+        if not ctx.secure:  # the server clips and noises on the plain path
+            return delta
+        bound = self.clip_norm(ctx.state)
+        clipped, _ = clip_l2(delta, bound)
+        rng = np.random.default_rng([self.seed, ctx.round_number, ctx.client_id, _SHARE_TAG])
+        stddev = self.value_noise_multiplier * bound / math.sqrt(self.quorum_clients)
+        return (clipped + rng.normal(0.0, stddev, delta.size)).astype(wire.WIRE_DTYPE)
 
+    def client_weight(self, ctx: ClientContext) -> float:
+        return 1.0
 
-def privatize_for_secure_sum(
-    config: RunConfig,
-    client_id: int,
-    round_number: int,
-    delta: np.ndarray,
-    bound: float,
-    clients: int,
-) -> np.ndarray:
-    """What a client sends into secure aggregation with DP on: its update clipped to the
-    round's clip norm plus its noise share. The unmasked sum divided by cohort_size is then
-    distributed the same as private_mean's result."""
-    clipped, _ = clip(delta, bound)
-    share = distributed_noise_share(config, client_id, round_number, delta.size, bound, clients)
-    return (clipped + share).astype(wire.WIRE_DTYPE)
+    def weights(self, updates: list[ClientUpdate], rnd: RoundContext) -> np.ndarray:
+        return np.ones(len(updates))
+
+    def divisor(self, aggregate: Aggregate, rnd: RoundContext) -> float:
+        return float(self.cohort_size)
+
+    def on_updates(self, updates: list[ClientUpdate], rnd: RoundContext) -> Screened:
+        self._bound = self.clip_norm(rnd.state)
+        kept, self._clipped = [], 0
+        for u in updates:
+            clipped, norm = clip_l2(u.vector, self._bound)
+            self._clipped += norm > self._bound
+            kept.append(dataclasses.replace(u, vector=clipped))
+        self._kept = len(kept)
+        return Screened(kept)
+
+    def on_aggregate(self, aggregate: Aggregate, rnd: RoundContext) -> Aggregate:
+        self._bound, self._round = self.clip_norm(rnd.state), rnd.round_number
+        if not rnd.secure:  # under secure aggregation the clients' shares are in the sum
+            rng = noise_rng(self.seed, rnd.round_number)
+            noise = rng.normal(0.0, self.value_noise_multiplier * self._bound, aggregate.total.size)
+            aggregate.total = aggregate.total + noise
+            self._rng = rng
+        return aggregate
+
+    def next_state(self, rnd: RoundContext) -> State:
+        if self.dp.clipping != "adaptive":
+            return {}
+        return {
+            CLIP_NORM_STATE: np.array(
+                [self._adapted_clip_norm(self._kept - self._clipped, self._rng)], np.float64
+            )
+        }
+
+    def _adapted_clip_norm(self, unclipped: int, rng: np.random.Generator) -> float:
+        """Geometric update towards the target quantile from a noised count of updates within
+        the bound: C <- C exp(-eta (b - gamma)), b the noised fraction (Andrew et al. 2021)."""
+        noise = rng.normal(0.0, self.count_stddev)
+        if self.dp.noise_multiplier == 0:
+            noise = 0.0  # no privacy claimed: use the exact count
+        fraction = (unclipped + noise) / self.cohort_size
+        return self._bound * math.exp(
+            -self.dp.clip_learning_rate * (fraction - self.dp.target_quantile)
+        )
+
+    def report(self) -> dict[str, float]:
+        """The clip norm and the budget spent: never a count or norm of single clients."""
+        metrics = {"dp_clip_norm": self._bound}
+        spent = self.epsilon_after(self._round)
+        if spent is not None:
+            metrics["epsilon"] = spent
+        return metrics

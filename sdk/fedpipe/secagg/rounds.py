@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from fedpipe import secagg
-from fedpipe.aggregation import robust as robust_aggregation
+from fedpipe.aggregation.chain import AggregationChain
+from fedpipe.aggregation.layer import Aggregate, ClientContext
 from fedpipe.aggregation.outcome import Rejection
 from fedpipe.artifacts import wire
 from fedpipe.artifacts.round_plan import Cohort, RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config import RunConfig
-from fedpipe.privacy import dp_fedavg
 from fedpipe.secagg import graph, primitives, shamir
 
 ENCODING = "secagg"  # the ClientUpdate encoding of a masked update
@@ -35,25 +35,29 @@ STEPS = ("advertise", "share_keys", "unmask_request", "unmask_response")
 
 
 def enabled(config: RunConfig) -> bool:
-    return config.secure_aggregation != "off"
+    return config.aggregation.secure.mode != "off"
 
 
 def session_for(config: RunConfig, cohort: Cohort, model_size: int) -> secagg.Session:
     """The round's public parameters, derived identically by the server and every client."""
     clients = sorted(cohort.clients)
-    if config.secure_aggregation == "secagg":
+    if config.aggregation.secure.mode == "secagg":
         neighbours = graph.complete(clients)
     else:
-        k = config.secagg_neighbours or graph.default_neighbours(len(clients))
+        k = config.aggregation.secure.neighbours or graph.default_neighbours(len(clients))
         neighbours = graph.random_regular(clients, k, config.seed, cohort.round_number)
     encoding = secagg.FixedPoint(
-        config.secagg_clip,
-        config.secagg_fractional_bits,
-        config.secagg_max_examples,
-        config.cohort_size,
+        config.aggregation.secure.clip,
+        config.aggregation.secure.fractional_bits,
+        config.aggregation.secure.max_examples,
+        config.selection.cohort_size,
     )
     return secagg.Session(
-        cohort.round_number, neighbours, config.secagg_threshold, encoding, model_size + 1
+        cohort.round_number,
+        neighbours,
+        config.aggregation.secure.threshold,
+        encoding,
+        model_size + 1,
     )
 
 
@@ -73,7 +77,7 @@ def client(config: RunConfig, session: secagg.Session, client_id: int) -> secagg
 
 def simulated_dropouts(config: RunConfig, cohort: Cohort) -> frozenset[int]:
     """The clients that (in simulation) vanish after sharing keys, before their masked input."""
-    count = round(config.secagg_simulated_dropout * len(cohort.clients))
+    count = round(config.simulation.faults.secagg_dropout * len(cohort.clients))
     rng = np.random.default_rng([config.seed, cohort.round_number, _DROPOUT_TAG])
     return frozenset(int(c) for c in rng.choice(sorted(cohort.clients), count, replace=False))
 
@@ -213,41 +217,22 @@ def bytes_sent(messages: Messages, masked: list[secagg.MaskedInput]) -> float:
     return float(np.mean(list(sent.values()))) if sent else 0.0
 
 
-def client_transform(config: RunConfig, plan: RoundPlan, client_id: int) -> secagg.UpdateTransform:
-    """What a client applies to its update before quantization. With DP on: clip to the
-    round's L2 norm and add its share of the noise (distributed DP), so the server never
-    sees an un-noised sum. With norm bounding: clip to norm_bound (DP is refused with any
-    aggregator but fedavg, so the two never meet)."""
-    if config.aggregator == "norm_bounding":  # the server cannot clip a masked update
-        return lambda delta: robust_aggregation.clip_to_norm(delta, config.norm_bound)
-    if not config.dp_enabled:
-        return secagg.no_transform
-    return lambda delta: dp_fedavg.privatize_for_secure_sum(
-        config,
-        client_id,
-        plan.cohort.round_number,
-        delta,
-        dp_fedavg.clip_norm(config, {}),
-        config.min_valid_updates,
+def client_context(plan: RoundPlan, update: ClientUpdate) -> ClientContext:
+    """What a client of this round knows when it applies the chain's client part."""
+    announced = dict(zip(plan.cohort.clients, plan.cohort.client_weights, strict=False))
+    return ClientContext(
+        client_id=update.client_id,
+        round_number=plan.cohort.round_number,
+        num_examples=update.num_examples,
+        announced_weight=announced.get(update.client_id),
+        state={},
+        secure=True,
     )
-
-
-def client_weight(config: RunConfig, plan: RoundPlan, update: ClientUpdate) -> int:
-    """A client's aggregation weight in units of 1/secagg_max_examples, as the client
-    scales its own update: equal under DP (its noise is calibrated to an unweighted sum),
-    the share the server announced in the round plan under adaptive weights, else its
-    example count (FedAvg)."""
-    full = config.secagg_max_examples
-    if config.dp_enabled:
-        return full
-    if config.client_weighting == "adaptive":
-        announced = dict(zip(plan.cohort.clients, plan.cohort.client_weights, strict=True))
-        return max(1, round(announced[update.client_id] * full))
-    return update.num_examples
 
 
 def mask_updates(
     config: RunConfig,
+    chain: AggregationChain,
     plan: RoundPlan,
     updates: list[ClientUpdate],
     message_paths: Sequence[str | Path],
@@ -271,8 +256,11 @@ def mask_updates(
             continue
         started = time.perf_counter()
         c = rebuild_client(config, session, messages, u.client_id)
+        ctx = client_context(plan, u)
         encoded = session.encoding.encode(
-            u.vector, client_weight(config, plan, u), client_transform(config, plan, u.client_id)
+            u.vector,
+            chain.weighting.secure_weight(ctx, session.encoding.max_examples),
+            lambda delta, ctx=ctx: chain.client_update(delta, ctx)[0],
         )
         vector = c.masked_input(encoded).vector
         masked.append(
@@ -292,18 +280,19 @@ def mask_updates(
 class SecureSum:
     accepted: list[ClientUpdate]  # the survivors, whose masked inputs are in the sum
     rejected: list[Rejection]
-    mean: np.ndarray  # the example-weighted mean delta of the survivors
+    aggregate: Aggregate  # the survivors' weighted sum, in the chain's weight units
     report: ProtocolReport
 
 
-def unmask_mean(
+def unmask_sum(
     config: RunConfig,
+    chain: AggregationChain,
     plan: RoundPlan,
     received: list[ClientUpdate],
     message_paths: Sequence[str | Path],
 ) -> SecureSum:
     """Server side: replay the protocol from the messages, unmask the survivors' sum and
-    divide it by their example count. Raises ThresholdNotMet (nothing is learned) when a
+    keep it as the chain's aggregate (sum and total weight). Raises ThresholdNotMet (nothing is learned) when a
     secret can no longer be recovered."""
     started = time.perf_counter()
     session = session_for(config, plan.cohort, plan.spec.size)
@@ -328,9 +317,8 @@ def unmask_mean(
     replayed = time.perf_counter()
     summed = server.unmask_sum(messages.responses)
     mean, total_weight = session.encoding.decode_mean(summed)
-    if config.dp_enabled:  # DP-FedAvg: the noised sum over the expected cohort size
-        survivors = total_weight / config.secagg_max_examples
-        mean = (mean * np.float32(survivors / config.cohort_size)).astype(wire.WIRE_DTYPE)
+    weight = total_weight / chain.weighting.secure_unit(session.encoding.max_examples)
+    aggregate = Aggregate(mean.astype(np.float64) * weight, weight, len(request.survivors))
     unmasked = time.perf_counter()
     rejected += [Rejection(r.client_id, r.reason) for r in server.refusals]
     client_seconds = {
@@ -339,7 +327,7 @@ def unmask_mean(
         if step != "unmask_request" and times
     }
     report = ProtocolReport(
-        mode=config.secure_aggregation,
+        mode=config.aggregation.secure.mode,
         bits=session.encoding.bits,
         word_bits=session.encoding.word.itemsize * 8,
         survivors=len(request.survivors),
@@ -353,4 +341,4 @@ def unmask_mean(
         },
     )
     accepted = [u for u in received if u.client_id in set(request.survivors)]
-    return SecureSum(accepted, rejected, mean, report)
+    return SecureSum(accepted, rejected, aggregate, report)

@@ -42,10 +42,10 @@ def heterogeneous(config: RunConfig) -> bool:
     """Whether the config simulates client systems at all (speed spread, failures,
     availability or a deadline); otherwise simulated time is only nominal."""
     return (
-        config.client_speed_sigma > 0
-        or config.client_failure_rate > 0
-        or config.client_availability < 1
-        or config.round_deadline_s is not None
+        config.simulation.systems.speed_sigma > 0
+        or config.simulation.systems.failure_rate > 0
+        or config.simulation.systems.availability < 1
+        or config.simulation.systems.round_deadline_s is not None
     )
 
 
@@ -60,9 +60,9 @@ def _beta_around(mean: float, rng: np.random.Generator) -> float:
 def profile(config: RunConfig, client_id: int) -> SystemProfile:
     """The client's fixed system profile, drawn from the run seed and its id."""
     rng = np.random.default_rng([config.seed, client_id, _PROFILE_TAG])
-    speed = float(np.exp(config.client_speed_sigma * rng.standard_normal()))
-    failure = _beta_around(config.client_failure_rate, rng)
-    availability = _beta_around(config.client_availability, rng)
+    speed = float(np.exp(config.simulation.systems.speed_sigma * rng.standard_normal()))
+    failure = _beta_around(config.simulation.systems.failure_rate, rng)
+    availability = _beta_around(config.simulation.systems.availability, rng)
     return SystemProfile(speed, failure, availability)
 
 
@@ -73,12 +73,17 @@ def client_round(
     p = profile(config, client_id)
     rng = np.random.default_rng([config.seed, round_number, client_id, _ROUND_TAG])
     online, crash, jitter = rng.random(), rng.random(), np.exp(0.1 * rng.standard_normal())
-    duration = num_examples * config.local_epochs / (NOMINAL_EXAMPLES_PER_S * p.speed) * jitter
+    duration = (
+        num_examples * config.training.local_epochs / (NOMINAL_EXAMPLES_PER_S * p.speed) * jitter
+    )
     if online >= p.availability:
         fate = UNAVAILABLE
     elif crash < p.failure_probability:
         fate = FAILED
-    elif config.round_deadline_s is not None and duration > config.round_deadline_s:
+    elif (
+        config.simulation.systems.round_deadline_s is not None
+        and duration > config.simulation.systems.round_deadline_s
+    ):
         fate = TIMEOUT
     else:
         fate = OK
@@ -90,5 +95,5 @@ def round_time(config: RunConfig, rounds: list[ClientRound]) -> float:
     when a straggler missed it. An offline client never accepts the task and a crashed
     one drops its connection, so neither holds the round up."""
     if any(r.fate == TIMEOUT for r in rounds):
-        return float(config.round_deadline_s)
+        return float(config.simulation.systems.round_deadline_s)
     return max((r.duration_s for r in rounds if r.fate == OK), default=0.0)

@@ -23,15 +23,36 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedpipe.artifacts.updates import ClientUpdate
+from fedpipe.config.fault_schedule import (
+    AGGREGATE_CRASH,
+    CORRUPT,
+    CRASH,
+    CRASH_ALWAYS,
+    HANG,
+    KINDS,
+    OUTAGE,
+    PIPELINE_CRASH,
+    TASK_KINDS,
+    ScheduledFault,
+)
 
 if TYPE_CHECKING:
     from fedpipe.config import RunConfig
 
-CRASH, HANG, CORRUPT, OUTAGE = "crash", "hang", "corrupt", "outage"
-CRASH_ALWAYS = "crash_always"  # a task that fails on every attempt (a broken node)
-AGGREGATE_CRASH, PIPELINE_CRASH = "aggregate_crash", "pipeline_crash"
-TASK_KINDS = (CRASH, HANG, CORRUPT, CRASH_ALWAYS)
-KINDS = (*TASK_KINDS, OUTAGE, AGGREGATE_CRASH, PIPELINE_CRASH)
+# The fault kinds and the schedule grammar are part of this module's interface.
+__all__ = [
+    "AGGREGATE_CRASH",
+    "CORRUPT",
+    "CRASH",
+    "CRASH_ALWAYS",
+    "HANG",
+    "KINDS",
+    "OUTAGE",
+    "PIPELINE_CRASH",
+    "TASK_KINDS",
+    "ScheduledFault",
+]
+
 _TASK_FAULT_TAG = 0xFA17  # separates the fault stream from every other seeded stream
 
 
@@ -43,47 +64,18 @@ class TaskCrashed(SystemExit):
         super().__init__(f"{site}: {reason}")
 
 
-@dataclasses.dataclass(frozen=True)
-class ScheduledFault:
-    """One `fault_schedule` entry: `kind@round[:target]`, round may be `first-last`.
-    The target is a shard index (crash, hang, corrupt) or a client id (outage)."""
-
-    kind: str
-    first_round: int
-    last_round: int
-    target: int | None
-
-    @classmethod
-    def parse(cls, entry: str) -> ScheduledFault:
-        kind, _, rest = entry.partition("@")
-        rounds, _, target = rest.partition(":")
-        first, _, last = rounds.partition("-")
-        if kind not in KINDS or not first.isdigit() or (last and not last.isdigit()):
-            raise ValueError(f"'{entry}' is not kind@round[-round][:target], kind in {KINDS}")
-        if target and not target.isdigit():
-            raise ValueError(f"'{entry}': the target must be a shard index or client id")
-        needs_target = kind in (*TASK_KINDS, OUTAGE)
-        if needs_target != bool(target):
-            raise ValueError(f"'{entry}': {kind} {'needs' if needs_target else 'takes no'} target")
-        first_round = int(first)
-        return cls(kind, first_round, int(last) if last else first_round, int(target or 0))
-
-    def hits(self, kind: str, round_number: int, target: int | None = None) -> bool:
-        return (
-            self.kind == kind
-            and self.first_round <= round_number <= self.last_round
-            and (target is None or self.target == target)
-        )
-
-
 def schedule(config: RunConfig) -> list[ScheduledFault]:
-    return [ScheduledFault.parse(e) for e in config.fault_schedule]
+    return [ScheduledFault.parse(e) for e in config.simulation.faults.schedule]
 
 
 def enabled(config: RunConfig) -> bool:
     """Some fault may be injected in this run."""
-    rates = config.task_crash_rate + config.task_hang_rate + config.artifact_corruption_rate
-    return rates > 0 or bool(config.fault_schedule)
+    rates = (
+        config.simulation.faults.task_crash_rate
+        + config.simulation.faults.task_hang_rate
+        + config.simulation.faults.artifact_corruption_rate
+    )
+    return rates > 0 or bool(config.simulation.faults.schedule)
 
 
 def task_fault(config: RunConfig, round_number: int, shard: int) -> str | None:
@@ -94,9 +86,9 @@ def task_fault(config: RunConfig, round_number: int, shard: int) -> str | None:
             return fault.kind
     u = np.random.default_rng([config.seed, round_number, shard, _TASK_FAULT_TAG]).random()
     for kind, rate in (
-        (CRASH, config.task_crash_rate),
-        (HANG, config.task_hang_rate),
-        (CORRUPT, config.artifact_corruption_rate),
+        (CRASH, config.simulation.faults.task_crash_rate),
+        (HANG, config.simulation.faults.task_hang_rate),
+        (CORRUPT, config.simulation.faults.artifact_corruption_rate),
     ):
         if u < rate:
             return kind
@@ -112,31 +104,31 @@ def client_out(config: RunConfig, round_number: int, client_id: int) -> bool:
 def with_state_dir(config: RunConfig, root: str | Path) -> RunConfig:
     """The config with its attempt markers under root/faults when faults are injected and
     no fault_state_dir is set (without one, a retry could not tell it is a retry)."""
-    if not enabled(config) or config.fault_state_dir is not None:
+    if not enabled(config) or config.simulation.faults.state_dir is not None:
         return config
-    return config.replace(fault_state_dir=str(Path(root).resolve() / "faults"))
+    return config.replace({"simulation.faults.state_dir": str(Path(root).resolve() / "faults")})
 
 
 def retrying(config: RunConfig, stage: Callable[..., Any], *args: Any) -> None:
     """Run a stage in-process as KFP runs a task: again after an injected crash, up to
     task_retries times (without the backoff sleep)."""
-    for attempt in range(config.task_retries + 1):
+    for attempt in range(config.pipeline.task_retries + 1):
         try:
             stage(*args)
             return
         except TaskCrashed:
-            if attempt == config.task_retries:
+            if attempt == config.pipeline.task_retries:
                 raise
 
 
 def _state_dir(config: RunConfig) -> Path:
-    return Path(config.fault_state_dir)
+    return Path(config.simulation.faults.state_dir)
 
 
 def start_attempt(config: RunConfig, round_number: int, site: str) -> int:
     """Record that a task starts and return its attempt number (1 = first). Without a
     fault_state_dir every attempt is a first attempt."""
-    if config.fault_state_dir is None:
+    if config.simulation.faults.state_dir is None:
         return 1
     path = _state_dir(config) / "attempts" / f"round_{round_number:03d}_{site}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +140,7 @@ def start_attempt(config: RunConfig, round_number: int, site: str) -> int:
 
 def attempts(config: RunConfig, round_number: int) -> dict[str, list[float]]:
     """Start times of every attempt of every task of the round, by task site."""
-    if config.fault_state_dir is None:
+    if config.simulation.faults.state_dir is None:
         return {}
     found = {}
     for path in sorted((_state_dir(config) / "attempts").glob(f"round_{round_number:03d}_*")):
@@ -164,7 +156,7 @@ def record(
     print(
         f"round {round_number} {site}: injected {kind} (attempt {attempt}): {outcome}", flush=True
     )
-    if config.fault_state_dir is None:
+    if config.simulation.faults.state_dir is None:
         return
     path = _state_dir(config) / "events.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,21 +173,28 @@ def record(
 
 
 def events(config: RunConfig) -> list[dict]:
-    if config.fault_state_dir is None:
+    if config.simulation.faults.state_dir is None:
         return []
     path = _state_dir(config) / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def final_attempt(config: RunConfig, attempt: int) -> bool:
-    return attempt >= config.task_retries + 1
+    return attempt >= config.pipeline.task_retries + 1
 
 
 def fail_task(config: RunConfig, round_number: int, site: str, kind: str, attempt: int) -> None:
     """Crash the task (a hang first holds it until its deadline kills it)."""
     if kind == HANG:
-        record(config, round_number, site, kind, attempt, f"killed after {config.task_hang_s}s")
-        time.sleep(config.task_hang_s)
+        record(
+            config,
+            round_number,
+            site,
+            kind,
+            attempt,
+            f"killed after {config.simulation.faults.task_hang_s}s",
+        )
+        time.sleep(config.simulation.faults.task_hang_s)
     else:
         record(config, round_number, site, kind, attempt, "process exit")
     raise TaskCrashed(site, f"injected {kind} on attempt {attempt}")
@@ -217,6 +216,6 @@ def aggregate_fault(config: RunConfig, round_number: int, attempt: int) -> str |
     for fault in schedule(config):
         if fault.hits(AGGREGATE_CRASH, round_number) and attempt == 1:
             return AGGREGATE_CRASH
-        if fault.hits(PIPELINE_CRASH, round_number) and attempt <= config.task_retries + 1:
+        if fault.hits(PIPELINE_CRASH, round_number) and attempt <= config.pipeline.task_retries + 1:
             return PIPELINE_CRASH
     return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fedpipe import stages
+from fedpipe import preflight, stages
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
 from fedpipe.secagg import rounds as secure_aggregation
@@ -30,11 +30,11 @@ def simulate(
 ) -> SimulationResult:
     """Run every round and (optionally) register the final model; artifacts go to workdir."""
     work = Path(workdir)
-    config = faults.with_state_dir(config, work)
+    config = faults.with_state_dir(preflight.check(config), work)
     model, registry = work / "round_000" / "model.npz", work / "round_000" / "registry.json"
     run_id = stages.initialize(config, model, registry, run_name=run_name)
     accuracy = []
-    for n in range(1, config.rounds + 1):
+    for n in range(1, config.training.rounds + 1):
         out = work / f"round_{n:03d}"
         shard_ids = stages.select(config, n, registry, out / "cohort.json")
         stages.broadcast(config, model, out / "cohort.json", out / "plan.npz")

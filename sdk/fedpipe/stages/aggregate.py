@@ -1,7 +1,8 @@
-"""Aggregate: validate the shards' updates, check the quorum, FedAvg, server optimizer step.
+"""Aggregate: read the shards' updates, run the aggregation chain (validate, screen,
+combine, privacy layers, server optimizer), check the quorum, write the new model.
 
-The component is called secure_aggregate: secure aggregation will unmask only the sum
-here, and the stage's inputs and outputs stay the same.
+Under secure aggregation the server holds only masked inputs: it unmasks their sum, and
+the chain's server parts that need individual updates are refused by its builder.
 """
 
 from __future__ import annotations
@@ -12,21 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpipe.aggregation import outcome as aggregation
-from fedpipe.aggregation import screening, server_optimizers
+from fedpipe.aggregation.chain import build_chain
+from fedpipe.aggregation.layer import RoundContext
+from fedpipe.aggregation.outcome import (
+    AggregationOutcome,
+    ClientStats,
+    Rejection,
+    require_quorum,
+)
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate, load_shard
-from fedpipe.clients import weights as client_weights
 from fedpipe.config import RunConfig
-from fedpipe.privacy import dp_fedavg
 from fedpipe.secagg import rounds as secure_aggregation
 from fedpipe.simulation import faults
 
 
 def _collect(
     cohort: list[int], update_paths: list[str | Path]
-) -> tuple[list[ClientUpdate], list[aggregation.Rejection]]:
+) -> tuple[list[ClientUpdate], list[Rejection]]:
     """Read every shard artifact; unreadable shards and absent clients become rejections."""
     updates, problems = [], []
     for path in update_paths:
@@ -39,14 +44,14 @@ def _collect(
     kept = []
     for u in updates:
         if u.client_id not in cohort:
-            rejections.append(aggregation.Rejection(u.client_id, "not in this round's cohort"))
+            rejections.append(Rejection(u.client_id, "not in this round's cohort"))
         elif u.client_id in seen:
-            rejections.append(aggregation.Rejection(u.client_id, "sent more than one update"))
+            rejections.append(Rejection(u.client_id, "sent more than one update"))
         else:
             seen.add(u.client_id)
             kept.append(u)
     reason = "no update received" + (f" ({'; '.join(problems)})" if problems else "")
-    rejections += [aggregation.Rejection(c, reason) for c in cohort if c not in seen]
+    rejections += [Rejection(c, reason) for c in cohort if c not in seen]
     return kept, rejections
 
 
@@ -64,59 +69,52 @@ def aggregate(
     new_model_path: str | Path,
     outcome_path: str | Path,
     secagg_messages: Sequence[str | Path] = (),
-) -> aggregation.AggregationOutcome:
+) -> AggregationOutcome:
     """Write the new global model; raise QuorumNotMet (writing nothing) below quorum.
     Under secure aggregation the updates are masked inputs, and secagg_messages hold the
     round's protocol messages: only the survivors' sum is unmasked (ThresholdNotMet, and
-    nothing written, when it cannot be)."""
+    nothing written, when it cannot be). The aggregation chain does the rest."""
     plan = RoundPlan.load(plan_path)
     model = GlobalModel.load(model_path)
     cohort = plan.cohort
     _injected_crash(config, cohort.round_number, new_model_path)
     if cohort.stopped:
-        outcome = aggregation.AggregationOutcome(
+        outcome = AggregationOutcome(
             cohort.round_number, [], [], [], skipped=True, started_at=cohort.started_at
         )
         model.save(new_model_path)
         outcome.save(outcome_path)
         return outcome
 
+    chain = build_chain(config)
+    rnd = RoundContext(
+        round_number=cohort.round_number,
+        cohort=cohort.clients,
+        announced_weights=dict(zip(cohort.clients, cohort.client_weights, strict=False)),
+        state=model.server_state,
+        spec=model.spec,
+        secure=chain.secure,
+    )
     received, missing = _collect(cohort.clients, update_paths)
     secure = None
-    if secure_aggregation.enabled(config):
-        secure = secure_aggregation.unmask_mean(config, plan, received, secagg_messages)
-        accepted, rejected = secure.accepted, secure.rejected
+    flags: list = []
+    if chain.secure:
+        secure = secure_aggregation.unmask_sum(config, chain, plan, received, secagg_messages)
+        accepted, rejected = secure.accepted, secure.rejected + missing
     else:
-        accepted, rejected = aggregation.screen(received, model.spec)
-    rejected += missing
-    screened = screening.screen_norms(accepted, config.screening, config.screening_threshold)
-    accepted = screened.kept
-    rejected += [
-        aggregation.Rejection(f.client_id, f.reason)
-        for f in screened.flags
-        if f.action == "excluded"
-    ]
-    aggregation.require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
-    private = None
-    if secure:
-        delta = secure.mean
-    elif config.dp_enabled:
-        private = dp_fedavg.private_mean(config, accepted, cohort.round_number, model.server_state)
-        delta = private.delta
-    elif config.client_weighting == "adaptive":
-        announced = dict(zip(cohort.clients, cohort.client_weights, strict=True))
-        delta = client_weights.weighted_mean(accepted, announced, config.max_client_weight)
-    else:
-        delta = aggregation.aggregator_for(config).aggregate(accepted)
-    weights, state = server_optimizers.apply(config, model.weights, delta, model.server_state)
-    if private is not None:
-        state.update(private.state)
+        screened = chain.screen(received, rnd)
+        accepted, rejected, flags = screened.kept, screened.rejected + missing, screened.flags
+    require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
+    combined = secure.aggregate if secure else chain.combine(accepted, rnd)
+    weights, state, delta, metrics = chain.finish(combined, rnd, model.weights)
     GlobalModel(weights, model.spec, state, cohort.round_number).save(new_model_path)
-    outcome = aggregation.AggregationOutcome(
+    if secure:
+        metrics.update(secure.report.metrics())
+    outcome = AggregationOutcome(
         round_number=cohort.round_number,
         cohort=cohort.clients,
         accepted=[
-            aggregation.ClientStats(
+            ClientStats(
                 u.client_id,
                 u.num_examples,
                 u.train_loss,
@@ -129,10 +127,9 @@ def aggregate(
         rejected=sorted(rejected, key=lambda r: r.client_id),
         skipped=False,
         started_at=cohort.started_at,
-        dp_clip_norm=private.clip_norm if private else None,
-        dp_clipped=private.clipped if private else 0,
+        metrics=metrics,
         secure_aggregation=dataclasses.asdict(secure.report) if secure else None,
-        flagged=screened.flags,
+        flagged=flags,
     )
     outcome.save(outcome_path)
     for r in outcome.rejected:

@@ -18,10 +18,10 @@ def broadcast(
         weights=model.weights,
         spec=model.spec,
         training=LocalTraining(
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.client_learning_rate,
-            fedprox_mu=config.fedprox_mu,
+            epochs=config.training.local_epochs,
+            batch_size=config.training.batch_size,
+            learning_rate=config.training.learning_rate,
+            fedprox_mu=config.training.fedprox_mu,
         ),
         seed=config.seed,
     ).save(plan_path)

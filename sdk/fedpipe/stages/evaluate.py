@@ -3,9 +3,12 @@ log the round to MLflow, and decide whether the target accuracy is reached."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
+
+import numpy as np
 
 from fedpipe.aggregation.outcome import AggregationOutcome
 from fedpipe.artifacts.client_registry import ClientRegistry
@@ -14,7 +17,6 @@ from fedpipe.clients import history as client_history
 from fedpipe.config import RunConfig
 from fedpipe.ops import round_health, tracking
 from fedpipe.privacy import accounting as privacy_accounting
-from fedpipe.secagg import rounds as secure_aggregation
 from fedpipe.simulation import client_systems
 from fedpipe.training import trainer
 from fedpipe.training.trainer import Evaluation
@@ -44,12 +46,27 @@ def _update_registry(registry: ClientRegistry, outcome: AggregationOutcome) -> N
     registry.completed_rounds = outcome.round_number
 
 
-def _log_round(
-    config: RunConfig, run_id: str, outcome: AggregationOutcome, result: Evaluation, seconds: float
-) -> None:
-    from mlflow.entities import Metric
+@dataclasses.dataclass(frozen=True)
+class RoundEvaluation:
+    """The new model's held-out scores and every global metric of the round, as logged to
+    MLflow; the KFP component logs the same metrics, so the two never disagree."""
 
-    step, now = outcome.round_number, int(time.time() * 1000)
+    accuracy: float
+    loss: float
+    confusion_matrix: np.ndarray
+    metrics: dict[str, float]
+
+
+def _round_metrics(
+    config: RunConfig,
+    outcome: AggregationOutcome,
+    result: Evaluation,
+    seconds: float,
+    registry: ClientRegistry,
+    health: round_health.RoundHealth,
+) -> dict[str, float]:
+    """The round's global metrics: scores, participation, every aggregation layer's report
+    (DP: the clip norm and epsilon; secure aggregation: protocol figures), round health."""
     values = {
         "accuracy": result.accuracy,
         "loss": result.loss,
@@ -57,28 +74,43 @@ def _log_round(
         "clients_rejected": len(outcome.rejected),
         "clients_flagged": len(outcome.flagged),
         "round_seconds": seconds,
+        "simulated_time_s": registry.simulated_time_s,
     }
     total = sum(c.num_examples for c in outcome.accepted)
     if total > 0:  # 0 under secure aggregation: the counts are inside the masked sum
         values["train_loss"] = sum(c.train_loss * c.num_examples for c in outcome.accepted) / total
-    if outcome.dp_clip_norm is not None:
-        values["dp_clip_norm"] = outcome.dp_clip_norm
-        values["dp_clipped_fraction"] = outcome.dp_clipped / max(1, len(outcome.accepted))
-        spent = privacy_accounting.reported_epsilon(config, outcome.round_number)
-        if spent is not None:
-            values["epsilon"] = spent
+    values.update(outcome.metrics)
+    values.update(health.metrics())
+    local_eps = [
+        privacy_accounting.local_epsilon(config, c.num_examples, c.participation)
+        for c in registry.clients
+        if c.participation
+    ]
+    if local_eps and local_eps[0] is not None:  # DP-SGD: the worst silo's sample-level epsilon
+        values["local_epsilon_max"] = max(local_eps)
+    return {k: float(v) for k, v in values.items()}
+
+
+def _client_metrics(config: RunConfig, outcome: AggregationOutcome) -> dict[str, float]:
+    """Per-client figures, for debugging a federation; never released under DP."""
+    if config.dp_enabled:
+        return {}
+    values = {}
     for c in outcome.accepted:
         values[f"client/{c.client_id}/train_loss"] = c.train_loss
         if math.isfinite(c.update_norm):
             values[f"client/{c.client_id}/update_norm"] = c.update_norm
-    if outcome.secure_aggregation:
-        values.update(secure_aggregation.ProtocolReport(**outcome.secure_aggregation).metrics())
-    health = round_health.of_round(config, outcome)
-    values.update(health.metrics())
-    metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+    return values
+
+
+def _log_round(
+    config: RunConfig, run_id: str, step: int, values: dict[str, float], report: str
+) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
     mlflow_client = tracking.client(config)
-    mlflow_client.log_batch(run_id, metrics=metrics)
-    report = outcome.to_markdown() + health.to_markdown()
+    mlflow_client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
     mlflow_client.log_text(run_id, report, f"rounds/round_{step:03d}.md")
 
 
@@ -89,7 +121,7 @@ def evaluate(
     outcome_path: str | Path,
     new_registry_path: str | Path,
     mlflow_run_id: str,
-) -> Evaluation:
+) -> RoundEvaluation:
     model = GlobalModel.load(model_path)
     outcome = AggregationOutcome.load(outcome_path)
     registry = ClientRegistry.load(registry_path)
@@ -98,38 +130,33 @@ def evaluate(
     result = model_trainer.evaluate(model.weights, data.x_heldout, data.y_heldout)
     n = outcome.round_number
     if outcome.skipped:
-        print(f"round {n:>3}/{config.rounds}: skipped, {registry.stop_reason}", flush=True)
+        print(f"round {n:>3}/{config.training.rounds}: skipped, {registry.stop_reason}", flush=True)
         registry.save(new_registry_path)
-        return result
+        return RoundEvaluation(result.accuracy, result.loss, result.confusion_matrix, {})
 
     round_sim_s = client_history.record_round(config, registry, outcome, result.accuracy)
     _update_registry(registry, outcome)
-    if config.target_accuracy is not None and result.accuracy >= config.target_accuracy:
+    if (
+        config.training.target_accuracy is not None
+        and result.accuracy >= config.training.target_accuracy
+    ):
         registry.target_reached_at = n
-    elif n < config.rounds and privacy_accounting.exceeds_budget(config, n + 1):
+    elif n < config.training.rounds and privacy_accounting.exceeds_budget(config, n + 1):
         registry.privacy_budget_reached_at = n
     registry.save(new_registry_path)
     round_health.record_completed(config, n)
     seconds = time.time() - outcome.started_at
-    _log_round(config, mlflow_run_id, outcome, result, seconds)
-    local_eps = [
-        privacy_accounting.local_epsilon(config, c.num_examples, c.participation)
-        for c in registry.clients
-        if c.participation
-    ]
-    if local_eps and local_eps[0] is not None:  # DP-SGD: the worst silo's sample-level epsilon
-        tracking.client(config).log_metric(
-            mlflow_run_id, "local_epsilon_max", max(local_eps), step=n
-        )
-    tracking.client(config).log_metric(
-        mlflow_run_id, "simulated_time_s", registry.simulated_time_s, step=n
-    )
+    health = round_health.of_round(config, outcome)
+    metrics = _round_metrics(config, outcome, result, seconds, registry, health)
+    report = outcome.to_markdown(client_level=not config.dp_enabled) + health.to_markdown()
+    _log_round(config, mlflow_run_id, n, {**metrics, **_client_metrics(config, outcome)}, report)
     print(
-        f"round {n:>3}/{config.rounds}: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
+        f"round {n:>3}/{config.training.rounds}: accuracy {result.accuracy:.4f}  "
+        f"loss {result.loss:.4f}  "
         f"clients {len(outcome.accepted)}/{len(outcome.cohort)}  {seconds:.1f}s"
         + (f"  (simulated {round_sim_s:.1f}s)" if client_systems.heterogeneous(config) else "")
         + ("  (target reached)" if registry.target_reached_at == n else "")
         + ("  (privacy budget reached)" if registry.privacy_budget_reached_at == n else ""),
         flush=True,
     )
-    return result
+    return RoundEvaluation(result.accuracy, result.loss, result.confusion_matrix, metrics)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedpipe.aggregation import server_optimizers
+from fedpipe.aggregation.chain import build_chain
 from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
 from fedpipe.data import partition
 from fedpipe.ops import tracking
-from fedpipe.privacy import dp_fedavg
 from fedpipe.training import trainer
 
 
@@ -20,8 +19,7 @@ def initialize(
     """Write the initial model and registry; return the MLflow run id every stage logs to."""
     model_trainer = trainer.for_config(config)
     weights = model_trainer.initial_weights()
-    state = server_optimizers.initial_state(config, weights.size)
-    state.update(dp_fedavg.initial_state(config))
+    state = build_chain(config).initial_state(weights.size)
     GlobalModel(weights, model_trainer.spec, state, round_number=0).save(model_path)
 
     histograms = partition.label_histograms(config)
@@ -39,17 +37,21 @@ def initialize(
     run_id = tracking.start_run(
         config,
         run_name,
-        tags={"fedpipe.dataset": config.dataset, "fedpipe.partitioner": config.partitioner},
+        tags={
+            "fedpipe.dataset": config.data.dataset,
+            "fedpipe.partitioner": config.data.partitioner,
+        },
     )
     mlflow_client = tracking.client(config)
     mlflow_client.log_metric(run_id, "accuracy", initial.accuracy, step=0)
     mlflow_client.log_metric(run_id, "loss", initial.loss, step=0)
-    mlflow_client.log_dict(
-        run_id, {str(i): h for i, h in enumerate(histograms)}, "clients/label_histograms.json"
-    )
+    if not config.dp_enabled:  # per-client label counts are client-level data
+        mlflow_client.log_dict(
+            run_id, {str(i): h for i, h in enumerate(histograms)}, "clients/label_histograms.json"
+        )
     print(
-        f"initialized {config.num_clients} clients ({config.partitioner} split of "
-        f"{config.dataset}), model {config.model} with {weights.size:,} parameters, "
+        f"initialized {config.data.num_clients} clients ({config.data.partitioner} split of "
+        f"{config.data.dataset}), model {config.model.name} with {weights.size:,} parameters, "
         f"initial accuracy {initial.accuracy:.3f}; MLflow run {run_id}",
         flush=True,
     )

@@ -1,4 +1,8 @@
-"""Local train: each client of one shard trains from the global model on its own data."""
+"""Local train: the clients of one shard train from the global model on their own data.
+
+The stage asks the client runtime (fedpipe.clients.runtime) for the shard's updates and
+writes them as one artifact; injected task faults (a crashed, hung or corrupting task)
+are the task's own, so they stay here."""
 
 from __future__ import annotations
 
@@ -7,12 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedpipe.artifacts.round_plan import RoundPlan
-from fedpipe.artifacts.updates import ClientUpdate, save_shard
+from fedpipe.artifacts.updates import save_shard
+from fedpipe.clients import runtime as client_runtime
 from fedpipe.config import RunConfig
-from fedpipe.data import partition
-from fedpipe.secagg import rounds as secure_aggregation
-from fedpipe.simulation import attacks, client_systems, faults
-from fedpipe.training import trainer
+from fedpipe.simulation import faults
 
 
 def local_train(
@@ -32,52 +34,18 @@ def local_train(
     )
     if fault == "lost":
         return
-    updates = []
-    for client_id in plan.cohort.shards[shard]:
-        started = time.perf_counter()
-        if faults.client_out(config, round_number, client_id):
-            print(f"round {round_number}: client {client_id} is out (injected outage)", flush=True)
-            continue
-        x, y = partition.client_data(config, client_id)
-        fate = client_systems.client_round(config, round_number, client_id, len(y)).fate
-        if fate != client_systems.OK:  # a simulated straggler or crash sends nothing
-            print(f"round {round_number}: client {client_id} sends no update ({fate})", flush=True)
-            continue
-        model_trainer = trainer.for_config(config)
-        y = attacks.poison_labels(config, client_id, y, model_trainer.data.num_classes)
-        result = model_trainer.train(
-            plan.weights,
-            x,
-            y,
-            epochs=plan.training.epochs,
-            batch_size=plan.training.batch_size,
-            learning_rate=plan.training.learning_rate,
-            mu=plan.training.fedprox_mu,
-            seed=[plan.seed, round_number, client_id],
-        )
-        duration = time.perf_counter() - started
-        updates.append(
-            ClientUpdate.of(
-                client_id,
-                attacks.poison_update(config, round_number, client_id, result.delta),
-                num_examples=result.num_examples,
-                train_loss=result.train_loss,
-                duration_s=duration,
-            )
-        )
-    if fault == faults.CORRUPT and updates:
-        updates[0] = faults.corrupt(updates[0])
+    sent = client_runtime.for_config(config).updates(
+        plan, plan.cohort.shards[shard], secagg_messages
+    )
+    if fault == faults.CORRUPT and sent:
+        sent[0] = faults.corrupt(sent[0])
         faults.record(config, round_number, f"local_train-{shard}", fault, 1, "corrupted")
-    sent = updates
-    if secure_aggregation.enabled(config):
-        sent = secure_aggregation.mask_updates(config, plan, updates, secagg_messages)
     save_shard(updates_path, round_number, shard, sent)
-    if updates:
+    if sent:
         print(
-            f"round {round_number} shard {shard}: trained clients "
-            f"{', '.join(str(u.client_id) for u in updates)} on "
-            f"{sum(u.num_examples for u in updates)} examples in "
-            f"{sum(u.duration_s for u in updates):.2f}s",
+            f"round {round_number} shard {shard}: clients "
+            f"{', '.join(str(u.client_id) for u in sent)} sent updates in "
+            f"{sum(u.duration_s for u in sent):.2f}s",
             flush=True,
         )
 
@@ -93,7 +61,7 @@ def _injected_fault(config: RunConfig, round_number: int, shard: int, updates_pa
         if not faults.final_attempt(config, attempt):
             faults.fail_task(config, round_number, site, fault, attempt)
         if fault == faults.HANG:  # held until the deadline, then given up on
-            time.sleep(config.task_hang_s)
+            time.sleep(config.simulation.faults.task_hang_s)
         faults.record(config, round_number, site, fault, attempt, "no retries left: shard lost")
         save_shard(updates_path, round_number, shard, [])
         return "lost"

@@ -25,8 +25,8 @@ def train_centralized(config: RunConfig, epochs: int) -> Evaluation:
         data.x_train[indices],
         data.y_train[indices],
         epochs=epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.client_learning_rate,
+        batch_size=config.training.batch_size,
+        learning_rate=config.training.learning_rate,
         mu=0.0,
         seed=[config.seed, 0xCE47],
     )

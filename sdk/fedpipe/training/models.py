@@ -17,14 +17,14 @@ def build(config: RunConfig, data: Dataset) -> keras.Model:
 
     keras.utils.set_random_seed(config.seed)
     inputs = keras.Input(shape=(data.num_features,), name="features")
-    if config.model == "logistic_regression":
+    if config.model.name == "logistic_regression":
         x = inputs
-    elif config.model == "mlp":  # McMahan et al. 2017 "2NN": two hidden ReLU layers
-        x = keras.layers.Dense(config.hidden_units, activation="relu")(inputs)
-        x = keras.layers.Dense(config.hidden_units, activation="relu")(x)
+    elif config.model.name == "mlp":  # McMahan et al. 2017 "2NN": two hidden ReLU layers
+        x = keras.layers.Dense(config.model.hidden_units, activation="relu")(inputs)
+        x = keras.layers.Dense(config.model.hidden_units, activation="relu")(x)
     else:
         if data.image_shape is None:
-            raise ConfigError("model", "cnn", f"a tabular model for dataset {config.dataset}")
+            raise ConfigError("model", "cnn", f"a tabular model for dataset {config.data.dataset}")
         x = keras.layers.Reshape((*data.image_shape, 1))(inputs)
         for filters in (32, 64):
             x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
@@ -32,4 +32,4 @@ def build(config: RunConfig, data: Dataset) -> keras.Model:
         x = keras.layers.Flatten()(x)
         x = keras.layers.Dense(128, activation="relu")(x)
     outputs = keras.layers.Dense(data.num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=config.model)
+    return keras.Model(inputs, outputs, name=config.model.name)
