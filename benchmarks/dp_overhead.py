@@ -23,11 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from fedpipe import config as run_config
-from fedpipe.aggregation import outcome as aggregation
+from fedpipe.aggregation.chain import build_chain
+from fedpipe.aggregation.layer import RoundContext
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.data import partition
 from fedpipe.privacy import accounting as privacy_accounting
-from fedpipe.privacy import dp_fedavg
 from fedpipe.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,10 +103,19 @@ def main() -> None:
             "aggregation.dp.delta": 1e-3,
         }
     )
-    fedavg_s = median_seconds(lambda: aggregation.WeightedFedAvg().aggregate(updates), args.repeats)
-    dp_fedavg_s = median_seconds(
-        lambda: dp_fedavg.private_mean(dp_cfg, updates, 1, {}), args.repeats
+    size = updates[0].vector.size
+    zero = np.zeros(size, np.float32)
+
+    def aggregate(cfg) -> None:
+        chain = build_chain(cfg)
+        rnd = RoundContext(1, list(range(len(updates))), {}, {}, None, secure=False)
+        chain.aggregate_plain(updates, rnd, zero)
+
+    plain_cfg = dp_cfg.replace(
+        {"aggregation.dp.clip_norm": None, "aggregation.dp.noise_multiplier": 0.0}
     )
+    fedavg_s = median_seconds(lambda: aggregate(plain_cfg), args.repeats)
+    dp_fedavg_s = median_seconds(lambda: aggregate(dp_cfg), args.repeats)
     rdp_s = median_seconds(lambda: privacy_accounting.epsilon(dp_cfg, 100), args.repeats)
     pld_s = median_seconds(
         lambda: privacy_accounting.epsilon(

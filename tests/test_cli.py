@@ -9,14 +9,15 @@ def test_bad_config_is_refused_before_anything_runs(tmp_path):
     )
     assert result.exit_code == 2
     assert (
-        "config field 'num_clients' = 1 is not allowed: an integer in [2, 100000]" in result.output
+        "config field 'data.num_clients' = 1 is not allowed: an integer in [2, 100000]"
+        in result.output
     )
     assert not any(tmp_path.iterdir())
 
 
 def test_set_needs_field_equals_value():
-    result = CliRunner().invoke(main, ["simulate", "--set", "rounds"])
-    assert result.exit_code == 2 and "expected FIELD=VALUE" in result.output
+    result = CliRunner().invoke(main, ["simulate", "--set", "training.rounds"])
+    assert result.exit_code == 2 and "of the form section.field=value" in result.output
 
 
 def test_compile_writes_a_pipeline(tmp_path):

@@ -67,7 +67,7 @@ def _run(policy: str, rounds: int) -> tuple[ClientRegistry, list[list[int]]]:
     return registry, chosen
 
 
-@pytest.mark.parametrize("policy", config.SELECTION_POLICIES)
+@pytest.mark.parametrize("policy", list(selection.POLICIES))
 def test_every_policy_selects_a_cohort_of_distinct_registered_clients(policy):
     registry, chosen = _run(policy, 8)
     for cohort in chosen:
@@ -75,7 +75,7 @@ def test_every_policy_selects_a_cohort_of_distinct_registered_clients(policy):
         assert set(cohort) <= set(range(NUM_CLIENTS)) and cohort == sorted(cohort)
 
 
-@pytest.mark.parametrize("policy", config.SELECTION_POLICIES)
+@pytest.mark.parametrize("policy", list(selection.POLICIES))
 def test_policies_are_deterministic_given_seed_and_state(policy):
     registry, _ = _run(policy, 8)
     pick = selection.policy_for(_config(policy)).select

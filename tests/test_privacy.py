@@ -5,7 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from fedpipe import config
+from fedpipe import config, preflight
+from fedpipe.aggregation.chain import build_chain
+from fedpipe.aggregation.clipping import clip_l2
+from fedpipe.aggregation.layer import ClientContext, RoundContext
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.ops import tracking
 from fedpipe.privacy import accounting as privacy_accounting
@@ -30,12 +33,36 @@ def _dp_config(changes: dict | None = None) -> config.RunConfig:
     return config.from_mapping({**base, **(changes or {})})
 
 
+def _dp_layer(cfg: config.RunConfig) -> dp_fedavg.DpFedAvg:
+    (layer,) = [x for x in build_chain(cfg).layers if isinstance(x, dp_fedavg.DpFedAvg)]
+    return layer
+
+
+def _private_mean(cfg, updates, round_number, state):
+    """The plain (central) DP path of the chain: (noised mean delta, clipped count, state)."""
+    chain = build_chain(cfg)
+    rnd = RoundContext(round_number, [u.client_id for u in updates], {}, state, None, False)
+    start = np.zeros(updates[0].vector.size, np.float32)
+    _, new_state, delta, _ = chain.aggregate_plain(updates, rnd, start)
+    return delta, _dp_layer_of(chain)._clipped, new_state
+
+
+def _dp_layer_of(chain):
+    (layer,) = [x for x in chain.layers if isinstance(x, dp_fedavg.DpFedAvg)]
+    return layer
+
+
+def _secure_client_part(cfg, client_id, round_number, delta):
+    ctx = ClientContext(client_id, round_number, 10, None, {}, secure=True)
+    return _dp_layer(cfg).client(delta, ctx)
+
+
 def test_every_clipped_update_has_norm_at_most_the_clip_norm():
     rng = np.random.default_rng(1)
     for scale in (1e-3, 0.5, 1.0, 3.0, 1e4):
         for _ in range(20):
             v = rng.normal(size=500) * scale / math.sqrt(500)
-            clipped, norm = dp_fedavg.clip(v, 1.0)
+            clipped, norm = clip_l2(v, 1.0)
             assert np.linalg.norm(clipped) <= 1.0 + 1e-12
             assert norm == pytest.approx(np.linalg.norm(v))
             if norm <= 1.0:  # within the bound: untouched
@@ -43,9 +70,9 @@ def test_every_clipped_update_has_norm_at_most_the_clip_norm():
     # The aggregate of clipped updates without noise is bounded the same way.
     cfg = _dp_config({"selection.cohort_size": 5, "data.num_clients": 10})
     big = [rng.normal(size=50) * 10 for _ in range(5)]
-    private = dp_fedavg.private_mean(cfg, _updates(big), 1, {})
-    assert private.clipped == 5
-    assert np.linalg.norm(private.delta) <= 1.0 + 1e-6
+    delta, clipped, _ = _private_mean(cfg, _updates(big), 1, {})
+    assert clipped == 5
+    assert np.linalg.norm(delta) <= 1.0 + 1e-6
 
 
 def test_noise_standard_deviation_matches_z_times_c():
@@ -57,25 +84,31 @@ def test_noise_standard_deviation_matches_z_times_c():
             "selection.cohort_size": cohort,
         }
     )
-    private = dp_fedavg.private_mean(cfg, _updates([np.zeros(size)] * 3), 4, {})
-    noise_on_sum = private.delta.astype(np.float64) * cohort
+    delta, _, _ = _private_mean(cfg, _updates([np.zeros(size)] * 3), 4, {})
+    noise_on_sum = delta.astype(np.float64) * cohort
     # The standard error of a sample standard deviation is about sigma / sqrt(2 n).
     tolerance = 4 * z * c / math.sqrt(2 * size)
     assert abs(noise_on_sum.std() - z * c) < tolerance
     assert abs(noise_on_sum.mean()) < 4 * z * c / math.sqrt(size)
     # Deterministic: the noise flows from the seed and the round.
-    again = dp_fedavg.private_mean(cfg, _updates([np.zeros(size)] * 3), 4, {})
-    np.testing.assert_array_equal(private.delta, again.delta)
-    other_round = dp_fedavg.private_mean(cfg, _updates([np.zeros(size)] * 3), 5, {})
-    assert not np.array_equal(private.delta, other_round.delta)
+    again, _, _ = _private_mean(cfg, _updates([np.zeros(size)] * 3), 4, {})
+    np.testing.assert_array_equal(delta, again)
+    other_round, _, _ = _private_mean(cfg, _updates([np.zeros(size)] * 3), 5, {})
+    assert not np.array_equal(delta, other_round)
 
 
 def test_distributed_noise_shares_sum_to_the_central_noise():
     z, c, clients, size = 1.1, 2.0, 25, 20_000
-    cfg = _dp_config({"aggregation.dp.noise_multiplier": z, "aggregation.dp.clip_norm": c})
-    shares = [
-        dp_fedavg.distributed_noise_share(cfg, k, 3, size, c, clients) for k in range(clients)
-    ]
+    cfg = _dp_config(
+        {
+            "aggregation.dp.noise_multiplier": z,
+            "aggregation.dp.clip_norm": c,
+            "selection.cohort_size": clients,
+            "aggregation.quorum": 1.0,
+        }
+    )
+    zero = np.zeros(size, np.float32)
+    shares = [_secure_client_part(cfg, k, 3, zero).astype(np.float64) for k in range(clients)]
     assert np.std(shares[0]) == pytest.approx(z * c / math.sqrt(clients), rel=0.05)
     assert np.std(np.sum(shares, axis=0)) == pytest.approx(z * c, rel=0.05)
 
@@ -87,14 +120,13 @@ def test_privatized_updates_sum_like_the_central_mechanism():
             "aggregation.dp.noise_multiplier": z,
             "aggregation.dp.clip_norm": c,
             "selection.cohort_size": clients,
+            "aggregation.quorum": 1.0,
         }
     )
     rng = np.random.default_rng(2)
     deltas = [rng.normal(size=size) * 0.1 for _ in range(clients)]  # norms about 14 > C
-    sent = [
-        dp_fedavg.privatize_for_secure_sum(cfg, k, 1, d, c, clients) for k, d in enumerate(deltas)
-    ]
-    clipped_sum = np.sum([dp_fedavg.clip(d, c)[0] for d in deltas], axis=0)
+    sent = [_secure_client_part(cfg, k, 1, d) for k, d in enumerate(deltas)]
+    clipped_sum = np.sum([clip_l2(d, c)[0] for d in deltas], axis=0)
     noise = np.sum(sent, axis=0, dtype=np.float64) - clipped_sum
     assert np.std(noise) == pytest.approx(z * c, rel=0.05)
 
@@ -111,10 +143,10 @@ def test_adaptive_clipping_moves_towards_the_target_quantile():
     )  # no noise: the clip norm follows the exact quantile
     norms = rng.uniform(1.0, 3.0, size=50)  # median 2
     updates = _updates([n * np.eye(1, 8, 0)[0] for n in norms])
-    state = dp_fedavg.initial_state(cfg)
+    state = build_chain(cfg).initial_state(8)
     for round_number in range(1, 80):
-        state = dp_fedavg.private_mean(cfg, updates, round_number, state).state
-    assert dp_fedavg.clip_norm(cfg, state) == pytest.approx(np.median(norms), rel=0.1)
+        state = _private_mean(cfg, updates, round_number, state)[2]
+    assert _dp_layer(cfg).clip_norm(state) == pytest.approx(np.median(norms), rel=0.1)
 
 
 def test_adaptive_clipping_splits_the_noise_between_count_and_values():
@@ -129,7 +161,7 @@ def test_adaptive_clipping_splits_the_noise_between_count_and_values():
     )
     sigma_b = privacy_accounting.count_noise_stddev(cfg)
     assert sigma_b == 5.0
-    z_value = dp_fedavg.value_noise_multiplier(cfg)
+    z_value = _dp_layer(cfg).value_noise_multiplier
     # Andrew et al. 2021: the pair is equivalent to one Gaussian with multiplier z.
     assert (z_value**-2 + (2 * sigma_b) ** -2) ** -0.5 == pytest.approx(1.0)
     assert z_value > 1.0
@@ -193,36 +225,52 @@ def test_reproduces_the_published_tf_privacy_mnist_epsilon():
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        (dict(dp_noise_multiplier=0.0, target_epsilon=3.0), "dp_noise_multiplier"),
-        (dict(dp_noise_multiplier=-1.0), "dp_noise_multiplier"),
-        (dict(dp_delta=0.01), "dp_delta"),  # 1 / num_clients = 0.01
-        (dict(dp_clip_norm=0.0), "dp_clip_norm"),
-        (dict(dp_clip_norm=-1.0), "dp_clip_norm"),
-        (dict(dp_clip_norm=None, target_epsilon=3.0), "dp_clip_norm"),
-        (dict(dp_noise_multiplier=1.0, target_epsilon=0.01), "target_epsilon"),
         (
-            dict(dp_clipping="adaptive", dp_noise_multiplier=2.0, dp_clip_count_stddev=0.5),
-            "dp_clip_count_stddev",
+            {"aggregation.dp.noise_multiplier": 0.0, "aggregation.dp.target_epsilon": 3.0},
+            "aggregation.dp.noise_multiplier",
         ),
-        (dict(dp_accountant="moments"), "dp_accountant"),
-        (dict(dp_clip_norm=None, dp_noise_multiplier=1.0), "dp_clip_norm"),
-        (dict(local_dp_noise_multiplier=1.0), "local_dp_clip_norm"),
-        (dict(local_dp_clip_norm=0.0), "local_dp_clip_norm"),
-        (dict(client_weighting="adaptive"), "client_weighting"),
+        ({"aggregation.dp.noise_multiplier": -1.0}, "aggregation.dp.noise_multiplier"),
+        ({"aggregation.dp.delta": 0.01}, "aggregation.dp.delta"),  # 1 / num_clients = 0.01
+        ({"aggregation.dp.clip_norm": 0.0}, "aggregation.dp.clip_norm"),
+        ({"aggregation.dp.clip_norm": -1.0}, "aggregation.dp.clip_norm"),
+        (
+            {"aggregation.dp.clip_norm": None, "aggregation.dp.target_epsilon": 3.0},
+            "aggregation.dp.clip_norm",
+        ),
+        (
+            {"aggregation.dp.noise_multiplier": 1.0, "aggregation.dp.target_epsilon": 0.01},
+            "aggregation.dp.target_epsilon",
+        ),
+        (
+            {
+                "aggregation.dp.clipping": "adaptive",
+                "aggregation.dp.noise_multiplier": 2.0,
+                "aggregation.dp.clip_count_stddev": 0.5,
+            },
+            "aggregation.dp.clip_count_stddev",
+        ),
+        ({"aggregation.dp.accountant": "moments"}, "aggregation.dp.accountant"),
+        (
+            {"aggregation.dp.clip_norm": None, "aggregation.dp.noise_multiplier": 1.0},
+            "aggregation.dp.clip_norm",
+        ),
+        ({"training.dp_sgd_noise_multiplier": 1.0}, "training.dp_sgd_clip_norm"),
+        ({"training.dp_sgd_clip_norm": 0.0}, "training.dp_sgd_clip_norm"),
+        ({"selection.client_weighting": "adaptive"}, "selection.client_weighting"),
     ],
 )
 def test_bad_dp_config_is_refused_up_front(changes, field):
     with pytest.raises(config.ConfigError) as error:
-        _dp_config(**changes)
+        preflight.check(_dp_config(changes))
     assert error.value.field == field
 
 
 @pytest.mark.parametrize("policy", ["power_of_choice", "oort", "linucb"])
 def test_dp_refuses_a_selection_policy_that_breaks_the_sampling_assumption(policy):
-    assert config.from_mapping({"selection.policy": policy}).selection_policy == policy
+    assert preflight.check(config.from_mapping({"selection.policy": policy}))
     with pytest.raises(config.ConfigError) as error:
-        _dp_config({"selection.policy": policy})
-    assert error.value.field == "selection_policy"
+        preflight.check(_dp_config({"selection.policy": policy}))
+    assert error.value.field == "selection.policy"
 
 
 def test_budget_stops_before_the_round_that_would_exceed_it(small_config, tmp_path):
@@ -258,9 +306,8 @@ def test_budget_stops_before_the_round_that_would_exceed_it(small_config, tmp_pa
     assert version.tags["dp_accountant"] == "rdp"
 
 
-def test_dp_refuses_another_aggregator(monkeypatch):
-    monkeypatch.setitem(config._RULES, "aggregator", (lambda v: v in ("fedavg", "median"), "test"))
-    assert config.from_mapping({"aggregation.rule": "median"}).aggregator == "median"
+def test_dp_refuses_another_aggregator():
+    assert preflight.check(config.from_mapping({"aggregation.rule": "median"}))
     with pytest.raises(config.ConfigError) as error:
-        _dp_config({"aggregation.rule": "median"})
-    assert error.value.field == "aggregator"
+        preflight.check(_dp_config({"aggregation.rule": "median"}))
+    assert error.value.field == "aggregation.rule"

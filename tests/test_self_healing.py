@@ -197,7 +197,7 @@ def test_compiled_pipeline_retries_every_task_and_keys_initialize_on_the_config(
 def test_experiment_table_reports_ratio_accuracy_and_each_recovery(tmp_path):
     from fedpipe.experiments import self_healing as experiment
 
-    base = config.RunConfig(**{**experiment.DEFAULTS, "tracking.uri": "sqlite://"})
+    base = config.from_mapping({**experiment.DEFAULTS, "tracking.uri": "sqlite://"})
     clean = experiment.RunResult("fault-free", 5, 0.90, 100.0, 1, 0, [])
     crash = round_health.Recovery(3, "aggregate", faults.PIPELINE_CRASH, 12.5)
     lost = round_health.Recovery(2, "local_train-1", faults.CRASH, None)

@@ -29,9 +29,7 @@ def test_fedavgm_accumulates_momentum():
 @pytest.mark.parametrize("name", ["fedadam", "fedyogi"])
 def test_adaptive_first_step_matches_reddi_et_al(name):
     tau, b1, b2, lr = 1e-3, 0.9, 0.99, 0.1
-    weights, state = _step(
-        name, learning_rate=lr, tau=tau, beta1=b1, beta2=b2
-    )
+    weights, state = _step(name, learning_rate=lr, tau=tau, beta1=b1, beta2=b2)
     m = (1 - b1) * D
     v0, sq = tau**2, D**2
     v = b2 * v0 + (1 - b2) * sq if name == "fedadam" else v0 - (1 - b2) * sq * np.sign(v0 - sq)

@@ -9,6 +9,7 @@ import click
 
 from fedpipe import config as run_config
 from fedpipe import preflight
+from fedpipe.clients import selection as selection_policies
 
 RUNS_DIR = Path("runs")
 
@@ -103,7 +104,8 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
     cfg = _load_config(config_path, sets)
     result = train_centralized(cfg, epochs or cfg.training.rounds * cfg.training.local_epochs)
     click.echo(
-        f"centralized {cfg.model.name} on {cfg.data.dataset}: held-out accuracy {result.accuracy:.4f}, "
+        f"centralized {cfg.model.name} on {cfg.data.dataset}: "
+        f"held-out accuracy {result.accuracy:.4f}, "
         f"loss {result.loss:.4f}"
     )
 
@@ -192,7 +194,7 @@ def privacy_utility(
     "--policy",
     "policies",
     multiple=True,
-    type=click.Choice(run_config.SELECTION_POLICIES),
+    type=click.Choice(tuple(selection_policies.POLICIES)),
     help="Policies to compare (default: all).",
 )
 @click.option("--target", type=float, default=0.85, help="Target held-out accuracy.")
@@ -217,7 +219,7 @@ def experiment_selection(
     rows = selection.run(
         cfg,
         seeds=list(range(seeds)),
-        policies=policies or run_config.SELECTION_POLICIES,
+        policies=policies or tuple(selection_policies.POLICIES),
         target=target,
         output_dir=Path(output_dir),
     )

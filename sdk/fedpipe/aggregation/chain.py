@@ -98,6 +98,14 @@ class AggregationChain:
     def combine(self, updates: list[ClientUpdate], rnd: RoundContext) -> Aggregate:
         return self.combiner.combine(updates, self.weighting, rnd)
 
+    def aggregate_plain(
+        self, updates: list[ClientUpdate], rnd: RoundContext, weights: np.ndarray
+    ) -> tuple[np.ndarray, State, np.ndarray, dict[str, float]]:
+        """The whole plain-path server side on individual updates (no quorum rule): what
+        the aggregate stage does between reading and writing, for benchmarks and tests."""
+        screened = self.screen(updates, rnd)
+        return self.finish(self.combine(screened.kept, rnd), rnd, weights)
+
     def finish(
         self, aggregate: Aggregate, rnd: RoundContext, weights: np.ndarray
     ) -> tuple[np.ndarray, State, np.ndarray, dict[str, float]]:

@@ -92,7 +92,8 @@ def run_setting(base: RunConfig, setting: Setting, clip_norm: float, workdir: Pa
 def to_markdown(rows: list[Row], base: RunConfig) -> str:
     lines = [
         f"# Privacy-utility: {base.data.dataset}, {base.data.num_clients} clients, cohorts of "
-        f"{base.selection.cohort_size} (q = {privacy_accounting.sampling_rate(base):g}), {base.training.rounds} "
+        f"{base.selection.cohort_size} (q = {privacy_accounting.sampling_rate(base):g}), "
+        f"{base.training.rounds} "
         f"rounds, {base.model.name}, {base.aggregation.dp.accountant.upper()} accountant",
         "",
         "| setting | noise multiplier | clip norm | epsilon | delta | rounds | accuracy |",

@@ -41,7 +41,7 @@ def run(config: RunConfig, out_dir: Path) -> list[VariantResult]:
     results = []
     for name, changes in VARIANTS:
         workdir = out_dir / "runs" / _slug(name)
-        sim = simulate(config.replace(**changes), workdir, run_name=name, register=False)
+        sim = simulate(config.replace(changes), workdir, run_name=name, register=False)
         reports = [
             AggregationOutcome.load(workdir / f"round_{n:03d}" / "outcome.json").secure_aggregation
             for n in range(1, config.training.rounds + 1)

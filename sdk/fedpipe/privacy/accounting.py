@@ -30,7 +30,8 @@ def sampling_rate(config: RunConfig) -> float:
 
 
 def epsilon(config: RunConfig, rounds: int) -> float:
-    """Epsilon at config.aggregation.dp.delta after `rounds` rounds (inf without noise, 0 before any)."""
+    """Epsilon at aggregation.dp.delta after `rounds` rounds (inf without noise, 0 before
+    any)."""
     return _sampled_gaussian_epsilon(
         config, sampling_rate(config), config.aggregation.dp.noise_multiplier, rounds
     )

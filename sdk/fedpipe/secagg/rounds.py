@@ -292,8 +292,8 @@ def unmask_sum(
     message_paths: Sequence[str | Path],
 ) -> SecureSum:
     """Server side: replay the protocol from the messages, unmask the survivors' sum and
-    keep it as the chain's aggregate (sum and total weight). Raises ThresholdNotMet (nothing is learned) when a
-    secret can no longer be recovered."""
+    keep it as the chain's aggregate (sum and total weight). Raises ThresholdNotMet
+    (nothing is learned) when a secret can no longer be recovered."""
     started = time.perf_counter()
     session = session_for(config, plan.cohort, plan.spec.size)
     messages = load_messages(message_paths, plan.cohort.round_number)

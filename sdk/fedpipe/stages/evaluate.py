@@ -132,7 +132,9 @@ def evaluate(
     if outcome.skipped:
         print(f"round {n:>3}/{config.training.rounds}: skipped, {registry.stop_reason}", flush=True)
         registry.save(new_registry_path)
-        return RoundEvaluation(result.accuracy, result.loss, result.confusion_matrix, {})
+        spent = privacy_accounting.reported_epsilon(config, registry.completed_rounds)
+        metrics = {} if spent is None else {"epsilon": spent}  # the budget spent stays spent
+        return RoundEvaluation(result.accuracy, result.loss, result.confusion_matrix, metrics)
 
     round_sim_s = client_history.record_round(config, registry, outcome, result.accuracy)
     _update_registry(registry, outcome)

@@ -57,7 +57,8 @@ def _champion_accuracy(
         probs = champion.predict(x, verbose=0)
     except ValueError as e:  # another input shape: a champion of a different task
         raise ValueError(
-            f"champion version {version.version} of '{config.tracking.registered_model_name}' cannot "
+            f"champion version {version.version} of "
+            f"'{config.tracking.registered_model_name}' cannot "
             f"score this run's held-out set ({e}); use another registered_model_name"
         ) from e
     return trainer.score(probs, y, num_classes).accuracy, str(version.version)
