@@ -15,11 +15,11 @@ from fedpipe.components.evaluate.component import evaluate
 from fedpipe.components.initialize.component import initialize
 from fedpipe.components.local_train.component import local_train
 from fedpipe.components.register.component import register
-from fedpipe.components.secagg_advertise.component import advertise_keys
-from fedpipe.components.secagg_relay.component import relay_messages
-from fedpipe.components.secagg_request.component import request_unmasking
-from fedpipe.components.secagg_share_keys.component import share_keys
-from fedpipe.components.secagg_unmask.component import unmask_response
+from fedpipe.components.secure_aggregation.advertise.component import advertise_keys
+from fedpipe.components.secure_aggregation.relay.component import relay_messages
+from fedpipe.components.secure_aggregation.request.component import request_unmasking
+from fedpipe.components.secure_aggregation.share_keys.component import share_keys
+from fedpipe.components.secure_aggregation.unmask.component import unmask_response
 from fedpipe.components.secure_aggregate.component import secure_aggregate
 from fedpipe.components.select.component import select_clients
 from fedpipe.config import RunConfig
@@ -148,7 +148,7 @@ def _round(config_json, round_number, mlflow_run_id, model, registry, secure: bo
         updates=dsl.Collected(train_task.outputs["updates"]),
         **secagg,
     )
-    retry(aggregate_task).set_display_name("secure-aggregate")
+    retry(aggregate_task).set_display_name("secure-aggregate" if secure else "aggregate")
     evaluate_task = evaluate(
         config_json=config_json,
         mlflow_run_id=mlflow_run_id,

@@ -12,15 +12,23 @@ def initialize(
     model: Output[Model],
     registry: Output[Artifact],
 ) -> str:
-    """Initial global model, client registry and MLflow parent run; returns the run id."""
+    """The round-0 global model, the client registry and the MLflow parent run.
+
+    Args:
+        config_json: The run config as JSON (fedpipe.config); refused before anything runs
+            if it cannot work, or if its rounds differ from the compiled ones.
+        compiled_rounds: The rounds this pipeline was compiled for.
+        run_name: The name of the MLflow run (the pipeline job's name).
+        model: The initial global model (weights, spec, server state).
+        registry: The client registry every round reads and updates.
+
+    Returns:
+        The MLflow run id every stage of this training logs to.
+    """
     from fedpipe import config, stages
 
     run_config = config.from_json(config_json)
-    if run_config.training.rounds != compiled_rounds:
-        raise config.ConfigError(
-            "rounds",
-            run_config.training.rounds,
-            f"{compiled_rounds}, the rounds this pipeline was compiled for",
-        )
     model.metadata.update({"framework": "keras", "model": run_config.model.name, "round": 0})
-    return stages.initialize(run_config, model.path, registry.path, run_name)
+    return stages.initialize(
+        run_config, model.path, registry.path, run_name, compiled_rounds=compiled_rounds
+    )

@@ -14,8 +14,16 @@ def local_train(
     updates: Output[Artifact],
     secagg_transcript: Optional[Input[Artifact]] = None,
 ):
-    """Train every client of one shard from the global model; emit their updates (masked
-    under secure aggregation, with the keys shared in secagg_transcript)."""
+    """The updates of one shard's clients, from the client runtime.
+
+    Args:
+        config_json: The run config as JSON (fedpipe.config).
+        plan: The round plan from broadcast.
+        shard: Which of the cohort's shards this task serves.
+        updates: The shard's updates (masked inputs under secure aggregation).
+        secagg_transcript: Under secure aggregation, the relayed key advertisements and
+            shares the clients mask with.
+    """
     from fedpipe import config, stages
 
     messages = [secagg_transcript.path] if secagg_transcript is not None else []

@@ -15,7 +15,19 @@ def register(
     registry: Input[Artifact],
     report: Output[Markdown],
 ) -> NamedTuple("Registration", version=str, promoted=bool, accuracy=float):
-    """Register the final model in MLflow; move `champion` to it if it beats the champion."""
+    """Register the final model in MLflow; move `champion` to it if it beats the champion.
+
+    Args:
+        config_json: The run config as JSON (fedpipe.config).
+        mlflow_run_id: The MLflow run of this training.
+        pipeline_run: The pipeline job's name, recorded on the model version.
+        model: The final global model.
+        registry: The final client registry.
+        report: The registration verdict in Markdown.
+
+    Returns:
+        The version registered, whether it was promoted, and its held-out accuracy.
+    """
     from collections import namedtuple
 
     from fedpipe import config, stages

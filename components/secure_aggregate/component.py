@@ -17,12 +17,25 @@ def secure_aggregate(
     report: Output[Markdown],
     secagg_transcript: Optional[Input[Artifact]] = None,
 ):
-    """Validate the shards' updates, check the quorum, aggregate, step the server optimizer."""
+    """Aggregate the round: the aggregation chain over the shards' updates (under secure
+    aggregation, over the unmasked sum of the masked inputs), the quorum, the server step.
+
+    Args:
+        config_json: The run config as JSON (fedpipe.config).
+        plan: The round plan broadcast to the clients.
+        model: The previous global model (weights and server state).
+        updates: Every shard's updates (masked inputs under secure aggregation).
+        new_model: The new global model; not written below the quorum.
+        outcome: Accepted, rejected and flagged clients and the chain's metrics.
+        report: The round report (client-level rows left out under DP).
+        secagg_transcript: The round's protocol messages, under secure aggregation.
+    """
     from fedpipe import config, stages
 
+    run_config = config.from_json(config_json)
     messages = [secagg_transcript.path] if secagg_transcript is not None else []
     result = stages.aggregate(
-        config.from_json(config_json),
+        run_config,
         plan.path,
         model.path,
         [u.path for u in updates],
@@ -32,4 +45,4 @@ def secure_aggregate(
     )
     new_model.metadata.update({"framework": "keras", "round": result.round_number})
     with open(report.path, "w") as f:
-        f.write(result.to_markdown())
+        f.write(result.to_markdown(client_level=not run_config.dp_enabled))

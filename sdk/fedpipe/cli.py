@@ -129,9 +129,9 @@ def compile_command(
     cfg = _load_config(config_path, sets, local=False, extra={"training.rounds": rounds})
     if cfg.tracking.uri.startswith("sqlite:"):
         click.echo(
-            f"warning: mlflow_tracking_uri {cfg.tracking.uri} is a local file; on a "
+            f"warning: tracking.uri {cfg.tracking.uri} is a local file; on a "
             "cluster every pod would get its own database. Pass --set "
-            "mlflow_tracking_uri=http://<your MLflow server> for a cluster run.",
+            "tracking.uri=http://<your MLflow server> for a cluster run.",
             err=True,
         )
     compilation.compile_pipeline(cfg, Path(output), image=image)

@@ -18,11 +18,11 @@ COMPONENTS = (
     ("secure_aggregate", "secure_aggregate"),
     ("evaluate", "evaluate"),
     ("register", "register"),
-    ("secagg_advertise", "advertise_keys"),
-    ("secagg_relay", "relay_messages"),
-    ("secagg_share_keys", "share_keys"),
-    ("secagg_request", "request_unmasking"),
-    ("secagg_unmask", "unmask_response"),
+    ("secure_aggregation/advertise", "advertise_keys"),
+    ("secure_aggregation/relay", "relay_messages"),
+    ("secure_aggregation/share_keys", "share_keys"),
+    ("secure_aggregation/request", "request_unmasking"),
+    ("secure_aggregation/unmask", "unmask_response"),
 )
 
 
@@ -56,7 +56,7 @@ def component_yaml_path(stage: str) -> Path:
 def compile_component(stage: str, function: str, output: Path, image: str | None = None) -> Path:
     from kfp import compiler
 
-    module = importlib.import_module(f"fedpipe.components.{stage}.component")
+    module = importlib.import_module(f"fedpipe.components.{stage.replace('/', '.')}.component")
     compiler.Compiler().compile(getattr(module, function), str(output))
     _set_image(output, image)
     return output

@@ -7,16 +7,30 @@ from pathlib import Path
 from fedpipe.aggregation.chain import build_chain
 from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
-from fedpipe.config import RunConfig
+from fedpipe import preflight
+from fedpipe.config import ConfigError, RunConfig
 from fedpipe.data import partition
 from fedpipe.ops import tracking
 from fedpipe.training import trainer
 
 
 def initialize(
-    config: RunConfig, model_path: str | Path, registry_path: str | Path, run_name: str
+    config: RunConfig,
+    model_path: str | Path,
+    registry_path: str | Path,
+    run_name: str,
+    compiled_rounds: int | None = None,
 ) -> str:
-    """Write the initial model and registry; return the MLflow run id every stage logs to."""
+    """Write the initial model and registry; return the MLflow run id every stage logs to.
+    A config that cannot run, or (in a compiled pipeline) whose rounds differ from the
+    compiled ones, is refused before anything is written."""
+    preflight.check(config)
+    if compiled_rounds is not None and config.training.rounds != compiled_rounds:
+        raise ConfigError(
+            "training.rounds",
+            config.training.rounds,
+            f"{compiled_rounds}, the rounds this pipeline was compiled for",
+        )
     model_trainer = trainer.for_config(config)
     weights = model_trainer.initial_weights()
     state = build_chain(config).initial_state(weights.size)

@@ -13,7 +13,13 @@ def relay_messages(
     previous: Optional[Input[Artifact]] = None,
 ):
     """Secure aggregation (server side): forward the previous transcript plus the messages
-    the shards sent, as one artifact every client task can read."""
+    the shards sent, as one artifact every client task can read.
+
+    Args:
+        messages: The messages every shard sent in this step.
+        transcript: The transcript so far, for the next step's client tasks.
+        previous: The transcript of the previous steps, if any.
+    """
     from fedpipe import stages
 
     paths = ([previous.path] if previous is not None else []) + [m.path for m in messages]

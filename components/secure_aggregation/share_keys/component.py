@@ -12,7 +12,15 @@ def share_keys(
     transcript: Input[Artifact],
     key_shares: Output[Artifact],
 ):
-    """Secure aggregation step 2 (client side): each client's encrypted key shares."""
+    """Secure aggregation step 2 (client side): each client's encrypted key shares.
+
+    Args:
+        config_json: The run config as JSON (fedpipe.config).
+        plan: The round plan from broadcast.
+        shard: Which of the cohort's shards this task serves.
+        transcript: The relayed key advertisements.
+        key_shares: The shard's clients' encrypted shares for their neighbours.
+    """
     from fedpipe import config, stages
 
     stages.share_keys(

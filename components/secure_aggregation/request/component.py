@@ -15,7 +15,15 @@ def request_unmasking(
     request: Output[Artifact],
 ):
     """Secure aggregation step 4 (server side): name the survivors and the dropped clients;
-    fails the round when a secret can no longer be recovered."""
+    fails the round when a secret can no longer be recovered.
+
+    Args:
+        config_json: The run config as JSON (fedpipe.config).
+        plan: The round plan from broadcast.
+        transcript: The relayed advertisements and key shares.
+        updates: Every shard's masked inputs (who sent one survived).
+        request: The unmasking request, after the transcript so far.
+    """
     from fedpipe import config, stages
 
     stages.request_unmasking(

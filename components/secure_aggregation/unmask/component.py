@@ -13,7 +13,15 @@ def unmask_response(
     responses: Output[Artifact],
 ):
     """Secure aggregation step 4 (client side): the shares the server's request asks of
-    the shard's surviving clients; honest clients refuse an unsafe request."""
+    the shard's surviving clients; honest clients refuse an unsafe request.
+
+    Args:
+        config_json: The run config as JSON (fedpipe.config).
+        plan: The round plan from broadcast.
+        shard: Which of the cohort's shards this task serves.
+        request: The transcript ending with the server's unmasking request.
+        responses: The shard's clients' answers.
+    """
     from fedpipe import config, stages
 
     stages.unmask_response(
