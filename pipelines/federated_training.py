@@ -15,12 +15,12 @@ from fedpipe.components.evaluate.component import evaluate
 from fedpipe.components.initialize.component import initialize
 from fedpipe.components.local_train.component import local_train
 from fedpipe.components.register.component import register
+from fedpipe.components.secure_aggregate.component import secure_aggregate
 from fedpipe.components.secure_aggregation.advertise.component import advertise_keys
 from fedpipe.components.secure_aggregation.relay.component import relay_messages
 from fedpipe.components.secure_aggregation.request.component import request_unmasking
 from fedpipe.components.secure_aggregation.share_keys.component import share_keys
 from fedpipe.components.secure_aggregation.unmask.component import unmask_response
-from fedpipe.components.secure_aggregate.component import secure_aggregate
 from fedpipe.components.select.component import select_clients
 from fedpipe.config import RunConfig
 from fedpipe.secagg.rounds import enabled as secure_aggregation_enabled

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedpipe import preflight
 from fedpipe.aggregation.chain import build_chain
 from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
-from fedpipe import preflight
 from fedpipe.config import ConfigError, RunConfig
 from fedpipe.data import partition
 from fedpipe.ops import tracking
