@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from fedpipe import config
+from fedpipe.aggregation.layer import RoundContext
+from fedpipe.aggregation.mean import AnnouncedWeighting, Mean
 from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.clients import weights as client_weights
@@ -67,7 +69,10 @@ def test_weighted_mean_renormalises_over_the_clients_that_reported():
         for i in (0, 2)
     ]
     announced = {0: 0.5, 1: 0.25, 2: 0.25}  # client 1 dropped out
-    mean = client_weights.weighted_mean(updates, announced, max_weight=1.0)
-    assert mean == pytest.approx(np.full(3, 2 * 1 / 3))
-    capped = client_weights.weighted_mean(updates, announced, max_weight=0.5)
-    assert capped == pytest.approx(np.full(3, 1.0))
+    rnd = RoundContext(1, [0, 1, 2], announced, {}, None, secure=False)
+
+    def mean_with_cap(cap: float) -> np.ndarray:
+        return Mean().combine(updates, AnnouncedWeighting(cap), rnd).delta
+
+    assert mean_with_cap(1.0) == pytest.approx(np.full(3, 2 * 1 / 3))
+    assert mean_with_cap(0.5) == pytest.approx(np.full(3, 1.0))

@@ -19,6 +19,7 @@ import numpy as np
 from fedpipe.aggregation.chain import AggregationChain, build_chain
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate
+from fedpipe.secagg import rounds
 
 if TYPE_CHECKING:
     from fedpipe.config import RunConfig
@@ -107,13 +108,4 @@ class InProcessClients:
         trained = [u for u in (self.train(plan, c) for c in clients) if u is not None]
         if not self.chain.secure:
             return trained
-        from fedpipe.secagg import rounds
-
         return rounds.mask_updates(self.config, self.chain, plan, trained, secagg_messages)
-
-
-def for_config(config: RunConfig) -> ClientRuntime:
-    """The runtime a run's config asks for: simulated clients on a dataset's partition."""
-    from fedpipe.simulation import clients as simulated
-
-    return simulated.simulated_clients(config)

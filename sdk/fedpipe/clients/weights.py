@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedpipe.artifacts import wire
 from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
-from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.clients import history as client_history
 from fedpipe.config import RunConfig
 
@@ -65,16 +63,3 @@ def cohort_weights(config: RunConfig, registry: ClientRegistry, cohort: list[int
     if config.selection.client_weighting == "adaptive":
         raw *= [adaptive_factor(r) for r in records]
     return [float(w) for w in cap(raw, config.selection.max_client_weight)]
-
-
-def weighted_mean(
-    updates: list[ClientUpdate], announced: dict[int, float], max_weight: float
-) -> np.ndarray:
-    """Mean of the accepted updates with the announced weights, renormalised (and capped
-    again) over the clients that actually reported."""
-    updates = sorted(updates, key=lambda u: u.client_id)
-    weights = cap(np.array([announced[u.client_id] for u in updates]), max_weight)
-    total = np.zeros_like(updates[0].vector, dtype=np.float64)
-    for w, u in zip(weights, updates, strict=True):
-        total += w * u.vector
-    return total.astype(wire.WIRE_DTYPE)

@@ -13,6 +13,7 @@ from typing import Any
 
 from fedpipe.config import checks
 from fedpipe.config.errors import ConfigError
+from fedpipe.config.fault_schedule import ScheduledFault
 
 DATASETS = ("digits", "breast_cancer", "mnist")
 PARTITIONERS = ("iid", "dirichlet", "shards", "quantity_skew")
@@ -232,11 +233,6 @@ class ScreeningConfig(Section):
 class AggregationConfig(Section):
     """The aggregation chain (fedpipe.aggregation.chain): rule, defences, privacy layers."""
 
-    def __post_init__(self) -> None:
-        if isinstance(self.layers, list):  # from JSON or YAML; a config is hashable
-            object.__setattr__(self, "layers", tuple(self.layers))
-        super().__post_init__()
-
     rule: str = setting("fedavg", checks.nonempty_str, "an aggregation rule name")
     quorum: float = setting(
         0.5, checks.number(0.0, 1.0, low_open=True), "a fraction of the cohort in (0, 1]"
@@ -257,6 +253,11 @@ class AggregationConfig(Section):
     screening: ScreeningConfig = subsection(ScreeningConfig)
     dp: DpConfig = subsection(DpConfig)
     secure: SecureConfig = subsection(SecureConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, list):  # from JSON or YAML; a config is hashable
+            object.__setattr__(self, "layers", tuple(self.layers))
+        super().__post_init__()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,8 +305,6 @@ class AttackConfig(Section):
 
 
 def _is_fault_schedule(v: Any) -> bool:
-    from fedpipe.config.fault_schedule import ScheduledFault
-
     if not isinstance(v, list | tuple) or not all(isinstance(e, str) for e in v):
         return False
     try:

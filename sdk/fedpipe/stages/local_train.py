@@ -12,9 +12,9 @@ from pathlib import Path
 
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import save_shard
-from fedpipe.clients import runtime as client_runtime
 from fedpipe.config import RunConfig
 from fedpipe.simulation import faults
+from fedpipe.simulation.clients import simulated_clients
 
 
 def local_train(
@@ -34,9 +34,7 @@ def local_train(
     )
     if fault == "lost":
         return
-    sent = client_runtime.for_config(config).updates(
-        plan, plan.cohort.shards[shard], secagg_messages
-    )
+    sent = simulated_clients(config).updates(plan, plan.cohort.shards[shard], secagg_messages)
     if fault == faults.CORRUPT and sent:
         sent[0] = faults.corrupt(sent[0])
         faults.record(config, round_number, f"local_train-{shard}", fault, 1, "corrupted")

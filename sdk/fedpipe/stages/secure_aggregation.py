@@ -15,6 +15,7 @@ from pathlib import Path
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import load_shard
 from fedpipe.config import RunConfig
+from fedpipe.secagg import MaskedInput
 from fedpipe.secagg import rounds as sa
 
 
@@ -119,8 +120,6 @@ def unmask_response(
 def masked_inputs(update_paths: Sequence[str | Path]):
     """The masked inputs in the shards' update artifacts (unreadable shards count as
     clients that dropped)."""
-    from fedpipe.secagg import MaskedInput
-
     found = []
     for path in update_paths:
         try:
