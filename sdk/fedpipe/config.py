@@ -285,7 +285,10 @@ def _is_fault_schedule(v: Any) -> bool:
 _INF = float("inf")
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset": (_one_of(DATASETS), f"one of {', '.join(DATASETS)}"),
-    "data_dir": (lambda v: v is None or isinstance(v, str), "a directory path or null"),
+    "data_dir": (
+        lambda v: v is None or isinstance(v, str),
+        "a directory path, a file:// s3:// or gs:// folder URI, or null",
+    ),
     "heldout_fraction": (_is_float(0.0, 0.9, low_open=True), "a number in (0, 0.9]"),
     "partitioner": (_one_of(PARTITIONERS), f"one of {', '.join(PARTITIONERS)}"),
     "dirichlet_alpha": (_is_float(0.0, _INF, low_open=True), "a number > 0"),
@@ -426,6 +429,6 @@ def resolve_local_paths(config: RunConfig, base: Path) -> RunConfig:
         db = (base / uri.removeprefix("sqlite:///")).resolve()
         db.parent.mkdir(parents=True, exist_ok=True)
         changes["mlflow_tracking_uri"] = f"sqlite:///{db}"
-    if config.data_dir and not Path(config.data_dir).is_absolute():
+    if config.data_dir and "://" not in config.data_dir and not Path(config.data_dir).is_absolute():
         changes["data_dir"] = str((base / config.data_dir).resolve())
     return config.replace(**changes) if changes else config

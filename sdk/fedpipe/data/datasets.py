@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fedpipe.config import ConfigError, RunConfig
+from fedpipe.data import storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,9 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _load_mnist(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    root = Path(data_dir)
+    """MNIST from a folder of IDX files: a local path, or an s3:// / gs:// / file:// URI
+    (a remote folder is copied to the local cache once and checked)."""
+    root = storage.local_folder(data_dir)
     image_files = sorted(root.glob("*-images-idx3-ubyte*"))
     if not image_files:
         raise ConfigError("data_dir", data_dir, "a directory with *-images-idx3-ubyte[.gz] files")

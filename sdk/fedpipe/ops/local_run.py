@@ -20,7 +20,9 @@ class LocalRun:
     seconds: float
 
     def summary(self) -> str:
-        uri = self.config.mlflow_tracking_uri
+        from fedpipe.ops.tracking import redact_uri
+
+        uri = redact_uri(self.config.mlflow_tracking_uri)
         return "\n".join(
             [
                 "",
