@@ -61,12 +61,17 @@ def postgres():
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(server_dir: Path, postgres, s3) -> str:
+def mlflow_db(postgres) -> str:
+    """The MLflow server's PostgreSQL database, as a SQLAlchemy URL (holds the password)."""
+    return postgres.create_database("mlflow")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(server_dir: Path, mlflow_db: str, s3) -> str:
     """An MLflow tracking server on PostgreSQL, its artifacts proxied to the S3 bucket
     `mlflow`; yields the tracking URI."""
     from tests import servers
 
     s3.client().create_bucket(Bucket="mlflow")
-    backend = postgres.create_database("mlflow")
-    with servers.mlflow_server(server_dir, backend, "s3://mlflow/artifacts", s3.env()) as uri:
+    with servers.mlflow_server(server_dir, mlflow_db, "s3://mlflow/artifacts", s3.env()) as uri:
         yield uri

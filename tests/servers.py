@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 START_TIMEOUT_S = 120.0
+MLFLOW_START_TIMEOUT_S = 300.0  # migrations on PostgreSQL + app import, on a loaded machine
 PG_BIN = Path("/usr/lib/postgresql")
 
 
@@ -35,8 +37,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(ready: Callable[[], bool], process: subprocess.Popen | None, what: str, log: Path):
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _wait(
+    ready: Callable[[], bool],
+    process: subprocess.Popen | None,
+    what: str,
+    log: Path,
+    timeout: float = START_TIMEOUT_S,
+):
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise ServerError(f"{what} exited with {process.returncode}:\n{_tail(log)}")
@@ -44,7 +52,7 @@ def _wait(ready: Callable[[], bool], process: subprocess.Popen | None, what: str
             if ready():
                 return
         time.sleep(0.3)
-    raise ServerError(f"{what} not ready after {START_TIMEOUT_S:.0f}s:\n{_tail(log)}")
+    raise ServerError(f"{what} not ready after {timeout:.0f}s:\n{_tail(log)}")
 
 
 def _tail(log: Path, lines: int = 30) -> str:
@@ -65,11 +73,15 @@ def _process(args: list[str], log: Path, env: dict[str, str] | None = None) -> I
     try:
         yield process
     finally:
-        process.terminate()
+        # The server's own children (MLflow's uvicorn and job runner) share its process
+        # group, which start_new_session made equal to its pid.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
 
 
@@ -253,12 +265,19 @@ def mlflow_server(
         str(port),
         "--workers",
         "1",
-        "--backend-store-uri",
-        backend_store_uri,
-        "--artifacts-destination",
-        artifacts_destination,
     ]
-    with _process(args, log, env={**os.environ, **env}) as process:
+    # Store and artifact locations through MLflow's env vars: the password stays out of
+    # the process list.
+    env = {
+        **os.environ,
+        **env,
+        "MLFLOW_BACKEND_STORE_URI": backend_store_uri,
+        "MLFLOW_ARTIFACTS_DESTINATION": artifacts_destination,
+        # No background job runner (it starts several worker processes; tests use none).
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    with _process(args, log, env=env) as process:
         uri = f"http://127.0.0.1:{port}"
-        _wait(lambda: _http_ok(f"{uri}/health"), process, "MLflow server", log)
+        ready = lambda: _http_ok(f"{uri}/health")  # noqa: E731
+        _wait(ready, process, "MLflow server", log, MLFLOW_START_TIMEOUT_S)
         yield uri

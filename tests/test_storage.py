@@ -3,7 +3,6 @@ gcp-storage-emulator), datasets read from them, and the tracking URI's password 
 of MLflow."""
 
 import hashlib
-import os
 
 import numpy as np
 import pytest
@@ -88,9 +87,7 @@ def test_gcs_round_trip_through_the_emulator(server_dir, tmp_path, monkeypatch):
         gcs.Client().create_bucket("fedpipe-data")
         uri = "gs://fedpipe-data/mnist"
         storage.upload_folder(MNIST_DIR, uri)
-        assert storage.list_objects(uri) == {
-            p.name: p.stat().st_size for p in MNIST_DIR.iterdir()
-        }
+        assert storage.list_objects(uri) == {p.name: p.stat().st_size for p in MNIST_DIR.iterdir()}
         folder = storage.local_folder(uri, tmp_path / "cache")
         name = "t10k-images-idx3-ubyte.gz"
         digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
@@ -107,10 +104,11 @@ def test_redact_uri_hides_passwords_and_secret_query_values():
     assert tracking.redact_uri("sqlite:////tmp/m.db") == "sqlite:////tmp/m.db"
 
 
-def test_tracking_uri_password_is_not_logged_as_a_param(postgres):
-    """MLflow on a PostgreSQL URI that holds the password: the run's params show it
-    redacted, and no param holds the password."""
-    uri = postgres.create_database("redaction")
+def test_tracking_uri_password_is_not_logged_as_a_param(postgres, mlflow_db, mlflow_server):
+    """MLflow straight on a PostgreSQL URI that holds the password (the database the
+    tracking server created its tables in): the run's params show the URI redacted, and
+    no param holds the password."""
+    uri = mlflow_db
     cfg = config.RunConfig(mlflow_tracking_uri=uri, mlflow_experiment="redaction")
     run_id = tracking.start_run(cfg, "redaction", tags={})
     params = tracking.client(cfg).get_run(run_id).data.params
