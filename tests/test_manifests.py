@@ -101,3 +101,15 @@ def test_dev_secrets_are_generated_and_production_commits_none(built):
         ["git", "-C", str(ROOT), "ls-files", "manifests"], capture_output=True, text=True
     ).stdout
     assert "secrets/" not in committed
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_runs_a_pinned_image_as_non_root(built, overlay):
+    for obj in built[overlay]:
+        pod = obj.get("spec", {}).get("template", {}).get("spec")
+        if pod is None:
+            continue
+        assert pod["securityContext"]["runAsNonRoot"], obj["metadata"]["name"]
+        for container in pod["containers"]:
+            name, _, tag = container["image"].rpartition(":")
+            assert name and tag and tag != "latest", container["image"]
