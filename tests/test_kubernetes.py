@@ -98,3 +98,15 @@ def test_cluster_settings_file_is_checked(tmp_path):
     assert result.exit_code != 0 and "s3_secrett" in result.output
     loaded = ClusterSettings.load(None)
     assert loaded.training == Resources("1", "2", "2Gi", "4Gi")
+
+
+def test_injected_faults_keep_their_state_on_the_shared_volume():
+    from fedpipe import config
+    from fedpipe.ops import kubernetes
+
+    faulty = config.RunConfig(task_crash_rate=0.2, task_retries=1)
+    state = kubernetes.cluster_config(faulty, ClusterSettings()).fault_state_dir
+    assert state.startswith("/fedpipe/state/") and state.endswith("/faults")
+    assert kubernetes.cluster_config(config.RunConfig(), ClusterSettings()).fault_state_dir is None
+    no_volume = ClusterSettings(state_pvc=None)
+    assert kubernetes.cluster_config(faulty, no_volume).fault_state_dir is None
