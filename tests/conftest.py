@@ -20,15 +20,7 @@ def mlflow_uri(tmp_path: Path) -> str:
 @pytest.fixture
 def small_config(mlflow_uri: str) -> config.RunConfig:
     """Digits, 6 clients in 2 shards of 3, a few quick rounds."""
-    return config.RunConfig(
-        num_clients=6,
-        cohort_size=6,
-        clients_per_shard=3,
-        rounds=3,
-        local_epochs=2,
-        mlflow_tracking_uri=mlflow_uri,
-        registered_model_name="fedpipe-test",
-    )
+    return config.from_mapping({"data.num_clients": 6, "selection.cohort_size": 6, "selection.clients_per_shard": 3, "training.rounds": 3, "training.local_epochs": 2, "tracking.uri": mlflow_uri, "tracking.registered_model_name": "fedpipe-test"})
 
 
 # Real servers on 127.0.0.1, started once per session by the tests that use them (see

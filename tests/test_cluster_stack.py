@@ -22,19 +22,7 @@ def stack_run(s3, mlflow_server, tmp_path_factory):
     s3.client().create_bucket(Bucket="datasets")
     data_uri = "s3://datasets/mnist"
     storage.upload_folder(MNIST_DIR, data_uri)
-    cfg = config.RunConfig(
-        dataset="mnist",
-        data_dir=data_uri,
-        num_clients=4,
-        cohort_size=4,
-        clients_per_shard=4,  # one local-train task per round keeps the test short
-        rounds=2,
-        local_epochs=1,
-        batch_size=32,
-        mlflow_tracking_uri=mlflow_server,
-        mlflow_experiment="cluster-stack",
-        registered_model_name=MODEL_NAME,
-    )
+    cfg = config.from_mapping({"data.dataset": "mnist", "data.data_dir": data_uri, "data.num_clients": 4, "selection.cohort_size": 4, "selection.clients_per_shard": 4, "training.rounds": 2, "training.local_epochs": 1, "training.batch_size": 32, "tracking.uri": mlflow_server, "tracking.experiment": "cluster-stack", "tracking.registered_model_name": MODEL_NAME})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(storage.CACHE_ENV, str(root / "cache"))  # inherited by the task processes
         run = local_run.run_pipeline(cfg, root / "pipeline_root")
@@ -49,7 +37,7 @@ def test_pipeline_reads_s3_data_logs_to_the_server_and_promotes(stack_run, s3):
     (manifest,) = (root / "cache").glob("*/.fedpipe-download.json")
     assert json.loads(manifest.read_text())["uri"] == "s3://datasets/mnist"
 
-    client = MlflowClient(cfg.mlflow_tracking_uri, cfg.mlflow_tracking_uri)
+    client = MlflowClient(cfg.tracking.uri, cfg.tracking.uri)
     experiment = client.get_experiment_by_name("cluster-stack")
     (mlflow_run,) = client.search_runs([experiment.experiment_id])
     accuracy = client.get_metric_history(mlflow_run.info.run_id, "accuracy")

@@ -104,7 +104,7 @@ def test_injected_faults_keep_their_state_on_the_shared_volume():
     from fedpipe import config
     from fedpipe.ops import kubernetes
 
-    faulty = config.RunConfig(task_crash_rate=0.2, task_retries=1)
+    faulty = config.from_mapping({"simulation.faults.task_crash_rate": 0.2, "pipeline.task_retries": 1})
     state = kubernetes.cluster_config(faulty, ClusterSettings()).fault_state_dir
     assert state.startswith("/fedpipe/state/") and state.endswith("/faults")
     assert kubernetes.cluster_config(config.RunConfig(), ClusterSettings()).fault_state_dir is None

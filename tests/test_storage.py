@@ -67,14 +67,14 @@ def test_mnist_from_s3_equals_mnist_from_disk(bucket, tmp_path, monkeypatch):
     uri = f"s3://{bucket}/mnist"
     storage.upload_folder(MNIST_DIR, uri)
     monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))
-    remote = datasets.load(config.RunConfig(dataset="mnist", data_dir=uri))
-    local = datasets.load(config.RunConfig(dataset="mnist", data_dir=f"file://{MNIST_DIR}"))
+    remote = datasets.load(config.from_mapping({"data.dataset": "mnist", "data.data_dir": uri}))
+    local = datasets.load(config.from_mapping({"data.dataset": "mnist", "data.data_dir": f"file://{MNIST_DIR}"}))
     assert len(remote.x_train) + len(remote.x_heldout) == 10_000
     assert np.array_equal(remote.x_train, local.x_train)
     assert remote.heldout_digest == local.heldout_digest
     # a relative local data_dir is made absolute, a URI is left alone
     base = tmp_path
-    assert config.resolve_local_paths(config.RunConfig(data_dir=uri), base).data_dir == uri
+    assert config.resolve_local_paths(config.from_mapping({"data.data_dir": uri}), base).data_dir == uri
 
 
 def test_gcs_round_trip_through_the_emulator(server_dir, tmp_path, monkeypatch):
@@ -109,7 +109,7 @@ def test_tracking_uri_password_is_not_logged_as_a_param(postgres, mlflow_db, mlf
     tracking server created its tables in): the run's params show the URI redacted, and
     no param holds the password."""
     uri = mlflow_db
-    cfg = config.RunConfig(mlflow_tracking_uri=uri, mlflow_experiment="redaction")
+    cfg = config.from_mapping({"tracking.uri": uri, "tracking.experiment": "redaction"})
     run_id = tracking.start_run(cfg, "redaction", tags={})
     params = tracking.client(cfg).get_run(run_id).data.params
     assert params["mlflow_tracking_uri"] == uri.replace(postgres.password, "***")

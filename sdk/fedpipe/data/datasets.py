@@ -120,4 +120,4 @@ def _load(dataset: str, data_dir: str | None, heldout_fraction: float, seed: int
 
 def load(config: RunConfig) -> Dataset:
     """The dataset of a run (cached per process: every shard task and round reuses it)."""
-    return _load(config.dataset, config.data_dir, config.heldout_fraction, config.seed)
+    return _load(config.data.dataset, config.data.data_dir, config.data.heldout_fraction, config.seed)

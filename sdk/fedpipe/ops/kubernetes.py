@@ -142,7 +142,7 @@ def cluster_config(config: RunConfig, settings: ClusterSettings) -> RunConfig:
     a kfp.local re-run in one pipeline root does)."""
     from fedpipe.simulation import faults
 
-    if not settings.state_pvc or config.fault_state_dir is not None:
+    if not settings.state_pvc or config.simulation.faults.state_dir is not None:
         return config
     key = hashlib.sha256(config.to_json().encode()).hexdigest()[:16]
     return faults.with_state_dir(config, Path(settings.state_mount) / key)

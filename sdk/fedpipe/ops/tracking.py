@@ -49,7 +49,7 @@ def redact_uri(uri: str) -> str:
 def logged_params(config: RunConfig) -> dict[str, str]:
     """The config as MLflow params, with the tracking URI redacted."""
     params = {k: str(v) for k, v in sorted(dataclasses.asdict(config).items())}
-    params["mlflow_tracking_uri"] = redact_uri(config.mlflow_tracking_uri)
+    params["mlflow_tracking_uri"] = redact_uri(config.tracking.uri)
     return params
 
 
@@ -57,23 +57,23 @@ def client(config: RunConfig) -> MlflowClient:
     import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(config.mlflow_tracking_uri)
-    mlflow.set_registry_uri(config.mlflow_tracking_uri)
-    return MlflowClient(config.mlflow_tracking_uri, config.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(config.tracking.uri)
+    mlflow.set_registry_uri(config.tracking.uri)
+    return MlflowClient(config.tracking.uri, config.tracking.uri)
 
 
 def experiment_id(config: RunConfig) -> str:
     """The run's experiment, created on first use. With a local SQLite store the artifacts
     go beside the database file, not into whatever directory a task happens to run in."""
     mlflow_client = client(config)
-    existing = mlflow_client.get_experiment_by_name(config.mlflow_experiment)
+    existing = mlflow_client.get_experiment_by_name(config.tracking.experiment)
     if existing is not None:
         return existing.experiment_id
     location = None
-    uri = config.mlflow_tracking_uri
+    uri = config.tracking.uri
     if uri.startswith("sqlite:///"):
         location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return mlflow_client.create_experiment(config.mlflow_experiment, artifact_location=location)
+    return mlflow_client.create_experiment(config.tracking.experiment, artifact_location=location)
 
 
 def start_run(config: RunConfig, run_name: str, tags: dict[str, str]) -> str:
