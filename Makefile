@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format components bench clean
+.PHONY: demo test lint format components bench images manifests clean
 
 $(STAMP): requirements.lock requirements-dev.lock setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/round_time.py
 	$(BIN)/python benchmarks/dp_overhead.py
 	$(BIN)/python benchmarks/secagg.py
+
+# What can be checked of the images without a Docker engine: lint, and the size estimate.
+images: $(STAMP)
+	$(BIN)/hadolint images/runtime.Dockerfile images/agent.Dockerfile
+	$(BIN)/python images/estimate_size.py requirements.lock
+
+# Build and schema-check every kustomize overlay (offline).
+manifests: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_manifests.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -23,6 +23,7 @@ from fedpipe.components.secure_aggregation.share_keys.component import share_key
 from fedpipe.components.secure_aggregation.unmask.component import unmask_response
 from fedpipe.components.select.component import select_clients
 from fedpipe.config import RunConfig
+from fedpipe.ops import kubernetes
 from fedpipe.secagg.rounds import enabled as secure_aggregation_enabled
 
 
@@ -31,6 +32,7 @@ def _retry_policy(retries: int, backoff_s: int):
     backoff (safe, since a stage given the same inputs writes the same outputs)."""
 
     def apply(task):
+        kubernetes.apply_cluster_settings(task, kubernetes.active())
         if retries:
             task.set_retry(
                 num_retries=retries, backoff_duration=f"{backoff_s}s", backoff_factor=2.0
@@ -180,7 +182,7 @@ def build(config: RunConfig):
     )
     resume_key = hashlib.sha256(config.to_json().encode()).hexdigest()
     retry = _retry_policy(config.pipeline.task_retries, config.pipeline.retry_backoff_s)
-    if config.pipeline.task_retries:
+    if config.pipeline.task_retries or kubernetes.active():  # sub-pipeline tasks built with them
         round_pipeline = _round_pipeline(
             secure_aggregation_enabled(config),
             config.pipeline.task_retries,

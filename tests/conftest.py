@@ -1,10 +1,15 @@
+import os
 from pathlib import Path
 
 import pytest
 
 from fedpipe import config
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+# shared/ lies beside the repo; FEDPIPE_MNIST_DIR points elsewhere (e.g. from a worktree).
+MNIST_DIR = Path(
+    os.environ.get("FEDPIPE_MNIST_DIR")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+)
 
 
 @pytest.fixture
@@ -26,3 +31,49 @@ def small_config(mlflow_uri: str) -> config.RunConfig:
             "tracking.registered_model_name": "fedpipe-test",
         }
     )
+
+
+# Real servers on 127.0.0.1, started once per session by the tests that use them (see
+# tests/servers.py); each is stopped when the session ends.
+
+
+@pytest.fixture(scope="session")
+def server_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def s3(server_dir: Path):
+    """An S3-compatible server; its endpoint and credentials are in the environment of the
+    test process and of every process it starts (kfp.local tasks among them)."""
+    from tests import servers
+
+    with servers.s3_server(server_dir) as server, pytest.MonkeyPatch.context() as mp:
+        for key, value in server.env().items():
+            mp.setenv(key, value)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from tests import servers
+
+    with servers.postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_db(postgres) -> str:
+    """The MLflow server's PostgreSQL database, as a SQLAlchemy URL (holds the password)."""
+    return postgres.create_database("mlflow")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(server_dir: Path, mlflow_db: str, s3) -> str:
+    """An MLflow tracking server on PostgreSQL, its artifacts proxied to the S3 bucket
+    `mlflow`; yields the tracking URI."""
+    from tests import servers
+
+    s3.client().create_bucket(Bucket="mlflow")
+    with servers.mlflow_server(server_dir, mlflow_db, "s3://mlflow/artifacts", s3.env()) as uri:
+        yield uri

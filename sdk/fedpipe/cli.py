@@ -116,15 +116,31 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
 @click.option("--rounds", type=int, default=None, help="Rounds to unroll (default: the config's).")
 @click.option("--image", default=None, help="Runtime image for every component.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="federated_training.yaml")
+@click.option(
+    "--target",
+    type=click.Choice(["local", "kubernetes"]),
+    default="local",
+    show_default=True,
+    help="kubernetes: mount credentials from secrets, size pods, shared state volume.",
+)
+@click.option(
+    "--cluster-settings",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML overriding the secret/volume names and pod sizes (--target kubernetes).",
+)
 def compile_command(
     config_path: str | None,
     sets: tuple[str, ...],
     rounds: int | None,
     image: str | None,
     output: str,
+    target: str,
+    cluster_settings: str | None,
 ) -> None:
     """Write the pipeline as KFP IR YAML, ready to upload to Kubeflow Pipelines."""
     from fedpipe.ops import compilation
+    from fedpipe.ops.kubernetes import ClusterSettings
 
     cfg = _load_config(config_path, sets, local=False, extra={"training.rounds": rounds})
     if cfg.tracking.uri.startswith("sqlite:"):
@@ -134,8 +150,15 @@ def compile_command(
             "tracking.uri=http://<your MLflow server> for a cluster run.",
             err=True,
         )
-    compilation.compile_pipeline(cfg, Path(output), image=image)
-    click.echo(f"wrote {output}: {cfg.training.rounds} rounds, config_json defaults to this config")
+    try:
+        cluster = ClusterSettings.load(cluster_settings)
+    except (ValueError, TypeError) as e:
+        raise click.UsageError(str(e)) from e
+    compilation.compile_pipeline(cfg, Path(output), image=image, target=target, cluster=cluster)
+    click.echo(
+        f"wrote {output}: {cfg.training.rounds} rounds for {target}, "
+        "config_json defaults to this config"
+    )
 
 
 @main.command(name="compile-components")

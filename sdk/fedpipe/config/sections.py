@@ -51,7 +51,9 @@ class DataConfig(Section):
 
     dataset: str = setting("digits", checks.one_of(DATASETS), f"one of {', '.join(DATASETS)}")
     data_dir: str | None = setting(
-        None, lambda v: v is None or isinstance(v, str), "a directory path or null"
+        None,
+        lambda v: v is None or isinstance(v, str),
+        "a directory path, a file:// s3:// or gs:// folder URI, or null",
     )
     heldout_fraction: float = setting(
         0.2, checks.number(0.0, 0.9, low_open=True), "a number in (0, 0.9]"

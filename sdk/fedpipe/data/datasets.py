@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fedpipe.config import ConfigError, RunConfig
+from fedpipe.data import storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,15 +54,19 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _load_mnist(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    root = Path(data_dir)
+    """MNIST from a folder of IDX files: a local path, or an s3:// / gs:// / file:// URI
+    (a remote folder is copied to the local cache once and checked)."""
+    root = storage.local_folder(data_dir)
     image_files = sorted(root.glob("*-images-idx3-ubyte*"))
     if not image_files:
-        raise ConfigError("data_dir", data_dir, "a directory with *-images-idx3-ubyte[.gz] files")
+        raise ConfigError(
+            "data.data_dir", data_dir, "a directory with *-images-idx3-ubyte[.gz] files"
+        )
     xs, ys = [], []
     for images in image_files:
         labels = images.with_name(images.name.replace("images-idx3", "labels-idx1"))
         if not labels.exists():
-            raise ConfigError("data_dir", data_dir, f"a labels file beside {images.name}")
+            raise ConfigError("data.data_dir", data_dir, f"a labels file beside {images.name}")
         x, y = read_idx(images), read_idx(labels)
         if len(x) != len(y):
             raise ValueError(f"{images.name} has {len(x)} images but {labels.name} {len(y)}")
@@ -99,7 +104,7 @@ def _load(dataset: str, data_dir: str | None, heldout_fraction: float, seed: int
         x, y = _load_mnist(data_dir)
         image_shape = (28, 28)
     else:
-        raise ConfigError("dataset", dataset, "digits, breast_cancer or mnist")
+        raise ConfigError("data.dataset", dataset, "digits, breast_cancer or mnist")
     y = y.astype(np.int64)
     train, heldout = _stratified_split(y, heldout_fraction, seed)
     if image_shape is None:  # tabular: standardise with statistics of the training pool only

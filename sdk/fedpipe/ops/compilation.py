@@ -8,6 +8,8 @@ from pathlib import Path
 import yaml
 
 from fedpipe.config import RunConfig
+from fedpipe.ops import kubernetes
+from fedpipe.ops.kubernetes import ClusterSettings
 
 # (stage folder, component function) of every component, in pipeline order.
 COMPONENTS = (
@@ -30,19 +32,40 @@ def _set_image(path: Path, image: str | None) -> None:
     """Point every executor of a compiled spec at another runtime image."""
     if image is None:
         return
-    spec = yaml.safe_load(path.read_text())
+    # A spec compiled with kfp-kubernetes settings has a second document (the platform spec).
+    spec, *platforms = yaml.safe_load_all(path.read_text())
     for executor in spec["deploymentSpec"]["executors"].values():
         executor["container"]["image"] = image
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    path.write_text(yaml.safe_dump_all([spec, *platforms], sort_keys=False))
 
 
-def compile_pipeline(config: RunConfig, output: Path, image: str | None = None) -> Path:
+TARGETS = ("local", "kubernetes")
+
+
+def compile_pipeline(
+    config: RunConfig,
+    output: Path,
+    image: str | None = None,
+    *,
+    target: str = "local",
+    cluster: ClusterSettings | None = None,
+) -> Path:
+    """Compile for kfp.local (`local`) or for a cluster (`kubernetes`: every task gets the
+    secrets, state volume and pod sizes of `cluster`, see fedpipe.ops.kubernetes)."""
     from kfp import compiler
 
     from fedpipe.pipelines import federated_training
 
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r}: one of {TARGETS}")
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(federated_training.build(config), str(output))
+    if target == "kubernetes":
+        settings = cluster or ClusterSettings()
+        with kubernetes.compiling_for(settings):
+            pipeline = federated_training.build(kubernetes.cluster_config(config, settings))
+    else:
+        pipeline = federated_training.build(config)
+    compiler.Compiler().compile(pipeline, str(output))
     _set_image(output, image)
     return output
 

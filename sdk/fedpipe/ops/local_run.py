@@ -20,7 +20,9 @@ class LocalRun:
     seconds: float
 
     def summary(self) -> str:
-        uri = self.config.tracking.uri
+        from fedpipe.ops.tracking import redact_uri
+
+        uri = redact_uri(self.config.tracking.uri)
         return "\n".join(
             [
                 "",

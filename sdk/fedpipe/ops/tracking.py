@@ -6,15 +6,50 @@ server through MlflowClient with the run id the initialize stage created.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fedpipe.config import RunConfig
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+
+_SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key", "credential", "signature")
+
+
+def redact_uri(uri: str) -> str:
+    """A tracking (or store) URI safe to log: the password of its user part and query values
+    that look like credentials replaced by ***. A database or basic-auth URI often holds a
+    password, and params, logs and UIs are read by more people than the secret is."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        name, has_password, _ = user.partition(":")
+        netloc = f"{name}:***@{host}" if has_password else f"{user}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [
+                (k, "***" if any(s in k.lower() for s in _SECRET_QUERY_KEYS) else v)
+                for k, v in pairs
+            ],
+            safe="*",
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri  # unsplit would drop the empty host of sqlite:////abs/path
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def logged_params(config: RunConfig) -> dict[str, str]:
+    """The config as MLflow params, with the tracking URI redacted."""
+    params = {name: str(value) for name, value in sorted(config.items())}
+    params["tracking.uri"] = redact_uri(config.tracking.uri)
+    return params
 
 
 def client(config: RunConfig) -> MlflowClient:
@@ -41,12 +76,13 @@ def experiment_id(config: RunConfig) -> str:
 
 
 def start_run(config: RunConfig, run_name: str, tags: dict[str, str]) -> str:
-    """Create the parent run of a pipeline run, with the whole config as params."""
+    """Create the parent run of a pipeline run, with the whole config as params (the
+    tracking URI redacted)."""
     from mlflow.entities import Param
 
     mlflow_client = client(config)
     run = mlflow_client.create_run(experiment_id(config), run_name=run_name, tags=tags)
-    params = [Param(k, str(v)) for k, v in sorted(dataclasses.asdict(config).items())]
+    params = [Param(k, v) for k, v in logged_params(config).items()]
     mlflow_client.log_batch(run.info.run_id, params=params)
     return run.info.run_id
 

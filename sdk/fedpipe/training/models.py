@@ -24,7 +24,9 @@ def build(config: RunConfig, data: Dataset) -> keras.Model:
         x = keras.layers.Dense(config.model.hidden_units, activation="relu")(x)
     else:
         if data.image_shape is None:
-            raise ConfigError("model", "cnn", f"a tabular model for dataset {config.data.dataset}")
+            raise ConfigError(
+                "model.name", "cnn", f"a tabular model for dataset {config.data.dataset}"
+            )
         x = keras.layers.Reshape((*data.image_shape, 1))(inputs)
         for filters in (32, 64):
             x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
