@@ -57,7 +57,7 @@ def test_pipeline_reads_s3_data_logs_to_the_server_and_promotes(stack_run, s3):
     accuracy = client.get_metric_history(mlflow_run.info.run_id, "accuracy")
     assert [m.step for m in accuracy] == [0, 1, 2]
     assert accuracy[-1].value > accuracy[0].value + 0.3
-    assert mlflow_run.data.params["data_dir"] == "s3://datasets/mnist"
+    assert mlflow_run.data.params["data.data_dir"] == "s3://datasets/mnist"
 
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert str(champion.version) == "1" and champion.run_id == mlflow_run.info.run_id

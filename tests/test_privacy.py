@@ -10,6 +10,7 @@ from fedpipe.aggregation.chain import build_chain
 from fedpipe.aggregation.clipping import clip_l2
 from fedpipe.aggregation.layer import ClientContext, RoundContext
 from fedpipe.artifacts.updates import ClientUpdate
+from fedpipe.artifacts.wire import WeightsSpec
 from fedpipe.ops import tracking
 from fedpipe.privacy import accounting as privacy_accounting
 from fedpipe.privacy import dp_fedavg
@@ -41,8 +42,10 @@ def _dp_layer(cfg: config.RunConfig) -> dp_fedavg.DpFedAvg:
 def _private_mean(cfg, updates, round_number, state):
     """The plain (central) DP path of the chain: (noised mean delta, clipped count, state)."""
     chain = build_chain(cfg)
-    rnd = RoundContext(round_number, [u.client_id for u in updates], {}, state, None, False)
-    start = np.zeros(updates[0].vector.size, np.float32)
+    size = updates[0].vector.size
+    spec = WeightsSpec(("w",), ((size,),))
+    rnd = RoundContext(round_number, [u.client_id for u in updates], {}, state, spec, False)
+    start = np.zeros(size, np.float32)
     _, new_state, delta, _ = chain.aggregate_plain(updates, rnd, start)
     return delta, _dp_layer_of(chain)._clipped, new_state
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fedpipe import config, secagg
+from fedpipe import config, preflight, secagg
 from fedpipe.aggregation.outcome import AggregationOutcome
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.artifacts.updates import load_shard
@@ -78,22 +78,27 @@ def test_below_threshold_the_round_aborts_and_the_previous_model_stands(small_co
 
 def test_config_refuses_aggregators_that_need_individual_updates():
     with pytest.raises(config.ConfigError, match="krum needs individual updates"):
-        config.from_mapping({"aggregation.secure.mode": "secagg+", "aggregation.rule": "krum"})
-    with pytest.raises(config.ConfigError, match="secure_aggregation"):
+        preflight.check(
+            config.from_mapping({"aggregation.secure.mode": "secagg+", "aggregation.rule": "krum"})
+        )
+    with pytest.raises(config.ConfigError, match="aggregation.secure.mode"):
         config.from_mapping({"aggregation.secure.mode": "on"})
-    with pytest.raises(config.ConfigError, match="secagg_threshold"):
+    with pytest.raises(config.ConfigError, match="aggregation.secure.threshold"):
         config.from_mapping(
             {"aggregation.secure.mode": "secagg", "aggregation.secure.threshold": 0.5}
         )
-    with pytest.raises(config.ConfigError, match="secagg_fractional_bits"):
-        config.from_mapping(
-            {
-                "aggregation.secure.mode": "secagg",
-                "aggregation.secure.fractional_bits": 40,
-                "aggregation.secure.clip": 1e6,
-            }
+    with pytest.raises(config.ConfigError, match="aggregation.secure.fractional_bits"):
+        preflight.check(
+            config.from_mapping(
+                {
+                    "aggregation.secure.mode": "secagg",
+                    "aggregation.secure.fractional_bits": 40,
+                    "aggregation.secure.clip": 1e6,
+                }
+            )
         )
-    assert config.from_mapping({"aggregation.secure.mode": "secagg+"}).secagg_neighbours is None
+    secure = config.from_mapping({"aggregation.secure.mode": "secagg+"})
+    assert secure.aggregation.secure.neighbours is None
 
 
 def test_secagg_experiment_table_compares_each_variant_with_plain():
@@ -124,7 +129,7 @@ def test_dp_under_secure_aggregation_noises_the_sum_inside_the_clients(small_con
     )
     noisy = simulate(noisy_cfg, tmp_path / "noisy", register=False)
     noise = noisy.model.weights - clean.model.weights
-    n, m = dp.cohort_size, dp.min_valid_updates
+    n, m = dp.selection.cohort_size, dp.min_valid_updates
     expected = 1.0 * 0.05 * np.sqrt(n / m) / n
     assert np.std(noise) == pytest.approx(expected, rel=0.05)
 
@@ -146,29 +151,31 @@ def test_secure_aggregation_announces_adaptive_weights_to_the_clients(small_conf
 
 def test_adaptive_dp_clipping_is_refused_under_secure_aggregation(small_config):
     with pytest.raises(config.ConfigError) as error:
-        small_config.replace(
-            {
-                "aggregation.secure.mode": "secagg",
-                "aggregation.dp.clip_norm": 0.1,
-                "aggregation.dp.clipping": "adaptive",
-                "aggregation.dp.delta": 1e-3,
-            }
+        preflight.check(
+            small_config.replace(
+                {
+                    "aggregation.secure.mode": "secagg",
+                    "aggregation.dp.clip_norm": 0.1,
+                    "aggregation.dp.clipping": "adaptive",
+                    "aggregation.dp.delta": 1e-3,
+                }
+            )
         )
-    assert error.value.field == "dp_clipping"
+    assert error.value.field == "aggregation.dp.clipping"
 
 
 @pytest.mark.parametrize("aggregator", ["median", "trimmed_mean", "krum", "multi_krum"])
 def test_secure_aggregation_refuses_aggregators_and_screening_that_need_single_updates(
     aggregator,
 ):
+    secure = config.from_mapping({"aggregation.secure.mode": "secagg"})
     with pytest.raises(config.ConfigError) as error:
-        config.from_mapping({"aggregation.secure.mode": "secagg", "aggregation.rule": aggregator})
-    assert error.value.field == "aggregator" and "needs individual updates" in str(error.value)
+        preflight.check(secure.replace({"aggregation.rule": aggregator}))
+    assert error.value.field == "aggregation.rule"
+    assert "needs individual updates" in str(error.value)
     with pytest.raises(config.ConfigError) as error:
-        config.from_mapping(
-            {"aggregation.secure.mode": "secagg+", "aggregation.screening.policy": "exclude"}
-        )
-    assert error.value.field == "screening"
+        preflight.check(secure.replace({"aggregation.screening.policy": "exclude"}))
+    assert error.value.field == "aggregation.layers" and "screening" in str(error.value)
 
 
 def test_norm_bounding_under_secure_aggregation_clips_in_the_clients(small_config, tmp_path):

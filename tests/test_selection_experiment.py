@@ -60,7 +60,7 @@ def test_experiment_command_writes_table_plot_and_logs_them(mlflow_uri, tmp_path
     assert "| uniform |" in (out / "table.md").read_text()
 
     client = tracking.client(config.from_mapping({"tracking.uri": mlflow_uri}))
-    experiment = client.get_experiment_by_name(selection.TASK["mlflow_experiment"])
+    experiment = client.get_experiment_by_name(selection.TASK["tracking.experiment"])
     (run,) = client.search_runs(
         [experiment.experiment_id], "tags.`fedpipe.experiment` = 'selection'"
     )

@@ -1,8 +1,6 @@
 """Fault injection, retries, probation and round health, in-process (the pipeline test
 runs the same faults through kfp.local)."""
 
-import dataclasses
-
 import pytest
 import yaml
 
@@ -19,12 +17,12 @@ def test_bad_fault_config_is_refused():
     for entry in ("explode@1:0", "crash@x:0", "crash@1", "pipeline_crash@2:1", "outage@1-x:3"):
         with pytest.raises(config.ConfigError) as e:
             config.from_mapping({"simulation.faults.schedule": [entry]})
-        assert e.value.field == "fault_schedule"
+        assert e.value.field == "simulation.faults.schedule"
     with pytest.raises(config.ConfigError) as e:
         config.from_mapping(
             {"simulation.faults.task_crash_rate": 0.6, "simulation.faults.task_hang_rate": 0.5}
         )
-    assert e.value.field == "task_crash_rate"
+    assert e.value.field == "simulation.faults.task_crash_rate"
     # A schedule read from JSON (a list) gives the same, hashable, config.
     cfg = config.from_mapping({"simulation.faults.schedule": ("crash@1:0", "outage@2-4:3")})
     assert config.from_json(cfg.to_json()) == cfg and hash(cfg)
@@ -146,7 +144,7 @@ def test_probation_sits_out_repeat_failures_then_readmits_them():
     # Too few left for a cohort: the longest-waiting come back first.
     crowded = _registry({c: (2, 3 + c % 2) for c in range(5)})
     assert [c.client_id for c in probation.eligible(cfg, crowded, 4).clients] == [0, 2, 5]
-    off = dataclasses.replace(cfg, probation_failures=0)
+    off = cfg.replace({"selection.probation_failures": 0})
     assert probation.eligible(off, registry, 4) is registry
 
 

@@ -36,26 +36,26 @@ FRACTIONS = (0.0, 0.1, 0.3)
 # Non-IID MNIST (the 10k test set: 8,000 training examples over 30 clients, 2,000 held
 # out), logistic regression, every client in every round. The defence is sized for the
 # worst fraction: f = 30% of the cohort, trimmed mean cuts 30% per side.
-SETTINGS = dict(
-    dataset="mnist",
-    data_dir="../shared/data/mnist",
-    partitioner="dirichlet",
-    dirichlet_alpha=0.5,
-    num_clients=30,
-    cohort_size=30,
-    clients_per_shard=30,
-    model="logistic_regression",
-    rounds=10,
-    local_epochs=1,
-    batch_size=32,
-    client_learning_rate=0.1,
-    trim_fraction=0.3,
-    norm_bound=1.0,
-    attack_scale=30.0,
-    attack_noise_std=1.0,
-    mlflow_experiment="fedpipe-robustness",
-    registered_model_name="fedpipe-robustness",
-)
+SETTINGS = {
+    "data.dataset": "mnist",
+    "data.data_dir": "../shared/data/mnist",
+    "data.partitioner": "dirichlet",
+    "data.dirichlet_alpha": 0.5,
+    "data.num_clients": 30,
+    "selection.cohort_size": 30,
+    "selection.clients_per_shard": 30,
+    "model.name": "logistic_regression",
+    "training.rounds": 10,
+    "training.local_epochs": 1,
+    "training.batch_size": 32,
+    "training.learning_rate": 0.1,
+    "aggregation.trim_fraction": 0.3,
+    "aggregation.norm_bound": 1.0,
+    "simulation.attack.scale": 30.0,
+    "simulation.attack.noise_std": 1.0,
+    "tracking.experiment": "fedpipe-robustness",
+    "tracking.registered_model_name": "fedpipe-robustness",
+}
 
 
 @dataclasses.dataclass(frozen=True)
