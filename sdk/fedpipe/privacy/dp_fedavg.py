@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from fedpipe.aggregation.vector_math import l2_norm
 from fedpipe.artifacts import wire
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config import RunConfig
@@ -24,7 +25,7 @@ from fedpipe.privacy import accounting as privacy_accounting
 CLIP_NORM_STATE = "dp_clip_norm"
 _NOISE_TAG = 0xD9F1  # separates the noise stream from selection and local shuffling
 _SHARE_TAG = 0xD9F2
-_CHUNK = 1 << 14  # float64 words a chunked pass keeps in cache
+_CHUNK = 1 << 14  # float64 words of a chunk: the scaled add keeps it in cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,21 +48,6 @@ def clip_norm(config: RunConfig, state: dict[str, np.ndarray]) -> float:
     if CLIP_NORM_STATE in state:
         return float(state[CLIP_NORM_STATE][0])
     return float(config.dp_clip_norm)
-
-
-def l2_norm(vector: np.ndarray) -> float:
-    """The L2 norm, accumulated in float64 chunk by chunk (no float64 copy of the vector).
-
-    einsum's own loop rather than BLAS (`v @ v`, np.dot): OpenBLAS wakes its worker threads
-    for every 1-D dot, which on a busy machine cost ~20 ms per 200k-parameter update and
-    made the DP aggregate 25x the plain one (benchmarks/dp_overhead.py)."""
-    buffer = np.empty(min(vector.size, _CHUNK))
-    squares = 0.0
-    for start in range(0, vector.size, _CHUNK):
-        part = buffer[: min(_CHUNK, vector.size - start)]
-        np.copyto(part, vector[start : start + _CHUNK])
-        squares += float(np.einsum("i,i->", part, part))
-    return math.sqrt(squares)
 
 
 def clip(vector: np.ndarray, bound: float) -> tuple[np.ndarray, float]:
@@ -106,7 +92,7 @@ def private_mean(
     total = np.zeros(updates[0].vector.size if updates else 0, np.float64)
     clipped = 0
     for u in sorted(updates, key=lambda u: u.client_id):
-        norm = l2_norm(u.vector)
+        norm = l2_norm(u.vector)  # without BLAS: see aggregation/vector_math.py
         _add_scaled(total, u.vector, _scale(norm, bound))  # as clip() computes it
         clipped += norm > bound
     total += rng.normal(0.0, value_noise_multiplier(config) * bound, total.size)

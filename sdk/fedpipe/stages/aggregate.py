@@ -10,10 +10,8 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from fedpipe.aggregation import outcome as aggregation
-from fedpipe.aggregation import screening, server_optimizers
+from fedpipe.aggregation import screening, server_optimizers, streaming, vector_math
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate, load_shard
@@ -50,12 +48,6 @@ def _collect(
     return kept, rejections
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Agreement of a client's update with the aggregate (0 when either is zero)."""
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a.astype(np.float64), b) / norms) if norms > 0 else 0.0
-
-
 def aggregate(
     config: RunConfig,
     plan_path: str | Path,
@@ -81,7 +73,18 @@ def aggregate(
         outcome.save(outcome_path)
         return outcome
 
-    received, missing = _collect(cohort.clients, update_paths)
+    streamed = None
+    if streaming.applies(
+        secure_aggregation.enabled(config),
+        config.dp_enabled,
+        config.client_weighting,
+        config.aggregator,
+        config.screening,
+    ):  # plain FedAvg: one shard in memory at a time, whatever the cohort size
+        streamed = streaming.fedavg(cohort.clients, update_paths, model.spec)
+        received, missing = [], streamed.rejected
+    else:
+        received, missing = _collect(cohort.clients, update_paths)
     secure = None
     if secure_aggregation.enabled(config):
         secure = secure_aggregation.unmask_mean(config, plan, received, secagg_messages)
@@ -96,10 +99,17 @@ def aggregate(
         for f in screened.flags
         if f.action == "excluded"
     ]
-    aggregation.require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
+    aggregation.require_quorum(
+        streamed.accepted if streamed else accepted,
+        rejected,
+        len(cohort.clients),
+        config.min_valid_updates,
+    )
     private = None
     if secure:
         delta = secure.mean
+    elif streamed:
+        delta = streamed.delta
     elif config.dp_enabled:
         private = dp_fedavg.private_mean(config, accepted, cohort.round_number, model.server_state)
         delta = private.delta
@@ -115,14 +125,16 @@ def aggregate(
     outcome = aggregation.AggregationOutcome(
         round_number=cohort.round_number,
         cohort=cohort.clients,
-        accepted=[
+        accepted=streamed.accepted
+        if streamed
+        else [
             aggregation.ClientStats(
                 u.client_id,
                 u.num_examples,
                 u.train_loss,
                 u.duration_s,
-                float("nan") if secure else float(np.linalg.norm(u.vector)),
-                None if secure else _cosine(u.vector, delta),
+                float("nan") if secure else vector_math.l2_norm(u.vector),
+                None if secure else vector_math.cosine(u.vector, delta),
             )
             for u in accepted
         ],
