@@ -3,9 +3,11 @@
 The list-based path reads every shard and holds every update before averaging: memory
 grows with the cohort (1,000 clients of a 1 MB model hold 1 GB). Weighted FedAvg needs
 none of that: shards are read one at a time, each valid update is added into one float64
-running sum and dropped. The agreement of each update with the aggregate needs the
-aggregate first, so a second pass reads the shards again, again one at a time. Memory is
-the sum, the result and one shard, whatever the cohort size.
+running sum. The agreement of each update with the aggregate needs the aggregate first:
+updates are kept for it while they fit in HELD_MODELS models' worth of memory (a small
+cohort is read once); past that they are dropped and a second pass reads the shards again,
+one at a time. Memory is the sum, the result, one shard and at most HELD_MODELS updates,
+whatever the cohort size.
 
 It applies when nothing downstream needs the updates together: no secure aggregation, no
 DP, FedAvg weights (example counts), the `fedavg` aggregator and no norm screening.
@@ -23,6 +25,8 @@ from fedpipe.aggregation import outcome as aggregation
 from fedpipe.aggregation import vector_math
 from fedpipe.artifacts import wire
 from fedpipe.artifacts.updates import ClientUpdate, load_shard
+
+HELD_MODELS = 16  # updates kept for the agreement pass before falling back to re-reading
 
 
 def applies(
@@ -73,6 +77,7 @@ def fedavg(
     accepted: dict[int, ClientUpdate] = {}  # metadata only: vectors are dropped after use
     norms: dict[int, float] = {}
     running = WeightedSum(spec.size)
+    held: dict[int, np.ndarray] | None = {}  # None once the cohort outgrew HELD_MODELS
     for u in _updates(update_paths, problems):
         if u.client_id not in members:
             rejected.append(aggregation.Rejection(u.client_id, "not in this round's cohort"))
@@ -87,12 +92,16 @@ def fedavg(
             running.add(u.vector, u.num_examples)
             norms[u.client_id] = vector_math.l2_norm(u.vector)
             accepted[u.client_id] = dataclasses.replace(u, vector=np.empty(0, wire.WIRE_DTYPE))
+            if held is not None:
+                held[u.client_id] = u.vector
+                if len(held) > HELD_MODELS:
+                    held = None
     reason = "no update received" + (f" ({'; '.join(problems)})" if problems else "")
     rejected += [aggregation.Rejection(c, reason) for c in cohort if c not in seen]
     if not accepted:
         return StreamedMean(np.zeros(spec.size, wire.WIRE_DTYPE), [], rejected)
     delta = running.mean()
-    agreement = _agreements(update_paths, accepted, delta)
+    agreement = _agreements(update_paths, accepted, norms, delta, held)
     stats = [
         aggregation.ClientStats(
             c, u.num_examples, u.train_loss, u.duration_s, norms[c], agreement[c]
@@ -114,12 +123,19 @@ def _updates(update_paths: list[str | Path], problems: list[str]) -> Iterator[Cl
 
 
 def _agreements(
-    update_paths: list[str | Path], accepted: dict[int, ClientUpdate], delta: np.ndarray
+    update_paths: list[str | Path],
+    accepted: dict[int, ClientUpdate],
+    norms: dict[int, float],
+    delta: np.ndarray,
+    held: dict[int, np.ndarray] | None,
 ) -> dict[int, float]:
-    """Second pass: the cosine of each accepted update with the aggregate (0 when either
-    is zero), the first update of each accepted client being the one that was summed."""
+    """The cosine of each accepted update with the aggregate, from the held updates or, for
+    a large cohort, a second pass over the shards (the first update of each accepted client
+    being the one that was summed)."""
+    if held is not None:
+        return {c: vector_math.cosine(v, delta, norms[c]) for c, v in held.items()}
     out: dict[int, float] = {}
     for u in _updates(update_paths, []):
         if u.client_id in accepted and u.client_id not in out:
-            out[u.client_id] = vector_math.cosine(u.vector, delta)
+            out[u.client_id] = vector_math.cosine(u.vector, delta, norms[u.client_id])
     return out

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-_CHUNK = 1 << 14  # float64 words of a chunk: 128 KiB
+_CHUNK = 1 << 16  # float64 words of a chunk: 512 KiB
 
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,7 +35,7 @@ def l2_norm(vector: np.ndarray) -> float:
     return math.sqrt(dot(vector, vector))
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Agreement of two vectors (0 when either is zero)."""
-    norms = l2_norm(a) * l2_norm(b)
+def cosine(a: np.ndarray, b: np.ndarray, norm_a: float | None = None) -> float:
+    """Agreement of two vectors (0 when either is zero); `norm_a` if already known."""
+    norms = (l2_norm(a) if norm_a is None else norm_a) * l2_norm(b)
     return dot(a, b) / norms if norms > 0 else 0.0

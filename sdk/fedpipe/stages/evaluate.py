@@ -45,12 +45,19 @@ def _update_registry(registry: ClientRegistry, outcome: AggregationOutcome) -> N
 
 
 def _log_round(
-    config: RunConfig, run_id: str, outcome: AggregationOutcome, result: Evaluation, seconds: float
+    config: RunConfig,
+    run_id: str,
+    outcome: AggregationOutcome,
+    result: Evaluation,
+    seconds: float,
+    extra: dict[str, float],
 ) -> None:
+    """All of the round's metrics in one MLflow batch (one store transaction)."""
     from mlflow.entities import Metric
 
     step, now = outcome.round_number, int(time.time() * 1000)
     values = {
+        **extra,
         "accuracy": result.accuracy,
         "loss": result.loss,
         "clients_accepted": len(outcome.accepted),
@@ -111,19 +118,15 @@ def evaluate(
     registry.save(new_registry_path)
     round_health.record_completed(config, n)
     seconds = time.time() - outcome.started_at
-    _log_round(config, mlflow_run_id, outcome, result, seconds)
     local_eps = [
         privacy_accounting.local_epsilon(config, c.num_examples, c.participation)
         for c in registry.clients
         if c.participation
     ]
+    extra = {"simulated_time_s": registry.simulated_time_s}
     if local_eps and local_eps[0] is not None:  # DP-SGD: the worst silo's sample-level epsilon
-        tracking.client(config).log_metric(
-            mlflow_run_id, "local_epsilon_max", max(local_eps), step=n
-        )
-    tracking.client(config).log_metric(
-        mlflow_run_id, "simulated_time_s", registry.simulated_time_s, step=n
-    )
+        extra["local_epsilon_max"] = max(local_eps)
+    _log_round(config, mlflow_run_id, outcome, result, seconds, extra)
     print(
         f"round {n:>3}/{config.rounds}: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
         f"clients {len(outcome.accepted)}/{len(outcome.cohort)}  {seconds:.1f}s"
