@@ -38,7 +38,7 @@ MNIST_DIR ?= ../shared/data/mnist
 # vs plain sum, DP aggregate vs plain, cohort scaling (kfp.local: round_time.py without
 # --skip-kfp).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/round_time.py --skip-kfp --data-dir $(MNIST_DIR)
+	$(BIN)/python benchmarks/round_time.py --skip-kfp --skip-plain --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/secagg.py
 	$(BIN)/python benchmarks/dp_overhead.py --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/scale.py --data-dir $(MNIST_DIR)
