@@ -85,12 +85,14 @@ def add_masks(
     memory is one chunk per thread) and the cores share the work. Threads suffice: AES in
     `cryptography` (OpenSSL) and numpy's ufuncs release the GIL."""
     if total.ndim != 1 or not total.flags.c_contiguous or total.dtype.kind != "u":
-        raise ValueError(f"masks apply to a contiguous vector of unsigned words, not {total}")
+        raise ValueError(
+            f"masks apply to a contiguous vector of unsigned words, not {total.dtype}{total.shape}"
+        )
     if not masks:
         return
     per_block = _PRG_BLOCK // total.itemsize
     chunk = _CHUNK_BYTES // total.itemsize
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or _cores()
     # Slice bounds fall on AES blocks so that every slice starts its own counter.
     step = max(chunk, -(-total.size // workers // per_block) * per_block)
     bounds = [(lo, min(lo + step, total.size)) for lo in range(0, total.size, step)]
@@ -122,6 +124,13 @@ def _add_masks_to_slice(
                 np.add(part, words, out=part)
             else:
                 np.subtract(part, words, out=part)
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _keystream(seed: bytes, first_block: int):
