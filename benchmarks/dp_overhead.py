@@ -56,8 +56,8 @@ def local_epoch_seconds(cfg: run_config.RunConfig, repeats: int) -> float:
             x,
             y,
             epochs=1,
-            batch_size=cfg.batch_size,
-            learning_rate=cfg.client_learning_rate,
+            batch_size=cfg.training.batch_size,
+            learning_rate=cfg.training.learning_rate,
             mu=0.0,
             seed=[0, 1, 0],
         ),
@@ -78,7 +78,8 @@ def main() -> None:
     )
     plain_s = local_epoch_seconds(base, args.repeats)
     dp_sgd_s = local_epoch_seconds(
-        base.replace(local_dp_clip_norm=1.0, local_dp_noise_multiplier=1.0), args.repeats
+        base.replace({"training.dp_sgd_clip_norm": 1.0, "training.dp_sgd_noise_multiplier": 1.0}),
+        args.repeats,
     )
 
     size = trainer.for_config(base).spec.size
@@ -93,8 +94,14 @@ def main() -> None:
         )
         for k in range(50)
     ]
-    dp_cfg = run_config.RunConfig(
-        num_clients=500, cohort_size=50, dp_clip_norm=1.0, dp_noise_multiplier=1.0, dp_delta=1e-3
+    dp_cfg = run_config.from_mapping(
+        {
+            "data.num_clients": 500,
+            "selection.cohort_size": 50,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.noise_multiplier": 1.0,
+            "aggregation.dp.delta": 1e-3,
+        }
     )
     fedavg_s = median_seconds(lambda: aggregation.WeightedFedAvg().aggregate(updates), args.repeats)
     dp_fedavg_s = median_seconds(
@@ -108,7 +115,10 @@ def main() -> None:
     dp_secure_s = dp_fedavg_s - pcg_noise_s + secure_noise_s
     rdp_s = median_seconds(lambda: privacy_accounting.epsilon(dp_cfg, 100), args.repeats)
     pld_s = median_seconds(
-        lambda: privacy_accounting.epsilon(dp_cfg.replace(dp_accountant="pld"), 100), args.repeats
+        lambda: privacy_accounting.epsilon(
+            dp_cfg.replace({"aggregation.dp.accountant": "pld"}), 100
+        ),
+        args.repeats,
     )
 
     results = {
@@ -126,7 +136,7 @@ def main() -> None:
     print("| what | plain | DP | DP / plain |")
     print("|---|---:|---:|---:|")
     print(
-        f"| local training, us per example (B={base.batch_size}) | {plain_s * 1e6:.1f} | "
+        f"| local training, us per example (B={base.training.batch_size}) | {plain_s * 1e6:.1f} | "
         f"{dp_sgd_s * 1e6:.1f} | {dp_sgd_s / plain_s:.1f}x |"
     )
     print(

@@ -110,9 +110,11 @@ def reference_config(data_dir: Path, workdir: Path, rounds: int) -> RunConfig:
     """configs/mnist.yaml with the data found from this checkout and MLflow in workdir."""
     workdir.mkdir(parents=True, exist_ok=True)
     return run_config.load(CONFIG_PATH).replace(
-        data_dir=str(data_dir.resolve()),
-        rounds=rounds,
-        mlflow_tracking_uri=f"sqlite:///{(workdir / 'mlflow.db').resolve()}",
+        {
+            "data.data_dir": str(data_dir.resolve()),
+            "training.rounds": rounds,
+            "tracking.uri": f"sqlite:///{(workdir / 'mlflow.db').resolve()}",
+        }
     )
 
 
@@ -147,7 +149,7 @@ def timed_stages() -> Iterator[dict[str, list[float]]]:
 
 
 def time_simulation(config: RunConfig, workdir: Path) -> SimulationTiming:
-    """simulate() for config.rounds rounds; a round is select's start to evaluate's end."""
+    """simulate() for config.training.rounds rounds; a round is select's start to evaluate's end."""
     from fedpipe.ops import tracking
     from fedpipe.simulation.runner import simulate
 
@@ -155,15 +157,17 @@ def time_simulation(config: RunConfig, workdir: Path) -> SimulationTiming:
         started = time.perf_counter()
         result = simulate(config, workdir / "simulation", run_name="round-time", register=False)
         total = time.perf_counter() - started
-    per_round = np.zeros(config.rounds)
+    per_round = np.zeros(config.training.rounds)
     stage_medians = {}
     for name in ROUND_STAGES:
-        if not calls[name] or len(calls[name]) % config.rounds:
+        if not calls[name] or len(calls[name]) % config.training.rounds:
             raise RuntimeError(
-                f"stage {name} ran {len(calls[name])} times in {config.rounds} rounds: "
+                f"stage {name} ran {len(calls[name])} times in {config.training.rounds} rounds: "
                 "simulate() no longer calls it through the fedpipe.stages module?"
             )
-        by_round = np.reshape(calls[name], (config.rounds, -1)).sum(axis=1)  # shards summed
+        by_round = np.reshape(calls[name], (config.training.rounds, -1)).sum(
+            axis=1
+        )  # shards summed
         stage_medians[name] = float(np.median(by_round))
         per_round += by_round
     history = tracking.client(config).get_metric_history(result.mlflow_run_id, "round_seconds")
@@ -195,9 +199,9 @@ def time_floor(config: RunConfig, repeats: int) -> list[float]:
             weights,
             data.x_train,
             data.y_train,
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.client_learning_rate,
+            epochs=config.training.local_epochs,
+            batch_size=config.training.batch_size,
+            learning_rate=config.training.learning_rate,
             mu=0.0,
             seed=[config.seed, i],
         )
@@ -210,25 +214,25 @@ def time_plain_keras(config: RunConfig) -> LoopTiming:
     import keras
 
     data = datasets.load(config)
-    clients = [partition.client_data(config, cid) for cid in range(config.num_clients)]
+    clients = [partition.client_data(config, cid) for cid in range(config.data.num_clients)]
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     model = keras.Sequential(
         [
             keras.Input(shape=(data.num_features,)),
-            keras.layers.Dense(config.hidden_units, activation="relu"),
-            keras.layers.Dense(config.hidden_units, activation="relu"),
+            keras.layers.Dense(config.model.hidden_units, activation="relu"),
+            keras.layers.Dense(config.model.hidden_units, activation="relu"),
             keras.layers.Dense(data.num_classes, activation="softmax"),
         ]
     )
     model.compile(
-        optimizer=keras.optimizers.SGD(config.client_learning_rate),
+        optimizer=keras.optimizers.SGD(config.training.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     global_weights = model.get_weights()
     round_seconds, accuracy = [], 0.0
-    for _ in range(config.rounds):
+    for _ in range(config.training.rounds):
         round_started = time.perf_counter()
         client_weights, sizes = [], []
         for x, y in clients:
@@ -236,8 +240,8 @@ def time_plain_keras(config: RunConfig) -> LoopTiming:
             model.fit(
                 x,
                 y,
-                epochs=config.local_epochs,
-                batch_size=config.batch_size,
+                epochs=config.training.local_epochs,
+                batch_size=config.training.batch_size,
                 shuffle=True,
                 verbose=0,
             )
@@ -272,12 +276,12 @@ def time_pipeline(config: RunConfig, workdir: Path) -> PipelineTiming:
     tasks = len(list(pipeline_root.rglob("executor_output.json")))
 
     sim_config = config.replace(
-        mlflow_tracking_uri=f"sqlite:///{(workdir / 'simulation-mlflow.db').resolve()}"
+        {"tracking.uri": f"sqlite:///{(workdir / 'simulation-mlflow.db').resolve()}"}
     )
     started = time.perf_counter()
     simulate(sim_config, workdir / "simulation", run_name="round-time-kfp-baseline")
     simulate_seconds = time.perf_counter() - started
-    return PipelineTiming(config.rounds, kfp_seconds, simulate_seconds, tasks)
+    return PipelineTiming(config.training.rounds, kfp_seconds, simulate_seconds, tasks)
 
 
 def report(

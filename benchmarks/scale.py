@@ -68,15 +68,17 @@ def run_cohort(cohort: int, rounds: int, data_dir: Path) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="fedpipe-scale-") as tmp:
         config = run_config.load(REPO / "configs" / "mnist.yaml").replace(
-            data_dir=str(data_dir.resolve()),
-            model="mlp",
-            hidden_units=64,
-            partitioner="iid",
-            num_clients=cohort,
-            cohort_size=cohort,
-            clients_per_shard=10,
-            rounds=rounds,
-            mlflow_tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}",
+            {
+                "data.data_dir": str(data_dir.resolve()),
+                "model.name": "mlp",
+                "model.hidden_units": 64,
+                "data.partitioner": "iid",
+                "data.num_clients": cohort,
+                "selection.cohort_size": cohort,
+                "selection.clients_per_shard": 10,
+                "training.rounds": rounds,
+                "tracking.uri": f"sqlite:///{Path(tmp) / 'mlflow.db'}",
+            }
         )
         stages.aggregate, stages.select = traced_aggregate, timed_select
         try:

@@ -38,8 +38,8 @@ class PrivateMean:
 
 def initial_state(config: RunConfig) -> dict[str, np.ndarray]:
     """Adaptive clipping starts from dp_clip_norm; fixed clipping keeps no state."""
-    if config.dp_enabled and config.dp_clipping == "adaptive":
-        return {CLIP_NORM_STATE: np.array([config.dp_clip_norm], np.float64)}
+    if config.dp_enabled and config.aggregation.dp.clipping == "adaptive":
+        return {CLIP_NORM_STATE: np.array([config.aggregation.dp.clip_norm], np.float64)}
     return {}
 
 
@@ -47,7 +47,7 @@ def clip_norm(config: RunConfig, state: dict[str, np.ndarray]) -> float:
     """The clip norm of the coming round."""
     if CLIP_NORM_STATE in state:
         return float(state[CLIP_NORM_STATE][0])
-    return float(config.dp_clip_norm)
+    return float(config.aggregation.dp.clip_norm)
 
 
 def clip(vector: np.ndarray, bound: float) -> tuple[np.ndarray, float]:
@@ -72,8 +72,8 @@ def _add_scaled(total: np.ndarray, vector: np.ndarray, scale: np.float64) -> Non
 def value_noise_multiplier(config: RunConfig) -> float:
     """Noise multiplier of the update sum. With adaptive clipping part of the budget goes to
     the count query: z_value = (z^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021, Thm 1)."""
-    z = config.dp_noise_multiplier
-    if config.dp_clipping != "adaptive" or z == 0:
+    z = config.aggregation.dp.noise_multiplier
+    if config.aggregation.dp.clipping != "adaptive" or z == 0:
         return z
     sigma_b = privacy_accounting.count_noise_stddev(config)
     return (z**-2 - (2 * sigma_b) ** -2) ** -0.5
@@ -96,9 +96,9 @@ def private_mean(
         _add_scaled(total, u.vector, _scale(norm, bound))  # as clip() computes it
         clipped += norm > bound
     total += rng.normal(0.0, value_noise_multiplier(config) * bound, total.size)
-    mean = (total / config.cohort_size).astype(wire.WIRE_DTYPE)
+    mean = (total / config.selection.cohort_size).astype(wire.WIRE_DTYPE)
     new_state = {}
-    if config.dp_clipping == "adaptive":
+    if config.aggregation.dp.clipping == "adaptive":
         new_state[CLIP_NORM_STATE] = np.array(
             [adapted_clip_norm(config, bound, len(updates) - clipped, rng)], np.float64
         )
@@ -111,10 +111,13 @@ def adapted_clip_norm(
     """Geometric update towards the target quantile from a noised count of updates within
     the bound: C <- C exp(-eta (b - gamma)), b the noised fraction (Andrew et al. 2021)."""
     noise = rng.normal(0.0, privacy_accounting.count_noise_stddev(config))
-    if config.dp_noise_multiplier == 0:
+    if config.aggregation.dp.noise_multiplier == 0:
         noise = 0.0  # no privacy claimed: use the exact count
-    fraction = (unclipped + noise) / config.cohort_size
-    return bound * math.exp(-config.dp_clip_learning_rate * (fraction - config.dp_target_quantile))
+    fraction = (unclipped + noise) / config.selection.cohort_size
+    return bound * math.exp(
+        -config.aggregation.dp.clip_learning_rate
+        * (fraction - config.aggregation.dp.target_quantile)
+    )
 
 
 def distributed_noise_share(

@@ -77,9 +77,9 @@ def aggregate(
     if streaming.applies(
         secure_aggregation.enabled(config),
         config.dp_enabled,
-        config.client_weighting,
-        config.aggregator,
-        config.screening,
+        config.selection.client_weighting,
+        config.aggregation.rule,
+        config.aggregation.screening.policy,
     ):  # plain FedAvg: one shard in memory at a time, whatever the cohort size
         streamed = streaming.fedavg(cohort.clients, update_paths, model.spec)
         received, missing = [], streamed.rejected
@@ -92,7 +92,9 @@ def aggregate(
     else:
         accepted, rejected = aggregation.screen(received, model.spec)
     rejected += missing
-    screened = screening.screen_norms(accepted, config.screening, config.screening_threshold)
+    screened = screening.screen_norms(
+        accepted, config.aggregation.screening.policy, config.aggregation.screening.threshold
+    )
     accepted = screened.kept
     rejected += [
         aggregation.Rejection(f.client_id, f.reason)
@@ -113,9 +115,11 @@ def aggregate(
     elif config.dp_enabled:
         private = dp_fedavg.private_mean(config, accepted, cohort.round_number, model.server_state)
         delta = private.delta
-    elif config.client_weighting == "adaptive":
+    elif config.selection.client_weighting == "adaptive":
         announced = dict(zip(cohort.clients, cohort.client_weights, strict=True))
-        delta = client_weights.weighted_mean(accepted, announced, config.max_client_weight)
+        delta = client_weights.weighted_mean(
+            accepted, announced, config.selection.max_client_weight
+        )
     else:
         delta = aggregation.aggregator_for(config).aggregate(accepted)
     weights, state = server_optimizers.apply(config, model.weights, delta, model.server_state)

@@ -110,14 +110,14 @@ class Trainer:
         def flat():
             return tf.concat([tf.reshape(v, [-1]) for v in all_variables], axis=0)
 
-        self._dp_sgd = config.local_dp_clip_norm is not None
+        self._dp_sgd = config.training.dp_sgd_clip_norm is not None
         if self._dp_sgd:
             train_epoch = dp_sgd.build_train_epoch(
                 self.model,
                 variables,
                 anchors,
-                config.local_dp_clip_norm,
-                config.local_dp_noise_multiplier,
+                config.training.dp_sgd_clip_norm,
+                config.training.dp_sgd_noise_multiplier,
                 features,
             )
         # Concrete functions: every signature is fixed, and calling them directly skips
