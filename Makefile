@@ -31,10 +31,17 @@ format: $(STAMP)
 components: $(STAMP)
 	$(BIN)/fedpipe compile-components
 
+# MNIST for the benchmarks (the IDX files of shared/data/mnist next to the repo).
+MNIST_DIR ?= ../shared/data/mnist
+
+# One run prints every ratio of docs/performance.md: round vs compute floor, SecAgg server
+# vs plain sum, DP aggregate vs plain, cohort scaling (kfp.local: round_time.py without
+# --skip-kfp).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/round_time.py
-	$(BIN)/python benchmarks/dp_overhead.py
+	$(BIN)/python benchmarks/round_time.py --skip-kfp --skip-plain --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/secagg.py
+	$(BIN)/python benchmarks/dp_overhead.py --data-dir $(MNIST_DIR)
+	$(BIN)/python benchmarks/scale.py --data-dir $(MNIST_DIR)
 
 # What can be checked of the images without a Docker engine: lint, and the size estimate.
 images: $(STAMP)

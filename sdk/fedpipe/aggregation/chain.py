@@ -69,6 +69,13 @@ class AggregationChain:
     def all_layers(self) -> list[Layer]:
         return [*self.layers, self.weighting, self.combiner, self.server_step]
 
+    @property
+    def streams(self) -> bool:
+        """Every part looks at one update at a time, so a round can be summed one shard at
+        a time in O(model) memory (fedpipe.aggregation.streaming)."""
+        parts = [*self.layers, self.weighting, self.combiner]
+        return not self.secure and all(layer.streamable for layer in parts)
+
     def describe(self) -> str:
         """The chain in words, e.g. for the model card: 'validate -> dp -> mean -> fedavg'."""
         return " -> ".join(layer.name for layer in self.all_layers)

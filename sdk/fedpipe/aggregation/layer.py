@@ -71,6 +71,7 @@ class Layer:
 
     name: str = "layer"
     needs_individual_updates: bool = False  # its server part must see each update
+    streamable: bool = False  # it looks at one update at a time (aggregation.streaming)
 
     def initial_state(self, size: int) -> State:
         return {}

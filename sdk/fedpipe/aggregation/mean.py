@@ -31,6 +31,7 @@ class Mean(Combiner):
     aggregation."""
 
     name = "mean"
+    streamable = True
 
     def combine(
         self, updates: list[ClientUpdate], weighting: Weighting, rnd: RoundContext
@@ -44,6 +45,7 @@ class ExampleWeighting(Weighting):
     """FedAvg's weights: each client's number of training examples."""
 
     name = "example_weights"
+    streamable = True
 
     def client_weight(self, ctx: ClientContext) -> float:
         return float(ctx.num_examples)

@@ -161,6 +161,7 @@ class NormBounding(Layer):
     docs/secure_aggregation.md says what a dishonest one can do)."""
 
     name = "norm_bounding"
+    streamable = True
 
     def __init__(self, norm_bound: float) -> None:
         self.norm_bound = norm_bound

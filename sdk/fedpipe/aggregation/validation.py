@@ -13,6 +13,7 @@ class UpdateValidation(Layer):
     """Rejects what cannot be aggregated; the round goes on without it."""
 
     name = "validate"
+    streamable = True
 
     def on_updates(self, updates: list[ClientUpdate], rnd: RoundContext) -> Screened:
         screened = Screened([])

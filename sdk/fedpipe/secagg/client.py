@@ -134,14 +134,10 @@ class SecAggClient:
                 f"encoded update {encoded.dtype}{encoded.shape} does not match the session "
                 f"({session.encoding.word}, ({session.vector_length},))"
             )
-        word = session.encoding.word
-        masked = encoded + primitives.expand_mask(self._self_mask_seed, encoded.size, word)
-        for other in self._masked_with:
-            mask = primitives.expand_mask(self._pairwise_seed(other), encoded.size, word)
-            if pairwise_sign(me, other) > 0:
-                masked += mask
-            else:
-                masked -= mask
+        masked = encoded.copy()
+        masks = [(self._self_mask_seed, 1)]
+        masks += [(self._pairwise_seed(o), pairwise_sign(me, o)) for o in self._masked_with]
+        primitives.add_masks(masked, masks)
         return MaskedInput(me, masked)
 
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:

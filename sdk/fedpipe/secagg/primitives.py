@@ -1,24 +1,42 @@
 """The cryptographic primitives of secure aggregation, all from the `cryptography` library:
 X25519 key agreement, HKDF-SHA256 key derivation, AES-GCM for the secret shares that
-travel through the server, and ChaCha20 as the PRG that expands a 32-byte seed to a mask.
+travel through the server, and AES-128 in counter mode as the PRG that expands a seed to a
+mask (AES-NI makes it several times faster than ChaCha20 here; 128-bit keys match the
+security of X25519).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32
-_ZERO_NONCE = bytes(16)
+_PRG_KEY_BYTES = 16  # AES-128: the first half of a 32-byte seed
+_PRG_BLOCK = 16
+# A slice of the sum and one mask's keystream for it stay in cache while every mask is
+# applied: memory traffic is the sum once, not once per mask.
+_CHUNK_BYTES = 1 << 17
 
-__all__ = ["InvalidTag", "agree", "decrypt", "derive", "encrypt", "expand_mask", "keypair"]
+__all__ = [
+    "InvalidTag",
+    "add_masks",
+    "agree",
+    "decrypt",
+    "derive",
+    "encrypt",
+    "expand_mask",
+    "keypair",
+]
 
 
 def derive(secret: bytes, label: bytes, length: int = KEY_BYTES) -> bytes:
@@ -50,13 +68,77 @@ def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, associated: bytes) -> b
 
 
 def expand_mask(seed: bytes, length: int, dtype: np.dtype) -> np.ndarray:
-    """`length` uniform words of `dtype`: the ChaCha20 keystream of `seed`. A fresh key per
-    seed makes the all-zero nonce safe. The keystream is written straight into the array."""
-    size = length * np.dtype(dtype).itemsize
-    encryptor = Cipher(algorithms.ChaCha20(seed, _ZERO_NONCE), mode=None).encryptor()
-    out = np.empty(size, dtype=np.uint8)
-    encryptor.update_into(memoryview(_zeros(size)), out)
-    return out.view(dtype)
+    """`length` uniform words of `dtype`: the AES-128-CTR keystream of `seed`, counter from
+    0. A fresh key per seed makes the fixed starting counter safe."""
+    out = np.zeros(length, dtype=dtype)
+    add_masks(out, [(seed, 1)])
+    return out
+
+
+def add_masks(
+    total: np.ndarray, masks: Sequence[tuple[bytes, int]], workers: int | None = None
+) -> None:
+    """In place, modulo 2^word: `total += sign * expand_mask(seed)` for every (seed, sign).
+
+    The vector is cut into one contiguous slice per core, and each slice is streamed in
+    cache-sized chunks through every mask, so no mask is ever whole in memory (the extra
+    memory is one chunk per thread) and the cores share the work. Threads suffice: AES in
+    `cryptography` (OpenSSL) and numpy's ufuncs release the GIL."""
+    if total.ndim != 1 or not total.flags.c_contiguous or total.dtype.kind != "u":
+        raise ValueError(
+            f"masks apply to a contiguous vector of unsigned words, not {total.dtype}{total.shape}"
+        )
+    if not masks:
+        return
+    per_block = _PRG_BLOCK // total.itemsize
+    chunk = _CHUNK_BYTES // total.itemsize
+    workers = workers or _cores()
+    # Slice bounds fall on AES blocks so that every slice starts its own counter.
+    step = max(chunk, -(-total.size // workers // per_block) * per_block)
+    bounds = [(lo, min(lo + step, total.size)) for lo in range(0, total.size, step)]
+    if len(bounds) == 1:
+        _add_masks_to_slice(total, masks, *bounds[0], chunk)
+        return
+    with ThreadPoolExecutor(len(bounds)) as pool:
+        for done in [
+            pool.submit(_add_masks_to_slice, total, masks, lo, hi, chunk) for lo, hi in bounds
+        ]:
+            done.result()
+
+
+def _add_masks_to_slice(
+    total: np.ndarray, masks: Sequence[tuple[bytes, int]], lo: int, hi: int, chunk: int
+) -> None:
+    itemsize = total.itemsize
+    first_block = (lo * itemsize) // _PRG_BLOCK
+    streams = [(_keystream(seed, first_block), sign) for seed, sign in masks]
+    buffer = np.empty(chunk * itemsize, dtype=np.uint8)
+    zeros = _zeros(chunk * itemsize)
+    for start in range(lo, hi, chunk):
+        end = min(start + chunk, hi)
+        size = (end - start) * itemsize
+        part, words = total[start:end], buffer[:size].view(total.dtype)
+        for stream, sign in streams:
+            stream.update_into(zeros[:size], buffer[:size])
+            if sign > 0:
+                np.add(part, words, out=part)
+            else:
+                np.subtract(part, words, out=part)
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _keystream(seed: bytes, first_block: int):
+    """The PRG of `seed` positioned at AES block `first_block` of its keystream."""
+    if len(seed) < _PRG_KEY_BYTES:
+        raise ValueError("a mask seed needs at least 16 bytes")
+    counter = first_block.to_bytes(_PRG_BLOCK, "big")
+    return Cipher(algorithms.AES(seed[:_PRG_KEY_BYTES]), modes.CTR(counter)).encryptor()
 
 
 @functools.lru_cache(maxsize=4)

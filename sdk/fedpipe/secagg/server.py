@@ -112,7 +112,7 @@ class SecAggServer:
         """Step 4: the sum of the survivors' encoded updates (mod 2^word_bits)."""
         if self.request is None:
             raise ProtocolAbort("unmasking before the masked inputs were collected")
-        session, word = self.session, self.session.encoding.word
+        session = self.session
         survivors, dropped = self.request.survivors, self.request.dropped
         seed_shares: dict[int, dict[int, int]] = {c: {} for c in survivors}
         key_shares: dict[int, dict[int, int]] = {c: {} for c in dropped}
@@ -126,10 +126,12 @@ class SecAggServer:
             for owner, y in r.mask_key_shares.items():
                 if owner in key_shares and r.client_id in self.masked_with[owner]:
                     key_shares[owner][share_point(r.client_id)] = y
-        total = self._sum.copy()
-        for client in survivors:
-            seed = self._recover(client, seed_shares[client], "self-mask seed")
-            total -= primitives.expand_mask(seed, session.vector_length, word)
+        # Every mask to remove, as (seed, sign): the survivors' self masks, and each dropped
+        # client's pairwise masks with its surviving neighbours (which those added).
+        masks = [
+            (self._recover(client, seed_shares[client], "self-mask seed"), -1)
+            for client in survivors
+        ]
         for client in dropped:
             mask_key, public = primitives.keypair(
                 self._recover(client, key_shares[client], "mask key")
@@ -144,11 +146,9 @@ class SecAggServer:
                     self.advertised[other].mask_public_key,
                     session.label("mask", *sorted((client, other))),
                 )
-                mask = primitives.expand_mask(seed, session.vector_length, word)
-                if pairwise_sign(other, client) > 0:
-                    total -= mask
-                else:
-                    total += mask
+                masks.append((seed, -pairwise_sign(other, client)))
+        total = self._sum.copy()
+        primitives.add_masks(total, masks)  # streamed in chunks, over every core
         return total
 
     def _recover(self, owner: int, shares: dict[int, int], what: str) -> bytes:

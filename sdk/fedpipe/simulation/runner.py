@@ -63,6 +63,9 @@ def simulate(
         )
         accuracy.append(result.accuracy)
         model, registry = out / "model.npz", out / "registry.json"
+    import mlflow
+
+    mlflow.flush_async_logging()  # evaluate logs each round's metrics in the background
     registration = (
         stages.register(config, model, registry, run_id, pipeline_run=run_name)
         if register

@@ -11,8 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
+from fedpipe.aggregation import streaming, vector_math
 from fedpipe.aggregation.chain import build_chain
 from fedpipe.aggregation.layer import RoundContext
 from fedpipe.aggregation.outcome import (
@@ -55,12 +54,6 @@ def _collect(
     return kept, rejections
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Agreement of a client's update with the aggregate (0 when either is zero)."""
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a.astype(np.float64), b) / norms) if norms > 0 else 0.0
-
-
 def aggregate(
     config: RunConfig,
     plan_path: str | Path,
@@ -95,35 +88,41 @@ def aggregate(
         spec=model.spec,
         secure=chain.secure,
     )
-    received, missing = _collect(cohort.clients, update_paths)
-    secure = None
-    flags: list = []
-    if chain.secure:
-        secure = secure_aggregation.unmask_sum(config, chain, plan, received, secagg_messages)
-        accepted, rejected = secure.accepted, secure.rejected + missing
+    secure, flags = None, []
+    if chain.streams:  # one shard in memory at a time, whatever the cohort size
+        streamed = streaming.weighted_sum(chain, update_paths, rnd)
+        stats, rejected, combined = streamed.accepted, streamed.rejected, streamed.aggregate
+        require_quorum(stats, rejected, len(cohort.clients), config.min_valid_updates)
     else:
-        screened = chain.screen(received, rnd)
-        accepted, rejected, flags = screened.kept, screened.rejected + missing, screened.flags
-    require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
-    combined = secure.aggregate if secure else chain.combine(accepted, rnd)
+        received, missing = _collect(cohort.clients, update_paths)
+        if chain.secure:
+            secure = secure_aggregation.unmask_sum(config, chain, plan, received, secagg_messages)
+            accepted, rejected = secure.accepted, secure.rejected + missing
+        else:
+            screened = chain.screen(received, rnd)
+            accepted, rejected, flags = screened.kept, screened.rejected + missing, screened.flags
+        require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
+        combined = secure.aggregate if secure else chain.combine(accepted, rnd)
     weights, state, delta, metrics = chain.finish(combined, rnd, model.weights)
     GlobalModel(weights, model.spec, state, cohort.round_number).save(new_model_path)
     if secure:
         metrics.update(secure.report.metrics())
-    outcome = AggregationOutcome(
-        round_number=cohort.round_number,
-        cohort=cohort.clients,
-        accepted=[
+    if not chain.streams:
+        stats = [
             ClientStats(
                 u.client_id,
                 u.num_examples,
                 u.train_loss,
                 u.duration_s,
-                float("nan") if secure else float(np.linalg.norm(u.vector)),
-                None if secure else _cosine(u.vector, delta),
+                float("nan") if secure else vector_math.l2_norm(u.vector),
+                None if secure else vector_math.cosine(u.vector, delta),
             )
             for u in accepted
-        ],
+        ]
+    outcome = AggregationOutcome(
+        round_number=cohort.round_number,
+        cohort=cohort.clients,
+        accepted=stats,
         rejected=sorted(rejected, key=lambda r: r.client_id),
         skipped=False,
         started_at=cohort.started_at,

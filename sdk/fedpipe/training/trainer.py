@@ -92,11 +92,27 @@ class Trainer:
         def predict(x):
             return self.model(x, training=False)
 
-        self._anchors = anchors
-        self._train_epoch = train_epoch
+        # Weights in and out as one flat vector, one graph call each: Keras' set_weights and
+        # get_weights convert and assign tensor by tensor from Python, which cost more per
+        # client than a small client's whole epoch (docs/performance.md).
+        all_variables = [v.value for v in self.model.weights]
+        sizes = [int(np.prod(shape)) for shape in self.spec.shapes]
+
+        @tf.function(input_signature=[tf.TensorSpec([self.spec.size], tf.float32)])
+        def load(vector):
+            parts = tf.split(vector, sizes)
+            for v, part in zip(all_variables, parts, strict=True):
+                v.assign(tf.reshape(part, v.shape))
+            for anchor, v in zip(anchors, variables, strict=True):
+                anchor.assign(v)  # FedProx's anchor: the weights training starts from
+
+        @tf.function(input_signature=[])
+        def flat():
+            return tf.concat([tf.reshape(v, [-1]) for v in all_variables], axis=0)
+
         self._dp_sgd = config.training.dp_sgd_clip_norm is not None
         if self._dp_sgd:
-            self._train_epoch = dp_sgd.build_train_epoch(
+            train_epoch = dp_sgd.build_train_epoch(
                 self.model,
                 variables,
                 anchors,
@@ -104,14 +120,20 @@ class Trainer:
                 config.training.dp_sgd_noise_multiplier,
                 features,
             )
-        self._predict = predict
+        # Concrete functions: every signature is fixed, and calling them directly skips
+        # tf.function's per-call argument binding (several ms a call, several calls a client).
+        self._load = load.get_concrete_function()
+        self._flat = flat.get_concrete_function()
+        self._train_epoch = train_epoch.get_concrete_function()
+        self._predict = predict.get_concrete_function()
 
     def initial_weights(self) -> np.ndarray:
         """The seeded initial weights (the model itself holds whatever was trained last)."""
         return self._initial_weights.copy()
 
     def set_weights(self, vector: np.ndarray) -> None:
-        self.model.set_weights(self.spec.split(vector))
+        """Load a flat weight vector into the model (and FedProx's anchors)."""
+        self._load(np.asarray(vector, dtype=wire.WIRE_DTYPE))
 
     def train(
         self,
@@ -127,8 +149,6 @@ class Trainer:
     ) -> LocalResult:
         """E epochs of minibatch SGD from the global weights; shuffling seeded per client."""
         self.set_weights(global_weights)
-        for anchor, tensor in zip(self._anchors, self.model.trainable_weights, strict=True):
-            anchor.assign(tensor.value)
         rng = np.random.default_rng(seed)
         lr, prox, size = np.float32(learning_rate), np.float32(mu), np.int32(batch_size)
         epoch_loss = 0.0
@@ -138,7 +158,7 @@ class Trainer:
             if self._dp_sgd:  # the noise seed of the epoch, also from the client's seed
                 args.append(rng.integers(0, 2**62, size=2))
             epoch_loss = float(self._train_epoch(*args))
-        delta = wire.flatten(self.model.get_weights()) - global_weights
+        delta = self._flat().numpy() - global_weights
         return LocalResult(
             delta=delta.astype(wire.WIRE_DTYPE), num_examples=len(x), train_loss=epoch_loss
         )
