@@ -35,6 +35,7 @@ SECURE_AGGREGATION = ("off", "secagg", "secagg+")
 NEEDS_INDIVIDUAL_UPDATES = frozenset({"median", "trimmed_mean", "krum", "multi_krum"})
 SCREENING_POLICIES = ("off", "flag", "downweight", "exclude")
 ATTACKS = ("none", "sign_flip", "scaling", "gaussian_noise", "label_flip")
+CLIENT_MODES = ("simulated", "agents")
 
 
 class ConfigError(ValueError):
@@ -128,6 +129,13 @@ class RunConfig:
     fault_state_dir: str | None = None
     probation_failures: int = 0
     probation_rounds: int = 2
+    # Where clients run: "simulated" (tasks read a partition) or "agents" (the client-side
+    # stages go through the coordinator to agents at the data owners); read in one place,
+    # fedpipe.agents.remote_clients.settings.
+    clients: str = "simulated"
+    coordinator_address: str | None = None
+    coordinator_tls_dir: str | None = None
+    agent_task_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if isinstance(self.fault_schedule, list):  # from JSON or YAML; a config is hashable
@@ -215,6 +223,12 @@ class RunConfig:
                 self.task_crash_rate,
                 "fault rates (task_crash_rate + task_hang_rate + artifact_corruption_rate) "
                 "summing to <= 1",
+            )
+        if self.clients == "agents" and not (self.coordinator_address and self.coordinator_tls_dir):
+            raise ConfigError(
+                "coordinator_address",
+                self.coordinator_address,
+                "HOST:PORT of the coordinator, with coordinator_tls_dir, when clients=agents",
             )
         if self.local_dp_clip_norm is None and self.local_dp_noise_multiplier > 0:
             raise ConfigError(
@@ -387,6 +401,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fault_state_dir": (lambda v: v is None or _nonempty_str(v), "a directory path or null"),
     "probation_failures": (_is_int(0, 1000), "an integer >= 0 (0 = no probation)"),
     "probation_rounds": (_is_int(1, 1000), "an integer in [1, 1000]"),
+    "clients": (_one_of(CLIENT_MODES), f"one of {', '.join(CLIENT_MODES)}"),
+    "agent_task_timeout_s": (_is_float(0.0, 86400.0, low_open=True), "seconds in (0, 86400]"),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
@@ -428,4 +444,7 @@ def resolve_local_paths(config: RunConfig, base: Path) -> RunConfig:
         changes["mlflow_tracking_uri"] = f"sqlite:///{db}"
     if config.data_dir and not Path(config.data_dir).is_absolute():
         changes["data_dir"] = str((base / config.data_dir).resolve())
+    tls = config.coordinator_tls_dir
+    if tls and not Path(tls).is_absolute():
+        changes["coordinator_tls_dir"] = str((base / tls).resolve())
     return config.replace(**changes) if changes else config
