@@ -101,7 +101,6 @@ class Agent:
 
     def serve_forever(self) -> None:
         """Register, then heartbeat and answer tasks until stop()."""
-        client_tasks.warm_up()
         self.register()
         threading.Thread(target=self._heartbeats, daemon=True, name="heartbeat").start()
         while not self._stop.is_set():

@@ -139,12 +139,6 @@ def _train(
     return answer, {"vector": update.vector.tobytes()}
 
 
-def warm_up() -> None:
-    """Load TensorFlow before registering, so a first training task does not pay for it
-    inside its deadline."""
-    from fedpipe.training import trainer  # noqa: F401
-
-
 def update_of(client_id: int, meta: dict[str, Any], files: dict[str, bytes]) -> ClientUpdate:
     """The pipeline side: the ClientUpdate an agent's train answer describes."""
     vector = np.frombuffer(files["vector"], dtype=np.dtype(meta["dtype"])).copy()

@@ -80,7 +80,7 @@ def coordinator(
     from fedpipe.agents import coordinator as service
 
     _log_to("coordinator", state_dir, "coordinator.log")
-    server, _ = service.serve(
+    server, _, bound = service.serve(
         port,
         cert,
         key,
@@ -93,7 +93,7 @@ def coordinator(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    click.echo(f"coordinator ready on {host}:{port}", err=True)
+    click.echo(f"coordinator ready on {host}:{bound}", err=True)
     stop.wait()
     server.stop(grace=2).wait()
 

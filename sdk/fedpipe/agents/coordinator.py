@@ -349,8 +349,9 @@ def serve(
     heartbeat_interval_s: float = 1.0,
     heartbeat_timeout_s: float = 5.0,
     max_workers: int = 256,
-) -> tuple[grpc.Server, Coordinator]:
-    """Start the coordinator on host:port over mutual TLS; returns the running server."""
+) -> tuple[grpc.Server, Coordinator, int]:
+    """Start the coordinator on host:port (0: any free port) over mutual TLS; returns the
+    running server, its servicer and the port it listens on."""
     if state_dir is not None:
         Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     coordinator = Coordinator(
@@ -365,4 +366,4 @@ def serve(
         raise OSError(f"could not listen on {host}:{port}")
     server.start()
     log.info("coordinator listening on %s:%d (mutual TLS)", host, bound)
-    return server, coordinator
+    return server, coordinator, bound
