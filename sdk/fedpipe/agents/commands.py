@@ -65,7 +65,7 @@ def certs(out: str, clients: int, hosts: tuple[str, ...]) -> None:
 @_with_tls
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Replay state and log.")
 @click.option("--heartbeat-interval", type=float, default=1.0, show_default=True)
-@click.option("--heartbeat-timeout", type=float, default=5.0, show_default=True)
+@click.option("--heartbeat-timeout", type=float, default=15.0, show_default=True)
 def coordinator(
     port: int,
     host: str,

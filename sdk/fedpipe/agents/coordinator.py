@@ -69,7 +69,7 @@ class Coordinator(pb_grpc.CoordinatorServicer):
         self,
         *,
         heartbeat_interval_s: float = 1.0,
-        heartbeat_timeout_s: float = 5.0,
+        heartbeat_timeout_s: float = 15.0,
         clock_window_s: float = 60.0,
         state_dir: str | Path | None = None,
     ) -> None:
@@ -265,8 +265,12 @@ class Coordinator(pb_grpc.CoordinatorServicer):
             self._agents.setdefault(task.client_id, AgentRecord(task.client_id))
             self._queues.setdefault(task.client_id, queue.Queue()).put(pending)
         try:
-            while not pending.done.wait(timeout=0.5):
+            reason = "deadline passed: the agent stayed silent"
+            while not pending.done.wait(timeout=0.2):
                 if time.time() > task.deadline or not context.is_active():
+                    break
+                if self._silent(task.client_id):  # no need to wait for the deadline
+                    reason = "the agent went offline (no heartbeat within the timeout)"
                     break
             with self._lock:
                 answered = pending.result is not None
@@ -276,9 +280,8 @@ class Coordinator(pb_grpc.CoordinatorServicer):
             if answered:
                 yield from transport.result_stream(pending.result, pending.result_payload)
             else:
-                reason = "deadline passed: the agent stayed silent" + (
-                    " after receiving the task" if pending.delivered else ""
-                )
+                if pending.delivered:
+                    reason += " after receiving the task"
                 log.warning(
                     "client %d task %s (%s): %s", task.client_id, task_id, task.kind, reason
                 )
@@ -297,6 +300,15 @@ class Coordinator(pb_grpc.CoordinatorServicer):
                 self._expired[task_id] = task.client_id
                 while len(self._expired) > EXPIRED_KEPT:
                     self._expired.pop(next(iter(self._expired)))
+
+    def _silent(self, client_id: int) -> bool:
+        """The agent registered and then stopped heartbeating (an agent never seen is given
+        until the deadline: it may be starting)."""
+        with self._lock:
+            r = self._agents.get(client_id)
+            return bool(
+                r and r.registered_at and time.time() - r.last_heartbeat > self.heartbeat_timeout_s
+            )
 
     # -- state ----------------------------------------------------------------------
 
@@ -347,8 +359,8 @@ def serve(
     host: str = "127.0.0.1",
     state_dir: str | Path | None = None,
     heartbeat_interval_s: float = 1.0,
-    heartbeat_timeout_s: float = 5.0,
-    max_workers: int = 256,
+    heartbeat_timeout_s: float = 15.0,
+    max_workers: int = 512,
 ) -> tuple[grpc.Server, Coordinator, int]:
     """Start the coordinator on host:port (0: any free port) over mutual TLS; returns the
     running server, its servicer and the port it listens on."""

@@ -43,10 +43,9 @@ def server_credentials(cert: str | Path, key: str | Path, ca: str | Path):
 
 
 def secure_channel(address: str, cert: str | Path, key: str | Path, ca: str | Path):
-    options = [
-        ("grpc.keepalive_time_ms", 20_000),
-        ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ]
+    # No keepalive pings: agents heartbeat every second, and a gRPC server answers pings
+    # more frequent than its policy allows with GOAWAY (too_many_pings).
+    options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
     return grpc.secure_channel(address, channel_credentials(cert, key, ca), options)
 
 
