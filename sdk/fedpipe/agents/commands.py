@@ -149,4 +149,55 @@ def status(address: str, tls_dir: str) -> None:
         )
 
 
+@agents.command(name="demo")
+@click.option("--clients", type=click.IntRange(2), default=3, show_default=True)
+@click.option("--rounds", type=click.IntRange(1), default=2, show_default=True)
+@click.option(
+    "--engine",
+    type=click.Choice(["simulate", "kfp"]),
+    default="simulate",
+    show_default=True,
+    help="simulate: the stages in-process; kfp: the compiled pipeline through kfp.local.",
+)
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE")
+@click.option("--workdir", type=click.Path(file_okay=False), default="runs/agents-demo")
+def demo(clients: int, rounds: int, engine: str, sets: tuple[str, ...], workdir: str) -> None:
+    """A coordinator and one agent per client on 127.0.0.1, each with its own data folder,
+    and the rounds driven by the pipeline with SecAgg+ on."""
+    from fedpipe.agents import data_folder
+    from fedpipe.agents.local import LocalFederation
+    from fedpipe.cli import _load_config
+
+    base = _load_config(
+        None,
+        sets,
+        num_clients=clients,
+        cohort_size=clients,
+        rounds=rounds,
+        secure_aggregation="secagg+",
+    )
+    root = Path(workdir).resolve()
+    owners = data_folder.prepare(base, root / "owners")
+    with LocalFederation(root / "federation", clients) as fed:
+        fed.start_coordinator()
+        for c, folder in enumerate(owners):
+            fed.start_agent(c, folder)
+        fed.wait_online(range(clients), timeout_s=300)
+        click.echo(f"coordinator {fed.address}, {clients} agents online; logs in {fed.root}")
+        config = base.replace(
+            clients="agents",
+            coordinator_address=fed.address,
+            coordinator_tls_dir=str(fed.tls.root),
+        )
+        if engine == "kfp":
+            from fedpipe.ops import local_run
+
+            click.echo(local_run.run_pipeline(config, root / "pipeline_root").summary())
+        else:
+            from fedpipe.simulation.runner import simulate
+
+            result = simulate(config, root / "simulation", register=False)
+            click.echo("accuracy per round: " + ", ".join(f"{a:.3f}" for a in result.accuracy))
+
+
 COMMANDS = (certs, coordinator, agent, agents)

@@ -4,8 +4,11 @@ certificate) read the agents' status and dispatch tasks.
 
 It authenticates every call by the certificate the TLS handshake verified (its CN names
 the client), refuses messages whose claimed sender differs from that certificate, and
-rejects replayed or stale ones (per-agent strictly increasing sequence numbers, send
-times within a window). It keeps payloads only in memory while a task is in flight and
+rejects replayed or stale ones: each agent numbers its messages with increasing sequence
+numbers; a number seen before (within the window), or not above the last one persisted
+before a coordinator restart, is a replay, and a send time outside the window is stale.
+An agent's calls overlap (a heartbeat while a result streams), so numbers may arrive out
+of order; each is accepted once. It keeps payloads only in memory while a task is in flight and
 stores nothing of them: no raw data, no client secret.
 """
 
@@ -40,7 +43,8 @@ class AgentRecord:
     client_id: int
     registered_at: float = 0.0
     last_heartbeat: float = 0.0
-    last_sequence: int = 0
+    floor: int = 0  # every sequence at or below it was used before the last restart
+    seen: dict[int, float] = dataclasses.field(default_factory=dict)  # sequence -> sent_at
     rounds: set[str] = dataclasses.field(default_factory=set)
     failures: int = 0
     refused: int = 0
@@ -123,14 +127,16 @@ class Coordinator(pb_grpc.CoordinatorServicer):
                     f"stale message from client {caller}: sent {skew:.1f}s ago, window "
                     f"{self.clock_window_s:.0f}s",
                 )
-            if envelope.sequence <= record.last_sequence:
+            if envelope.sequence in record.seen or envelope.sequence <= record.floor:
                 record.refused += 1
                 raise Refused(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"replayed message from client {caller}: sequence {envelope.sequence} "
-                    f"<= last accepted {record.last_sequence}",
+                    "was used before",
                 )
-            record.last_sequence = envelope.sequence
+            horizon = time.time() - self.clock_window_s
+            record.seen = {q: t for q, t in record.seen.items() if t >= horizon}
+            record.seen[envelope.sequence] = envelope.sent_at
             self._save_state()
             return record
 
@@ -318,11 +324,11 @@ class Coordinator(pb_grpc.CoordinatorServicer):
                 self._agents.setdefault(caller, AgentRecord(caller)).refused += 1
 
     def _save_state(self) -> None:
-        """Persist the last accepted sequence per agent, so a restarted coordinator still
+        """Persist the highest sequence seen per agent, so a restarted coordinator still
         rejects replays (called with the lock held)."""
         if self._state_file is None:
             return
-        state = {str(c): r.last_sequence for c, r in self._agents.items()}
+        state = {str(c): max([r.floor, *r.seen]) for c, r in self._agents.items()}
         tmp = self._state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self._state_file)
@@ -331,7 +337,7 @@ class Coordinator(pb_grpc.CoordinatorServicer):
         if self._state_file is None or not self._state_file.exists():
             return
         for client, sequence in json.loads(self._state_file.read_text()).items():
-            self._agents[int(client)] = AgentRecord(int(client), last_sequence=int(sequence))
+            self._agents[int(client)] = AgentRecord(int(client), floor=int(sequence))
 
 
 class _refusals:

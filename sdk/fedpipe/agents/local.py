@@ -4,6 +4,8 @@ benchmark; every wait is bounded and stop() ends every process it started."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import re
 import signal
@@ -16,6 +18,14 @@ from pathlib import Path
 from fedpipe.agents import provisioning, remote_clients
 
 _CLI = ["-c", "from fedpipe.cli import main; main()"]
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the process that started it dies, so an
+    interrupted test or demo leaves no coordinator or agent behind (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class LocalFederation:
@@ -40,7 +50,11 @@ class LocalFederation:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log, "ab") as out:
             return subprocess.Popen(
-                [sys.executable, *_CLI, *args], stdout=out, stderr=subprocess.STDOUT, env=env
+                [sys.executable, *_CLI, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,
             )
 
     @property
