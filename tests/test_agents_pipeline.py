@@ -16,6 +16,7 @@ from fedpipe import stages
 from fedpipe.agents import data_folder
 from fedpipe.agents.local import LocalFederation
 from fedpipe.artifacts.global_model import GlobalModel
+from fedpipe.artifacts.updates import load_shard
 from fedpipe.simulation.runner import simulate
 
 pytestmark = pytest.mark.pipeline
@@ -93,6 +94,11 @@ def test_secagg_rounds_through_agents_equal_the_simulated_clients(federation, tm
     np.testing.assert_allclose(result.model.weights, simulated.model.weights, atol=1e-6)
     outcome = json.loads((tmp_path / "agents" / "round_003" / "outcome.json").read_text())
     assert sorted(u["client_id"] for u in outcome["accepted"]) == list(range(CLIENTS))
+    # Under SecAgg the pipeline's artifacts hold masked inputs only.
+    for shard in (tmp_path / "agents").glob("round_*/updates_*.npz"):
+        assert {u.encoding for u in load_shard(shard)} <= {"secagg"}
+    with federation.remote() as remote:
+        assert all(a.rounds_served >= 3 for a in remote.status())
 
 
 def test_an_agent_killed_after_sharing_keys_is_a_dropout_and_rejoins(

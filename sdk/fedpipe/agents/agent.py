@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 
 import grpc
+import numpy as np
 from cryptography import x509
 
 from fedpipe.agents import client_tasks, data_folder, provisioning, transport
@@ -49,8 +52,13 @@ class Agent:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.state_dir.chmod(0o700)
-        x, y = data_folder.load(data_uri)
-        self.context = client_tasks.AgentContext(self.client_id, x, y, self.state_dir)
+        data_folder.load(data_uri)  # fail now, not at the first task, on unreadable data
+        self._worker_args = (self.client_id, data_uri, str(self.state_dir))
+        self._worker: futures.ProcessPoolExecutor | None = None
+        no_data = np.zeros((0, 0), np.float32)
+        self._transport_context = client_tasks.AgentContext(
+            self.client_id, no_data, no_data[:, 0].astype(np.int64), self.state_dir
+        )
         self.channel = transport.secure_channel(coordinator, cert, key, ca)
         self.stub = pb_grpc.CoordinatorStub(self.channel)
         self._sequence_file = self.state_dir / "sequence"
@@ -123,9 +131,7 @@ class Agent:
         started = time.perf_counter()
         try:
             meta = json.loads(task.meta_json or b"{}")
-            answer, files = client_tasks.run(
-                self.context, task.kind, meta, transport.unpack(payload)
-            )
+            answer, files = self._run(task.kind, meta, transport.unpack(payload))
             result_payload = transport.pack(files)
             result = pb.Result(ok=True, meta_json=json.dumps(answer).encode())
         except Exception as e:  # the agent reports what it refused or failed, and goes on
@@ -147,8 +153,43 @@ class Agent:
         )
         return True
 
+    def _run(self, kind: str, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:
+        """Run a task in the agent's worker process: training holds the interpreter for
+        seconds at a time, and the heartbeats must go on meanwhile. The worker loads the
+        data once and keeps its trainer between tasks; a crashed worker is replaced."""
+        if kind in client_tasks.TRANSPORT_ONLY:  # needs neither data nor a model
+            return client_tasks.run(self._transport_context, kind, meta, files)
+        if self._worker is None:
+            self._worker = futures.ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=self._worker_args,
+            )
+        try:
+            return self._worker.submit(_worker_run, kind, meta, files).result()
+        except futures.process.BrokenProcessPool:
+            self._worker = None
+            raise
+
     def stop(self) -> None:
         self._stop.set()
+        if self._worker is not None:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+
+
+_context: client_tasks.AgentContext | None = None
+
+
+def _worker_init(client_id: int, data_uri: str, state_dir: str) -> None:
+    global _context
+    x, y = data_folder.load(data_uri)
+    _context = client_tasks.AgentContext(client_id, x, y, Path(state_dir))
+
+
+def _worker_run(kind: str, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:
+    assert _context is not None
+    return client_tasks.run(_context, kind, meta, files)
 
 
 def _describe(error: grpc.RpcError) -> str:

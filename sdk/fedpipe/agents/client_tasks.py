@@ -32,6 +32,7 @@ from fedpipe.data.datasets import Dataset
 from fedpipe.secagg import rounds as sa
 
 KINDS = ("ping", "advertise", "share_keys", "train", "unmask")
+TRANSPORT_ONLY = ("ping",)  # an echo of its payload: checks the path, touches no data
 
 
 @dataclasses.dataclass

@@ -34,8 +34,8 @@ class LocalFederation:
         root: str | Path,
         clients: int,
         *,
-        heartbeat_interval_s: float = 0.5,
-        heartbeat_timeout_s: float = 3.0,
+        heartbeat_interval_s: float = 1.0,
+        heartbeat_timeout_s: float = 15.0,
     ) -> None:
         self.root = Path(root)
         self.clients = clients
