@@ -57,7 +57,7 @@ class Agent:
         self._worker: futures.ProcessPoolExecutor | None = None
         no_data = np.zeros((0, 0), np.float32)
         self._transport_context = client_tasks.AgentContext(
-            self.client_id, no_data, no_data[:, 0].astype(np.int64), self.state_dir
+            self.client_id, no_data, np.zeros(0, np.int64), self.state_dir
         )
         self.channel = transport.secure_channel(coordinator, cert, key, ca)
         self.stub = pb_grpc.CoordinatorStub(self.channel)
