@@ -182,7 +182,10 @@ _context: client_tasks.AgentContext | None = None
 
 
 def _worker_init(client_id: int, data_uri: str, state_dir: str) -> None:
+    from fedpipe.agents.local import die_with_parent
+
     global _context
+    die_with_parent()  # a killed agent takes its worker with it
     x, y = data_folder.load(data_uri)
     _context = client_tasks.AgentContext(client_id, x, y, Path(state_dir))
 

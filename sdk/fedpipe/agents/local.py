@@ -21,7 +21,7 @@ _CLI = ["-c", "from fedpipe.cli import main; main()"]
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: be killed when the process that started it dies, so an
     interrupted test or demo leaves no coordinator or agent behind (Linux only)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -54,7 +54,7 @@ class LocalFederation:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     @property
