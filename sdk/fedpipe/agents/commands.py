@@ -184,10 +184,13 @@ def demo(clients: int, rounds: int, engine: str, sets: tuple[str, ...], workdir:
             fed.start_agent(c, folder)
         fed.wait_online(range(clients), timeout_s=300)
         click.echo(f"coordinator {fed.address}, {clients} agents online; logs in {fed.root}")
+        given = any(s.startswith("agent_task_timeout_s=") for s in sets)
         config = base.replace(
             clients="agents",
             coordinator_address=fed.address,
             coordinator_tls_dir=str(fed.tls.root),
+            # a first task starts the agent's TensorFlow: slow on a busy machine
+            agent_task_timeout_s=base.agent_task_timeout_s if given else 600.0,
         )
         if engine == "kfp":
             from fedpipe.ops import local_run
