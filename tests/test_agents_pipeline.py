@@ -5,6 +5,7 @@ run's config never names and the pipeline's side never opens."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -136,3 +137,15 @@ def test_an_agent_killed_after_sharing_keys_is_a_dropout_and_rejoins(
     assert result.accuracy[-1] > result.accuracy[0]
     model = GlobalModel.load(tmp_path / "run" / "round_003" / "model.npz")
     assert np.all(np.isfinite(model.weights))
+
+
+def test_the_compiled_pipeline_drives_the_agents_through_kfp_local(federation, tmp_path):
+    """The same with the compiled pipeline's tasks as kfp.local subprocesses: two rounds
+    lift the held-out accuracy from chance (about 0.1) to a registered model."""
+    from fedpipe.ops import local_run
+
+    config = _agents_config(federation, f"sqlite:///{tmp_path / 'mlflow.db'}").replace(rounds=2)
+    outcome = local_run.run_pipeline(config, tmp_path / "pipeline_root")
+    assert GlobalModel.load(outcome.model_path).round_number == 2
+    accuracy = float(re.search(r"held-out accuracy ([0-9.]+)", outcome.registration).group(1))
+    assert accuracy > 0.5
