@@ -25,17 +25,19 @@ pytestmark = pytest.mark.pipeline
 CLIENTS = 5
 
 
-def _config(mlflow_uri: str, **changes) -> run_config.RunConfig:
-    return run_config.RunConfig(
-        num_clients=CLIENTS,
-        cohort_size=CLIENTS,
-        clients_per_shard=3,
-        rounds=3,
-        local_epochs=2,
-        secure_aggregation="secagg+",
-        mlflow_tracking_uri=mlflow_uri,
-        registered_model_name="fedpipe-agents-test",
-        **changes,
+def _config(mlflow_uri: str, changes: dict | None = None) -> run_config.RunConfig:
+    return run_config.from_mapping(
+        {
+            "data.num_clients": CLIENTS,
+            "selection.cohort_size": CLIENTS,
+            "selection.clients_per_shard": 3,
+            "training.rounds": 3,
+            "training.local_epochs": 2,
+            "aggregation.secure.mode": "secagg+",
+            "tracking.uri": mlflow_uri,
+            "tracking.registered_model_name": "fedpipe-agents-test",
+            **(changes or {}),
+        }
     )
 
 
@@ -69,10 +71,12 @@ def federation(tmp_path_factory):
 def _agents_config(fed: LocalFederation, mlflow_uri: str) -> run_config.RunConfig:
     return _config(
         mlflow_uri,
-        clients="agents",
-        coordinator_address=fed.address,
-        coordinator_tls_dir=str(fed.tls.root),
-        agent_task_timeout_s=240.0,
+        {
+            "clients.runtime": "agents",
+            "clients.coordinator": fed.address,
+            "clients.tls_dir": str(fed.tls.root),
+            "clients.task_timeout_s": 240.0,
+        },
     )
 
 
@@ -88,7 +92,9 @@ def test_secagg_rounds_through_agents_equal_the_simulated_clients(federation, tm
     assert result.accuracy[-1] > result.accuracy[0] > 0.2
     # Same split, same seeds: the masks cancel exactly, so the model is the simulated one.
     simulated = simulate(
-        config.replace(clients="simulated", coordinator_address=None, coordinator_tls_dir=None),
+        config.replace(
+            {"clients.runtime": "simulated", "clients.coordinator": None, "clients.tls_dir": None}
+        ),
         tmp_path / "simulated",
         register=False,
     )
@@ -144,7 +150,9 @@ def test_the_compiled_pipeline_drives_the_agents_through_kfp_local(federation, t
     lift the held-out accuracy from chance (about 0.1) to a registered model."""
     from fedpipe.ops import local_run
 
-    config = _agents_config(federation, f"sqlite:///{tmp_path / 'mlflow.db'}").replace(rounds=2)
+    config = _agents_config(federation, f"sqlite:///{tmp_path / 'mlflow.db'}").replace(
+        {"training.rounds": 2}
+    )
     outcome = local_run.run_pipeline(config, tmp_path / "pipeline_root")
     assert GlobalModel.load(outcome.model_path).round_number == 2
     accuracy = float(re.search(r"held-out accuracy ([0-9.]+)", outcome.registration).group(1))

@@ -171,10 +171,12 @@ def demo(clients: int, rounds: int, engine: str, sets: tuple[str, ...], workdir:
     base = _load_config(
         None,
         sets,
-        num_clients=clients,
-        cohort_size=clients,
-        rounds=rounds,
-        secure_aggregation="secagg+",
+        extra={
+            "data.num_clients": clients,
+            "selection.cohort_size": clients,
+            "training.rounds": rounds,
+            "aggregation.secure.mode": "secagg+",
+        },
     )
     root = Path(workdir).resolve()
     owners = data_folder.prepare(base, root / "owners")
@@ -184,13 +186,14 @@ def demo(clients: int, rounds: int, engine: str, sets: tuple[str, ...], workdir:
             fed.start_agent(c, folder)
         fed.wait_online(range(clients), timeout_s=300)
         click.echo(f"coordinator {fed.address}, {clients} agents online; logs in {fed.root}")
-        given = any(s.startswith("agent_task_timeout_s=") for s in sets)
+        given = any(s.startswith("clients.task_timeout_s=") for s in sets)
         config = base.replace(
-            clients="agents",
-            coordinator_address=fed.address,
-            coordinator_tls_dir=str(fed.tls.root),
-            # a first task starts the agent's TensorFlow: slow on a busy machine
-            agent_task_timeout_s=base.agent_task_timeout_s if given else 600.0,
+            {
+                "clients.runtime": "agents",
+                "clients.coordinator": fed.address,
+                "clients.tls_dir": str(fed.tls.root),
+                "clients.task_timeout_s": base.clients.task_timeout_s if given else 600.0,
+            }
         )
         if engine == "kfp":
             from fedpipe.ops import local_run

@@ -58,5 +58,5 @@ def prepare(config, out: str | Path) -> list[Path]:
 
     return [
         write(Path(out) / f"client-{i}", *partition.client_data(config, i))
-        for i in range(config.num_clients)
+        for i in range(config.data.num_clients)
     ]

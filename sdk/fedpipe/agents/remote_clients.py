@@ -40,12 +40,12 @@ class Settings:
 
 def settings(config: RunConfig) -> Settings | None:
     """The one place the run config's agent fields are read (None: simulated clients)."""
-    if config.clients != "agents":
+    if config.clients.runtime != "agents":
         return None
     return Settings(
-        str(config.coordinator_address),
-        str(config.coordinator_tls_dir),
-        float(config.agent_task_timeout_s),
+        str(config.clients.coordinator),
+        str(config.clients.tls_dir),
+        float(config.clients.task_timeout_s),
     )
 
 

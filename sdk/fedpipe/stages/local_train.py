@@ -25,7 +25,7 @@ def local_train(
 ) -> None:
     """Write one artifact with the updates of every client in the shard; under secure
     aggregation, their masked inputs (secagg_messages: the round's key advertisements and
-    key shares). With clients=agents the shard's agents do it on their own data."""
+    key shares). With clients.runtime=agents the shard's agents do it on their own data."""
     if remote_clients.enabled(config):
         return remote_clients.local_train(config, plan_path, shard, updates_path, secagg_messages)
     plan = RoundPlan.load(plan_path)
@@ -96,7 +96,7 @@ def _injected_fault(config: RunConfig, round_number: int, shard: int, updates_pa
         if not faults.final_attempt(config, attempt):
             faults.fail_task(config, round_number, site, fault, attempt)
         if fault == faults.HANG:  # held until the deadline, then given up on
-            time.sleep(config.task_hang_s)
+            time.sleep(config.simulation.faults.task_hang_s)
         faults.record(config, round_number, site, fault, attempt, "no retries left: shard lost")
         save_shard(updates_path, round_number, shard, [])
         return "lost"

@@ -26,7 +26,7 @@ def select(
         policy = selection.policy_for(config)
         rng = selection.round_rng(config.seed, round_number)
         candidates = probation.eligible(config, registry, round_number)
-        size = config.cohort_size
+        size = config.selection.cohort_size
         if remote_clients.enabled(config):  # only agents that heartbeat now
             online = set(remote_clients.online_clients(config))
             kept = [c for c in candidates.clients if c.client_id in online]
@@ -34,7 +34,7 @@ def select(
             size = min(size, len(kept))
             print(f"round {round_number}: {len(kept)} agents online: {sorted(online)}", flush=True)
         clients = policy.select(candidates, size, rng) if size else []
-        shards = selection.split_into_shards(clients, config.clients_per_shard)
+        shards = selection.split_into_shards(clients, config.selection.clients_per_shard)
         weights = client_weights.cohort_weights(config, registry, clients)
         cohort = Cohort(round_number, clients, shards, False, time.time(), weights)
     cohort.save(cohort_path)
