@@ -322,3 +322,13 @@ def self_healing(
         raise click.UsageError(str(e)) from e
     experiment_module.run(base, crash_rate, crash_round, retries, Path(output))
     click.echo((Path(output) / "table.md").read_text())
+
+
+def _add_agent_commands() -> None:
+    from fedpipe.agents import commands
+
+    for command in commands.COMMANDS:
+        main.add_command(command)
+
+
+_add_agent_commands()

@@ -1,5 +1,5 @@
 """The run config in sections (data, model, training, selection, aggregation{dp, secure,
-screening}, server, simulation{systems, attack, faults}, pipeline, tracking)."""
+screening}, server, simulation{systems, attack, faults}, clients, pipeline, tracking)."""
 
 from fedpipe.config.errors import ConfigError
 from fedpipe.config.loading import load, parse_overrides, parse_value, resolve_local_paths

@@ -69,4 +69,7 @@ def resolve_local_paths(config: RunConfig, base: Path) -> RunConfig:
     data_dir = config.data.data_dir
     if data_dir and "://" not in data_dir and not Path(data_dir).is_absolute():
         changes["data.data_dir"] = str((base / data_dir).resolve())
+    tls_dir = config.clients.tls_dir
+    if tls_dir and not Path(tls_dir).is_absolute():
+        changes["clients.tls_dir"] = str((base / tls_dir).resolve())
     return config.replace(changes) if changes else config

@@ -18,6 +18,7 @@ from fedpipe.config.errors import ConfigError
 from fedpipe.config.renamed import RENAMED
 from fedpipe.config.sections import (
     AggregationConfig,
+    ClientsConfig,
     DataConfig,
     ModelConfig,
     PipelineConfig,
@@ -44,6 +45,7 @@ class RunConfig(Section):
     aggregation: AggregationConfig = subsection(AggregationConfig)
     server: ServerOptimizerConfig = subsection(ServerOptimizerConfig)
     simulation: SimulationConfig = subsection(SimulationConfig)
+    clients: ClientsConfig = subsection(ClientsConfig)
     pipeline: PipelineConfig = subsection(PipelineConfig)
     tracking: TrackingConfig = subsection(TrackingConfig)
 

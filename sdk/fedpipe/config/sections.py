@@ -25,6 +25,7 @@ CLIENT_WEIGHTINGS = ("fedavg", "adaptive")
 SECURE_MODES = ("off", "secagg", "secagg+")
 SCREENING_POLICIES = ("off", "flag", "downweight", "exclude")
 ATTACKS = ("none", "sign_flip", "scaling", "gaussian_noise", "label_flip")
+CLIENT_RUNTIMES = ("simulated", "agents")
 
 
 def setting(default: Any, check: checks.Check, allowed: str) -> Any:
@@ -356,6 +357,36 @@ class SimulationConfig(Section):
     systems: ClientSystemsConfig = subsection(ClientSystemsConfig)
     attack: AttackConfig = subsection(AttackConfig)
     faults: FaultsConfig = subsection(FaultsConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientsConfig(Section):
+    """Where the clients run: simulated from a partition inside the pipeline's tasks, or
+    agents at the data owners, reached through the coordinator (docs/deployment.md)."""
+
+    runtime: str = setting(
+        "simulated", checks.one_of(CLIENT_RUNTIMES), f"one of {', '.join(CLIENT_RUNTIMES)}"
+    )
+    coordinator: str | None = setting(
+        None, checks.optional_str, "HOST:PORT of the coordinator, or null"
+    )
+    tls_dir: str | None = setting(
+        None,
+        checks.optional_str,
+        "a folder with ca.pem, orchestrator.pem and orchestrator.key, or null",
+    )
+    task_timeout_s: float = setting(
+        120.0, checks.number(0.0, 86400.0, low_open=True), "seconds in (0, 86400]"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.runtime == "agents" and not (self.coordinator and self.tls_dir):
+            raise ConfigError(
+                "coordinator",
+                self.coordinator,
+                "HOST:PORT of the coordinator, with clients.tls_dir, when clients.runtime=agents",
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedpipe.agents import remote_clients
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import save_shard
 from fedpipe.config import RunConfig
@@ -26,7 +27,9 @@ def local_train(
 ) -> None:
     """Write one artifact with the updates of every client in the shard; under secure
     aggregation, their masked inputs (secagg_messages: the round's key advertisements and
-    key shares)."""
+    key shares). With clients.runtime=agents the shard's agents do it on their own data."""
+    if remote_clients.enabled(config):
+        return remote_clients.local_train(config, plan_path, shard, updates_path, secagg_messages)
     plan = RoundPlan.load(plan_path)
     round_number = plan.cohort.round_number
     fault = (

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedpipe.agents import remote_clients
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import load_shard
 from fedpipe.config import RunConfig
@@ -27,6 +28,8 @@ def advertise_keys(
     config: RunConfig, plan_path: str | Path, shard: int, out_path: str | Path
 ) -> None:
     """Step 1, client side: the public keys of every client of the shard."""
+    if remote_clients.enabled(config):
+        return remote_clients.advertise_keys(config, plan_path, shard, out_path)
     plan = RoundPlan.load(plan_path)
     ads, seconds = [], {}
     clients = _shard_clients(plan, shard)
@@ -47,6 +50,8 @@ def share_keys(
     out_path: str | Path,
 ) -> None:
     """Step 2, client side: each client's encrypted shares for its neighbours."""
+    if remote_clients.enabled(config):
+        return remote_clients.share_keys(config, plan_path, shard, advertisement_paths, out_path)
     plan = RoundPlan.load(plan_path)
     n = plan.cohort.round_number
     clients = _shard_clients(plan, shard)
@@ -99,6 +104,8 @@ def unmask_response(
 ) -> None:
     """Step 4, client side: the shares the request asks for, from each surviving client of
     the shard (an honest client refuses an unsafe request, failing the task)."""
+    if remote_clients.enabled(config):
+        return remote_clients.unmask_response(config, plan_path, shard, message_paths, out_path)
     plan = RoundPlan.load(plan_path)
     n = plan.cohort.round_number
     clients = _shard_clients(plan, shard)

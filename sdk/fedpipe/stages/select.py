@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
+from fedpipe.agents import remote_clients
 from fedpipe.artifacts.client_registry import ClientRegistry
 from fedpipe.artifacts.round_plan import Cohort
 from fedpipe.clients import probation, selection
@@ -24,7 +26,14 @@ def select(
         policy = selection.policy_for(config)
         rng = selection.round_rng(config.seed, round_number)
         candidates = probation.eligible(config, registry, round_number)
-        clients = policy.select(candidates, config.selection.cohort_size, rng)
+        size = config.selection.cohort_size
+        if remote_clients.enabled(config):  # only agents that heartbeat now
+            online = set(remote_clients.online_clients(config))
+            kept = [c for c in candidates.clients if c.client_id in online]
+            candidates = dataclasses.replace(candidates, clients=kept)
+            size = min(size, len(kept))
+            print(f"round {round_number}: {len(kept)} agents online: {sorted(online)}", flush=True)
+        clients = policy.select(candidates, size, rng) if size else []
         shards = selection.split_into_shards(clients, config.selection.clients_per_shard)
         weights = client_weights.cohort_weights(config, registry, clients)
         cohort = Cohort(round_number, clients, shards, False, time.time(), weights)

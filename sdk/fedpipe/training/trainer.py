@@ -40,12 +40,14 @@ class Evaluation:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, data: datasets.Dataset | None = None) -> None:
+        """`data`: the dataset whose shape the model takes (default: the run's dataset); a
+        client agent passes its own, so it never loads the run's."""
         import keras
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-        self.data = datasets.load(config)
+        self.data = data if data is not None else datasets.load(config)
         self.model = models.build(config, self.data)
         self._initial_weights = wire.flatten(self.model.get_weights())
         self.spec = wire.WeightsSpec(

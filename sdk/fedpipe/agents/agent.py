@@ -1,0 +1,205 @@
+"""The client agent: a long-running process at a data owner. It dials out to the
+coordinator (outbound connections only), registers, heartbeats, fetches tasks, runs them
+on its own data (fedpipe.agents.client_tasks) and returns only what the task's protocol
+step allows. Its identity is its certificate; its secrets and protocol state stay under
+its state directory (0700).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+from cryptography import x509
+
+from fedpipe.agents import client_tasks, data_folder, provisioning, transport
+from fedpipe.agents import protocol_pb2 as pb
+from fedpipe.agents import protocol_pb2_grpc as pb_grpc
+
+log = logging.getLogger("fedpipe.agent")
+VERSION = "1"
+POLL_S = 5.0
+
+
+def client_id_from_certificate(cert_path: str | Path) -> int:
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    client_id = provisioning.client_id_of(str(names[0].value)) if names else None
+    if client_id is None:
+        raise ValueError(f"{cert_path}: not a client certificate (CN must be client-<id>)")
+    return client_id
+
+
+class Agent:
+    def __init__(
+        self,
+        data_uri: str,
+        coordinator: str,
+        cert: str | Path,
+        key: str | Path,
+        ca: str | Path,
+        state_dir: str | Path,
+    ) -> None:
+        self.client_id = client_id_from_certificate(cert)
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.state_dir.chmod(0o700)
+        data_folder.load(data_uri)  # fail now, not at the first task, on unreadable data
+        self._worker_args = (self.client_id, data_uri, str(self.state_dir))
+        self._worker: futures.ProcessPoolExecutor | None = None
+        no_data = np.zeros((0, 0), np.float32)
+        self._transport_context = client_tasks.AgentContext(
+            self.client_id, no_data, np.zeros(0, np.int64), self.state_dir
+        )
+        self.channel = transport.secure_channel(coordinator, cert, key, ca)
+        self.stub = pb_grpc.CoordinatorStub(self.channel)
+        self._sequence_file = self.state_dir / "sequence"
+        self._sequence = int(self._sequence_file.read_text()) if self._sequence_file.exists() else 0
+        self._sequence_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.heartbeat_interval_s = 1.0
+
+    def next_sequence(self) -> int:
+        """Strictly increasing across restarts: at least the time in microseconds, and past
+        the last one used (kept in the state dir)."""
+        with self._sequence_lock:
+            self._sequence = max(self._sequence + 1, time.time_ns() // 1000)
+            self._sequence_file.write_text(str(self._sequence))
+            return self._sequence
+
+    def envelope(self) -> pb.Envelope:
+        return transport.envelope(self.client_id, self.next_sequence())
+
+    def register(self) -> None:
+        """Register, retrying with backoff until the coordinator answers (or stop())."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                reply = self.stub.Register(
+                    pb.RegisterRequest(envelope=self.envelope(), agent_version=VERSION),
+                    timeout=10,
+                )
+                self.heartbeat_interval_s = reply.heartbeat_interval_s or 1.0
+                log.info("client %d registered with the coordinator", self.client_id)
+                return
+            except grpc.RpcError as e:
+                log.warning(
+                    "client %d: register failed (%s); retrying in %.1fs",
+                    self.client_id,
+                    _describe(e),
+                    delay,
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(self.heartbeat_interval_s):
+            try:
+                self.stub.Heartbeat(pb.HeartbeatRequest(envelope=self.envelope()), timeout=5)
+            except grpc.RpcError as e:
+                log.warning("client %d: heartbeat failed (%s)", self.client_id, _describe(e))
+
+    def serve_forever(self) -> None:
+        """Register, then heartbeat and answer tasks until stop()."""
+        self.register()
+        threading.Thread(target=self._heartbeats, daemon=True, name="heartbeat").start()
+        while not self._stop.is_set():
+            try:
+                self.serve_one(POLL_S)
+            except grpc.RpcError as e:
+                log.warning("client %d: coordinator unreachable (%s)", self.client_id, _describe(e))
+                self._stop.wait(1.0)
+                if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+                    self.register()
+
+    def serve_one(self, wait_s: float) -> bool:
+        """Fetch at most one task (waiting up to wait_s), run it and submit the answer."""
+        stream = self.stub.FetchTask(
+            pb.TaskPoll(envelope=self.envelope(), wait_s=wait_s), timeout=wait_s + 30
+        )
+        task, payload = transport.collect(stream, "task")
+        if task is None:
+            return False
+        started = time.perf_counter()
+        try:
+            meta = json.loads(task.meta_json or b"{}")
+            answer, files = self._run(task.kind, meta, transport.unpack(payload))
+            result_payload = transport.pack(files)
+            result = pb.Result(ok=True, meta_json=json.dumps(answer).encode())
+        except Exception as e:  # the agent reports what it refused or failed, and goes on
+            log.exception("client %d: task %s (%s) failed", self.client_id, task.task_id, task.kind)
+            result_payload = b""
+            result = pb.Result(ok=False, error=f"{type(e).__name__}: {e}")
+        result.task_id = task.task_id
+        result.payload_size = len(result_payload)
+        result.payload_sha256 = transport.digest(result_payload)
+        result.envelope.CopyFrom(self.envelope())
+        ack = self.stub.SubmitResult(transport.result_stream(result, result_payload), timeout=60)
+        log.info(
+            "client %d: task %s (%s) answered in %.2fs%s",
+            self.client_id,
+            task.task_id,
+            task.kind,
+            time.perf_counter() - started,
+            "" if ack.accepted else f", not accepted: {ack.reason}",
+        )
+        return True
+
+    def _run(self, kind: str, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:
+        """Run a task in the agent's worker process: training holds the interpreter for
+        seconds at a time, and the heartbeats must go on meanwhile. The worker loads the
+        data once and keeps its trainer between tasks; a crashed worker is replaced."""
+        if kind in client_tasks.TRANSPORT_ONLY:  # needs neither data nor a model
+            return client_tasks.run(self._transport_context, kind, meta, files)
+        if self._worker is None:
+            self._worker = futures.ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=self._worker_args,
+            )
+        try:
+            return self._worker.submit(_worker_run, kind, meta, files).result()
+        except futures.process.BrokenProcessPool:
+            self._worker = None
+            raise
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+
+
+_context: client_tasks.AgentContext | None = None
+
+
+def _worker_init(client_id: int, data_uri: str, state_dir: str) -> None:
+    from fedpipe.agents.local import die_with_parent
+
+    global _context
+    die_with_parent()  # a killed agent takes its worker with it
+    x, y = data_folder.load(data_uri)
+    _context = client_tasks.AgentContext(client_id, x, y, Path(state_dir))
+
+
+def _worker_run(kind: str, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:
+    assert _context is not None
+    return client_tasks.run(_context, kind, meta, files)
+
+
+def _describe(error: grpc.RpcError) -> str:
+    return f"{error.code().name}: {error.details()}"
+
+
+def run(data: str, coordinator: str, cert: str, key: str, ca: str, state_dir: str | None) -> None:
+    """The `fedpipe agent` process."""
+    state = state_dir or os.path.join(os.path.expanduser("~"), ".fedpipe-agent")
+    Agent(data, coordinator, cert, key, ca, state).serve_forever()
