@@ -35,6 +35,7 @@ SECURE_AGGREGATION = ("off", "secagg", "secagg+")
 NEEDS_INDIVIDUAL_UPDATES = frozenset({"median", "trimmed_mean", "krum", "multi_krum"})
 SCREENING_POLICIES = ("off", "flag", "downweight", "exclude")
 ATTACKS = ("none", "sign_flip", "scaling", "gaussian_noise", "label_flip")
+COMPRESSIONS = ("none", "q8", "q4", "topk")
 
 
 class ConfigError(ValueError):
@@ -128,6 +129,8 @@ class RunConfig:
     fault_state_dir: str | None = None
     probation_failures: int = 0
     probation_rounds: int = 2
+    compression: str = "none"
+    compression_topk_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if isinstance(self.fault_schedule, list):  # from JSON or YAML; a config is hashable
@@ -170,6 +173,13 @@ class RunConfig:
                     self.screening,
                     "off when secure_aggregation is on: screening needs each update's norm, "
                     "which secure aggregation hides from the server",
+                )
+            if self.compression == "topk":
+                raise ConfigError(
+                    "compression",
+                    self.compression,
+                    "none, q8 or q4 when secure_aggregation is on: masks make every "
+                    "coordinate non-zero, so top-k's sparsity cannot survive masking",
                 )
             if self.dp_enabled and self.dp_clipping == "adaptive":
                 raise ConfigError(
@@ -387,6 +397,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fault_state_dir": (lambda v: v is None or _nonempty_str(v), "a directory path or null"),
     "probation_failures": (_is_int(0, 1000), "an integer >= 0 (0 = no probation)"),
     "probation_rounds": (_is_int(1, 1000), "an integer in [1, 1000]"),
+    "compression": (_one_of(COMPRESSIONS), f"one of {', '.join(COMPRESSIONS)}"),
+    "compression_topk_fraction": (
+        _is_float(0.0, 1.0, low_open=True),
+        "a fraction of the coordinates in (0, 1]",
+    ),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

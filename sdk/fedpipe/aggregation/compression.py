@@ -27,8 +27,10 @@ clipping and noising is post-processing and costs no privacy.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import struct
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -268,3 +270,31 @@ def sum_packed(payloads: list[bytes], encoding: FixedPoint, count: int) -> np.nd
     signed = total.astype(np.int64)
     signed[signed >= 2 ** (encoding.bits - 1)] -= 2**encoding.bits
     return signed.astype(encoding.word)
+
+
+# --- The simulation's hook: one client's update through encode and decode ----------------
+
+
+def through_the_wire(
+    kind: str,
+    topk_fraction: float,
+    delta: np.ndarray,
+    state_dir: Path,
+    client_id: int,
+    round_number: int,
+) -> np.ndarray:
+    """What the server decodes from a client's compressed delta. The client's state (the
+    top-k residual) is kept in state_dir between rounds, as a device would keep it, and the
+    payload's bytes are appended to state_dir/bytes.jsonl (round, client, kind, bytes)."""
+    compressor = make(kind, topk_fraction)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_path = state_dir / f"residual_{client_id}.npy"
+    state = np.load(state_path) if state_path.exists() else None
+    payload, new_state = compressor.encode(delta, state)
+    if new_state is not None:
+        np.save(state_path, new_state)
+    record = {"round": round_number, "client": client_id, "kind": kind}
+    record |= {"bytes": bytes_on_wire(payload), "float32_bytes": 4 * int(delta.size)}
+    with (state_dir / "bytes.jsonl").open("a") as log:
+        log.write(json.dumps(record) + "\n")
+    return compressor.decode(payload).astype(delta.dtype)

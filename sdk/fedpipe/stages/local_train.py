@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedpipe.aggregation import compression
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate, save_shard
 from fedpipe.config import RunConfig
@@ -55,11 +56,21 @@ def local_train(
             mu=plan.training.fedprox_mu,
             seed=[plan.seed, round_number, client_id],
         )
+        delta = attacks.poison_update(config, round_number, client_id, result.delta)
+        if config.compression != "none":  # the simulation's state dir: the workdir's
+            delta = compression.through_the_wire(
+                config.compression,
+                config.compression_topk_fraction,
+                delta,
+                Path(updates_path).resolve().parent.parent / "client_state",
+                client_id,
+                round_number,
+            )
         duration = time.perf_counter() - started
         updates.append(
             ClientUpdate.of(
                 client_id,
-                attacks.poison_update(config, round_number, client_id, result.delta),
+                delta,
                 num_examples=result.num_examples,
                 train_loss=result.train_loss,
                 duration_s=duration,
