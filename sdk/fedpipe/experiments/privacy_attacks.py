@@ -167,13 +167,14 @@ def run_inversion(
         # One local step each: the mean is one step on the union of the batches.
         observed_batch, steps = int(total), 1
     else:
-        delta, total, observed_batch, steps = deltas[0], per_client, setting.batch_size, None
+        delta, total = deltas[0], per_client
+        observed_batch, steps = setting.batch_size, setting.steps
     observed = inversion.Observed(
         delta=model_trainer.spec.split(delta),
         weights=model_trainer.spec.split(start),
         num_examples=int(total),
         batch_size=observed_batch,
-        steps=steps or setting.steps,
+        steps=steps,
         learning_rate=cfg.client_learning_rate,
     )
     labels = inversion.recover_labels(observed, data.num_classes, seed=seed)
