@@ -142,22 +142,31 @@ def test_make_names_every_kind() -> None:
 def test_simulation_sends_compressed_updates_and_keeps_residuals(small_config, tmp_path) -> None:
     from fedpipe.simulation.runner import simulate
 
-    cfg = small_config.replace(compression="topk", compression_topk_fraction=0.2)
+    cfg = small_config.replace(
+        {"aggregation.compression.kind": "topk", "aggregation.compression.topk_fraction": 0.2}
+    )
     result = simulate(cfg, tmp_path / "sim", register=False)
     state = tmp_path / "sim" / "client_state"
     records = [json.loads(line) for line in (state / "bytes.jsonl").read_text().splitlines()]
     size = result.model.weights.size
     k = int(np.ceil(0.2 * size))
-    assert len(records) == cfg.rounds * cfg.cohort_size
+    assert len(records) == cfg.training.rounds * cfg.selection.cohort_size
     assert {r["bytes"] for r in records} == {12 + 8 * k}
     assert {r["float32_bytes"] for r in records} == {4 * size}
     residuals = sorted(p.name for p in state.glob("residual_*.npy"))
-    assert residuals == [f"residual_{c}.npy" for c in range(cfg.num_clients)]
+    assert residuals == [f"residual_{c}.npy" for c in range(cfg.data.num_clients)]
     assert np.linalg.norm(np.load(state / "residual_0.npy")) > 0  # held back for later rounds
     assert result.accuracy[-1] > 0.5  # still learns from a fifth of the coordinates
 
 
 def test_topk_is_refused_under_secure_aggregation() -> None:
     with pytest.raises(config.ConfigError, match="masks make every coordinate non-zero"):
-        config.RunConfig(secure_aggregation="secagg", compression="topk")
-    assert config.RunConfig(secure_aggregation="secagg", compression="q4").compression == "q4"
+        config.from_mapping(
+            {"aggregation.secure.mode": "secagg", "aggregation.compression.kind": "topk"}
+        )
+    assert (
+        config.from_mapping(
+            {"aggregation.secure.mode": "secagg", "aggregation.compression.kind": "q4"}
+        ).compression
+        == "q4"
+    )

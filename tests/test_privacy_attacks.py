@@ -16,7 +16,11 @@ from fedpipe.training import trainer
 
 @pytest.fixture(scope="module")
 def digits_trainer() -> trainer.Trainer:
-    return trainer.Trainer(config.RunConfig(dataset="digits", model="mlp", hidden_units=32))
+    return trainer.Trainer(
+        config.from_mapping(
+            {"data.dataset": "digits", "model.name": "mlp", "model.hidden_units": 32}
+        )
+    )
 
 
 def _observe(model_trainer: trainer.Trainer, x: np.ndarray, y: np.ndarray, batch: int):
@@ -80,7 +84,9 @@ def test_image_metrics() -> None:
 def test_membership_inference_finds_the_members_of_an_overfit_model() -> None:
     import keras
 
-    cfg = config.RunConfig(dataset="digits", model="mlp", hidden_units=64)
+    cfg = config.from_mapping(
+        {"data.dataset": "digits", "model.name": "mlp", "model.hidden_units": 64}
+    )
     model_trainer = trainer.Trainer(cfg)
     data = model_trainer.data
     members_x, members_y = data.x_train[:60], data.y_train[:60]
@@ -111,9 +117,15 @@ def test_attack_metrics_on_known_scores() -> None:
 
 
 def test_noise_for_epsilon_meets_the_target() -> None:
-    cfg = config.RunConfig(
-        num_clients=100, cohort_size=10, rounds=20, dp_clip_norm=0.5, dp_delta=1e-3
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 100,
+            "selection.cohort_size": 10,
+            "training.rounds": 20,
+            "aggregation.dp.clip_norm": 0.5,
+            "aggregation.dp.delta": 1e-3,
+        }
     )
     z = privacy_attacks.noise_for_epsilon(cfg, 3.0)
-    assert accounting.epsilon(cfg.replace(dp_noise_multiplier=z), 20) <= 3.0
-    assert accounting.epsilon(cfg.replace(dp_noise_multiplier=z - 0.01), 20) > 3.0
+    assert accounting.epsilon(cfg.replace({"aggregation.dp.noise_multiplier": z}), 20) <= 3.0
+    assert accounting.epsilon(cfg.replace({"aggregation.dp.noise_multiplier": z - 0.01}), 20) > 3.0

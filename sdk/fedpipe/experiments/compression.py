@@ -36,11 +36,16 @@ class Cell:
 
 def settings(base: RunConfig, kind: str, topk_fraction: float) -> RunConfig:
     """The one place this experiment reads or writes compression config fields."""
-    return base.replace(compression=kind, compression_topk_fraction=topk_fraction)
+    return base.replace(
+        {
+            "aggregation.compression.kind": kind,
+            "aggregation.compression.topk_fraction": topk_fraction,
+        }
+    )
 
 
 def run_cell(base: RunConfig, kind: str, topk_fraction: float, seed: int, work: Path) -> Cell:
-    cfg = settings(base.replace(seed=seed), kind, topk_fraction)
+    cfg = settings(base.replace({"seed": seed}), kind, topk_fraction)
     workdir = work / f"{kind}-seed{seed}"
     shutil.rmtree(workdir, ignore_errors=True)  # a residual left from an earlier run is stale
     result = simulate(cfg, workdir, run_name=f"{NAME} {kind} seed {seed}", register=False)
@@ -85,8 +90,8 @@ def summary(cells: list[Cell], topk_fraction: float) -> list[dict]:
 
 def to_markdown(rows: list[dict], base: RunConfig, seeds: list[int]) -> str:
     lines = [
-        f"# Compression: {base.dataset}, {base.num_clients} clients, {base.partitioner}, "
-        f"{base.rounds} rounds, {base.model}, E={base.local_epochs}, B={base.batch_size}, "
+        f"# Compression: {base.data.dataset}, {base.data.num_clients} clients, {base.data.partitioner}, "
+        f"{base.training.rounds} rounds, {base.model.name}, E={base.training.local_epochs}, B={base.training.batch_size}, "
         f"seeds {', '.join(map(str, seeds))}",
         "",
         "| compression | seeds | accuracy (mean ± std) | bytes / client / round "

@@ -122,10 +122,10 @@ def _secagg_mean(config: RunConfig, deltas: list[np.ndarray], counts: list[int])
     from fedpipe.secagg.quantization import FixedPoint
 
     encoding = FixedPoint(
-        config.secagg_clip,
-        config.secagg_fractional_bits,
-        config.secagg_max_examples,
-        config.cohort_size,
+        config.aggregation.secure.clip,
+        config.aggregation.secure.fractional_bits,
+        config.aggregation.secure.max_examples,
+        config.selection.cohort_size,
     )
     words = [encoding.encode(d, n) for d, n in zip(deltas, counts, strict=True)]
     total = np.zeros_like(words[0])
@@ -140,11 +140,11 @@ def run_inversion(
     """One attack; returns its row, the real images and their matched reconstructions."""
     from fedpipe.training import trainer
 
-    cfg = base.replace(seed=seed)
+    cfg = base.replace({"seed": seed})
     model_trainer = trainer.for_config(cfg)
     data, shape = model_trainer.data, model_trainer.data.image_shape
     rng = np.random.default_rng([seed, 0x1A7])
-    clients = cfg.cohort_size if setting.view == "secagg" else 1
+    clients = cfg.selection.cohort_size if setting.view == "secagg" else 1
     per_client = setting.examples_per_client
     chosen = rng.choice(len(data.y_train), clients * per_client, replace=False)
     x, y = data.x_train[chosen], data.y_train[chosen]
@@ -156,7 +156,7 @@ def run_inversion(
             y[i * per_client : (i + 1) * per_client],
             epochs=1,
             batch_size=setting.batch_size,
-            learning_rate=cfg.client_learning_rate,
+            learning_rate=cfg.training.learning_rate,
             mu=0.0,
             seed=[seed, i],
         ).delta
@@ -175,7 +175,7 @@ def run_inversion(
         num_examples=int(total),
         batch_size=observed_batch,
         steps=steps,
-        learning_rate=cfg.client_learning_rate,
+        learning_rate=cfg.training.learning_rate,
     )
     labels = inversion.recover_labels(observed, data.num_classes, seed=seed)
     rebuilt = inversion.reconstruct(
@@ -198,12 +198,14 @@ def run_inversion(
 
 
 def noise_for_epsilon(config: RunConfig, epsilon: float) -> float:
-    """The smallest noise multiplier (to 1e-3) whose epsilon after config.rounds rounds is at
+    """The smallest noise multiplier (to 1e-3) whose epsilon after config.training.rounds rounds is at
     most `epsilon`, by bisection on the accountant (epsilon falls as noise grows)."""
     low, high = 0.05, 64.0
     for _ in range(40):
         mid = (low + high) / 2
-        spent = privacy_accounting.epsilon(config.replace(dp_noise_multiplier=mid), config.rounds)
+        spent = privacy_accounting.epsilon(
+            config.replace({"aggregation.dp.noise_multiplier": mid}), config.training.rounds
+        )
         low, high = (mid, high) if spent > epsilon else (low, mid)
         if high - low < 1e-3:
             break
@@ -235,10 +237,12 @@ def reference_probabilities(
     out = []
     for r in range(count):
         half = rng.choice(len(y_ref), len(y_ref) // 2, replace=False)
-        model = models.build(cfg.replace(seed=(cfg.seed * 131 + r + 1) % 2**31), data)
-        optimizer = keras.optimizers.SGD(cfg.client_learning_rate)
+        model = models.build(cfg.replace({"seed": (cfg.seed * 131 + r + 1) % 2**31}), data)
+        optimizer = keras.optimizers.SGD(cfg.training.learning_rate)
         model.compile(optimizer, "sparse_categorical_crossentropy")
-        model.fit(x_ref[half], y_ref[half], batch_size=cfg.batch_size, epochs=epochs, verbose=0)
+        model.fit(
+            x_ref[half], y_ref[half], batch_size=cfg.training.batch_size, epochs=epochs, verbose=0
+        )
         out.append(model.predict(x, batch_size=2048, verbose=0))
     return out
 
@@ -256,7 +260,7 @@ def run_membership(
     from fedpipe.data import datasets
     from fedpipe.simulation.runner import simulate
 
-    cfg0 = base.replace(seed=seed)
+    cfg0 = base.replace({"seed": seed})
     data = datasets.load(cfg0)
     rng = np.random.default_rng([seed, 0x3E3])
     held = rng.permutation(len(data.y_heldout))
@@ -273,9 +277,9 @@ def run_membership(
         if math.isinf(eps):
             cfg, z = cfg0, None
         else:
-            cfg = cfg0.replace(dp_clip_norm=clip_norm)
+            cfg = cfg0.replace({"aggregation.dp.clip_norm": clip_norm})
             z = noise_for_epsilon(cfg, eps)
-            cfg = cfg.replace(dp_noise_multiplier=z)
+            cfg = cfg.replace({"aggregation.dp.noise_multiplier": z})
         workdir = work / f"eps-{eps:g}-seed{seed}"
         shutil.rmtree(workdir, ignore_errors=True)
         result = simulate(cfg, workdir, run_name=f"{NAME} eps={eps:g} seed {seed}", register=False)
