@@ -332,3 +332,115 @@ def _add_agent_commands() -> None:
 
 
 _add_agent_commands()
+
+
+def _int_list(raw: str) -> list[int]:
+    try:
+        return [int(s) for s in raw.split(",") if s.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"{raw!r}: expected comma-separated integers") from e
+
+
+@experiment.command(name="compression")
+@config_option
+@set_option
+@click.option(
+    "--kinds", default="none,q8,q4,topk", show_default=True, help="Compressors to compare."
+)
+@click.option("--topk-fraction", type=float, default=0.1, show_default=True, help="Top-k's share.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated run seeds.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default=str(RUNS_DIR / "experiments" / "compression"),
+    show_default=True,
+)
+def experiment_compression(
+    config_path: str | None,
+    sets: tuple[str, ...],
+    kinds: str,
+    topk_fraction: float,
+    seeds: str,
+    output: str,
+) -> None:
+    """Held-out accuracy against bytes per client per round for each update compressor
+    (by default on the MNIST reference setting, configs/mnist.yaml)."""
+    from fedpipe.experiments import compression as experiment_module
+
+    base = _load_config(config_path or "configs/mnist.yaml", sets)
+    names = [k.strip() for k in kinds.split(",") if k.strip()]
+    unknown = sorted(set(names) - set(run_config.COMPRESSIONS))
+    if unknown:
+        raise click.BadParameter(f"unknown compressor {unknown[0]!r}", param_hint="--kinds")
+    experiment_module.run(base, names, topk_fraction, _int_list(seeds), Path(output))
+    click.echo((Path(output) / "table.md").read_text())
+
+
+@experiment.command(name="privacy-attacks")
+@set_option
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
+@click.option(
+    "--epsilons",
+    default="inf,8,3,1",
+    show_default=True,
+    help="Membership inference: DP-FedAvg targets (inf = plain FedAvg).",
+)
+@click.option(
+    "--iterations", type=int, default=300, show_default=True, help="Inversion optimiser steps."
+)
+@click.option("--clip-norm", type=float, default=0.5, show_default=True, help="DP clip norm.")
+@click.option(
+    "--references", type=int, default=4, show_default=True, help="Attacker's reference models."
+)
+@click.option(
+    "--reference-epochs", type=int, default=5, show_default=True, help="Their training epochs."
+)
+@click.option(
+    "--only",
+    type=click.Choice(["inversion", "membership"]),
+    default=None,
+    help="Run one of the two attacks.",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default=str(RUNS_DIR / "experiments" / "privacy-attacks"),
+    show_default=True,
+)
+def experiment_privacy_attacks(
+    sets: tuple[str, ...],
+    seeds: str,
+    epsilons: str,
+    iterations: int,
+    clip_norm: float,
+    references: int,
+    reference_epochs: int,
+    only: str | None,
+    output: str,
+) -> None:
+    """Update inversion (plain and under SecAgg) and membership inference (FedAvg and
+    DP-FedAvg at several epsilons), over several seeds. --set applies to both settings."""
+    from fedpipe.experiments import privacy_attacks as experiment_module
+
+    overrides = _parse_sets(sets)
+    try:
+        bases = [
+            run_config.resolve_local_paths(run_config.load(None, {**d, **overrides}), Path.cwd())
+            for d in (experiment_module.INVERSION, experiment_module.MEMBERSHIP)
+        ]
+        targets = [float(e) for e in epsilons.split(",") if e.strip()]
+    except (run_config.ConfigError, ValueError) as e:
+        raise click.UsageError(str(e)) from e
+    text = experiment_module.run(
+        bases[0],
+        bases[1],
+        seeds=_int_list(seeds),
+        epsilons=targets,
+        iterations=iterations,
+        clip_norm=clip_norm,
+        references=references,
+        reference_epochs=reference_epochs,
+        output=Path(output),
+        parts=(only,) if only else ("inversion", "membership"),
+    )
+    click.echo(text)

@@ -25,6 +25,7 @@ import numpy as np
 
 from fedpipe.aggregation import (
     byzantine_tolerance,
+    compression,
     mean,
     robust,
     screening,
@@ -166,6 +167,16 @@ def build_chain(config: RunConfig) -> AggregationChain:
         layers.append(screening.NormScreening(agg.screening.policy, agg.screening.threshold))
     if rule == "norm_bounding":
         layers.append(robust.NormBounding(agg.norm_bound))
+    if agg.compression.kind != "none":
+        if secure:
+            raise ConfigError(
+                "aggregation.compression.kind",
+                agg.compression.kind,
+                "none under secure aggregation: masked words are sent at the fixed-point width "
+                "(top-k's sparsity cannot survive masking; packing quantized words in the ring "
+                "is compression.pack_words, not wired into the protocol yet)",
+            )
+        layers.append(compression.Compression(agg.compression.kind, agg.compression.topk_fraction))
     layers += [_import(path)(config) for path in agg.layers]
     weighting: Weighting
     if config.dp_enabled:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
 from fedpipe.aggregation.outcome import Rejection, ScreeningFlag
 from fedpipe.artifacts import wire
+from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate
 
 State = dict[str, np.ndarray]
@@ -27,6 +29,23 @@ class ClientContext:
     announced_weight: float | None  # the weight the server announced in the round plan
     state: Mapping[str, np.ndarray]  # the global model's server state (e.g. the clip norm)
     secure: bool  # the update is masked next: the server cannot apply server parts to it
+    state_dir: Path | None = None  # where the client keeps what it carries between rounds
+
+    @classmethod
+    def for_update(
+        cls, plan: RoundPlan, update: ClientUpdate, *, secure: bool, state_dir: Path | None
+    ) -> ClientContext:
+        """What a client of the planned round knows about itself once it has trained."""
+        announced = dict(zip(plan.cohort.clients, plan.cohort.client_weights, strict=False))
+        return cls(
+            client_id=update.client_id,
+            round_number=plan.cohort.round_number,
+            num_examples=update.num_examples,
+            announced_weight=announced.get(update.client_id),
+            state={},
+            secure=secure,
+            state_dir=state_dir,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

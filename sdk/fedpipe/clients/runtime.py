@@ -9,6 +9,7 @@ simulated systems, injected outages); a remote runtime sends the work to client 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from fedpipe.aggregation.chain import AggregationChain, build_chain
+from fedpipe.aggregation.chain import build_chain
+from fedpipe.aggregation.layer import ClientContext
+from fedpipe.artifacts import wire
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.secagg import rounds
@@ -65,10 +68,10 @@ class InProcessClients:
         data: ClientData,
         trainer: Trainer,
         mods: Sequence[ClientMod] = (),
-        chain: AggregationChain | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.config, self.data, self.trainer, self.mods = config, data, trainer, list(mods)
-        self.chain = chain or build_chain(config)
+        self.chain, self.state_dir = build_chain(config), state_dir
 
     def train(self, plan: RoundPlan, client_id: int) -> ClientUpdate | None:
         """One client's round: its delta from the global model (None if it sends nothing)."""
@@ -106,6 +109,13 @@ class InProcessClients:
         self, plan: RoundPlan, clients: Sequence[int], secagg_messages: Sequence[str | Path]
     ) -> list[ClientUpdate]:
         trained = [u for u in (self.train(plan, c) for c in clients) if u is not None]
-        if not self.chain.secure:
-            return trained
-        return rounds.mask_updates(self.config, self.chain, plan, trained, secagg_messages)
+        if self.chain.secure:  # the chain's client part runs inside the masking
+            return rounds.mask_updates(
+                self.config, self.chain, plan, trained, secagg_messages, self.state_dir
+            )
+        sent = []
+        for u in trained:
+            ctx = ClientContext.for_update(plan, u, secure=False, state_dir=self.state_dir)
+            delta, _ = self.chain.client_update(u.vector, ctx)
+            sent.append(dataclasses.replace(u, vector=delta, checksum=wire.checksum(delta)))
+        return sent

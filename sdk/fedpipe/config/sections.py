@@ -26,6 +26,7 @@ SECURE_MODES = ("off", "secagg", "secagg+")
 SCREENING_POLICIES = ("off", "flag", "downweight", "exclude")
 ATTACKS = ("none", "sign_flip", "scaling", "gaussian_noise", "label_flip")
 CLIENT_RUNTIMES = ("simulated", "agents")
+COMPRESSIONS = ("none", "q8", "q4", "topk")
 
 
 def setting(default: Any, check: checks.Check, allowed: str) -> Any:
@@ -233,6 +234,16 @@ class ScreeningConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class CompressionConfig(Section):
+    """What a client's update goes through before it is sent (docs/compression.md)."""
+
+    kind: str = setting("none", checks.one_of(COMPRESSIONS), f"one of {', '.join(COMPRESSIONS)}")
+    topk_fraction: float = setting(
+        0.1, checks.number(0.0, 1.0, low_open=True), "a fraction of the coordinates in (0, 1]"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class AggregationConfig(Section):
     """The aggregation chain (fedpipe.aggregation.chain): rule, defences, privacy layers."""
 
@@ -254,6 +265,7 @@ class AggregationConfig(Section):
         "a list of 'module:factory' paths of extra layers (factory(config) -> Layer)",
     )
     screening: ScreeningConfig = subsection(ScreeningConfig)
+    compression: CompressionConfig = subsection(CompressionConfig)
     dp: DpConfig = subsection(DpConfig)
     secure: SecureConfig = subsection(SecureConfig)
 

@@ -217,25 +217,13 @@ def bytes_sent(messages: Messages, masked: list[secagg.MaskedInput]) -> float:
     return float(np.mean(list(sent.values()))) if sent else 0.0
 
 
-def client_context(plan: RoundPlan, update: ClientUpdate) -> ClientContext:
-    """What a client of this round knows when it applies the chain's client part."""
-    announced = dict(zip(plan.cohort.clients, plan.cohort.client_weights, strict=False))
-    return ClientContext(
-        client_id=update.client_id,
-        round_number=plan.cohort.round_number,
-        num_examples=update.num_examples,
-        announced_weight=announced.get(update.client_id),
-        state={},
-        secure=True,
-    )
-
-
 def mask_updates(
     config: RunConfig,
     chain: AggregationChain,
     plan: RoundPlan,
     updates: list[ClientUpdate],
     message_paths: Sequence[str | Path],
+    state_dir: Path | None = None,
 ) -> list[ClientUpdate]:
     """Step 3, client side: replace each trained delta by the client's masked input. The
     example count travels inside the masked vector, so the record says 0. Clients picked
@@ -256,7 +244,7 @@ def mask_updates(
             continue
         started = time.perf_counter()
         c = rebuild_client(config, session, messages, u.client_id)
-        ctx = client_context(plan, u)
+        ctx = ClientContext.for_update(plan, u, secure=True, state_dir=state_dir)
         encoded = session.encoding.encode(
             u.vector,
             chain.weighting.secure_weight(ctx, session.encoding.max_examples),

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from fedpipe.clients.runtime import InProcessClients
@@ -22,11 +24,14 @@ class PartitionData:
         return partition.client_data(self.config, client_id)
 
 
-def simulated_clients(config: RunConfig) -> InProcessClients:
+def simulated_clients(config: RunConfig, state_dir: Path | None = None) -> InProcessClients:
+    """The simulated clients of a run; `state_dir` is where they keep what they carry
+    between rounds (one folder shared by the simulated clients of a run)."""
     model_trainer = trainer.for_config(config)
     return InProcessClients(
         config,
         PartitionData(config),
         model_trainer,
         mods.for_config(config, model_trainer.data.num_classes),
+        state_dir,
     )

@@ -37,7 +37,11 @@ def local_train(
     )
     if fault == "lost":
         return
-    sent = simulated_clients(config).updates(plan, plan.cohort.shards[shard], secagg_messages)
+    # The simulated clients' own folder: beside the rounds' artifacts (the run's workdir
+    # under simulate); a real client keeps its own (fedpipe.agents).
+    state_dir = Path(updates_path).resolve().parent.parent / "client_state"
+    clients = simulated_clients(config, state_dir)
+    sent = clients.updates(plan, plan.cohort.shards[shard], secagg_messages)
     if fault == faults.CORRUPT and sent:
         sent[0] = faults.corrupt(sent[0])
         faults.record(config, round_number, f"local_train-{shard}", fault, 1, "corrupted")
