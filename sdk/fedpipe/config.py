@@ -128,6 +128,9 @@ class RunConfig:
     fault_state_dir: str | None = None
     probation_failures: int = 0
     probation_rounds: int = 2
+    # Privacy hardening (fedpipe.privacy.randomness, fedpipe.secagg.client_state).
+    privacy_mode: str = "secure"
+    client_state_dir: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.fault_schedule, list):  # from JSON or YAML; a config is hashable
@@ -149,14 +152,10 @@ class RunConfig:
                 "cohort_size", self.cohort_size, f"at most num_clients ({self.num_clients})"
             )
         if self.secure_aggregation != "off":
-            from fedpipe.secagg.quantization import FixedPoint
+            from fedpipe.secagg.rounds import encoding_for
 
-            encoding = FixedPoint(
-                self.secagg_clip,
-                self.secagg_fractional_bits,
-                self.secagg_max_examples,
-                self.cohort_size,
-            )
+            # Under DP the cohort is Poisson-sampled: up to num_clients may be summed.
+            encoding = encoding_for(self, self.num_clients if self.dp_enabled else self.cohort_size)
             if encoding.bits > 64:
                 raise ConfigError(
                     "secagg_fractional_bits",
@@ -387,6 +386,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fault_state_dir": (lambda v: v is None or _nonempty_str(v), "a directory path or null"),
     "probation_failures": (_is_int(0, 1000), "an integer >= 0 (0 = no probation)"),
     "probation_rounds": (_is_int(1, 1000), "an integer in [1, 1000]"),
+    "privacy_mode": (
+        _one_of(("secure", "reproducible-simulation")),
+        "secure (secrets from os.urandom) or reproducible-simulation (seeded secrets: "
+        "no privacy guarantee, research only)",
+    ),
+    "client_state_dir": (lambda v: v is None or _nonempty_str(v), "a directory path or null"),
 }
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

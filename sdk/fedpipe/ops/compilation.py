@@ -22,6 +22,7 @@ COMPONENTS = (
     ("secagg_relay", "relay_messages"),
     ("secagg_share_keys", "share_keys"),
     ("secagg_request", "request_unmasking"),
+    ("secagg_confirm", "confirm_survivors"),
     ("secagg_unmask", "unmask_response"),
 )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fedpipe.config import RunConfig
 from fedpipe.ops import compilation
+from fedpipe.secagg import rounds as secure_aggregation
 from fedpipe.simulation import faults
 
 
@@ -44,6 +45,7 @@ def run_pipeline(config: RunConfig, pipeline_root: Path, *, resume: bool = False
     started = time.perf_counter()
     pipeline_root = pipeline_root.resolve()
     config = faults.with_state_dir(config, pipeline_root)
+    config = secure_aggregation.with_state_root(config, pipeline_root)
     pipeline_yaml = compilation.compile_pipeline(config, pipeline_root / "federated_training.yaml")
     local.init(
         runner=local.SubprocessRunner(use_venv=False),

@@ -20,10 +20,9 @@ from fedpipe.artifacts import wire
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config import RunConfig
 from fedpipe.privacy import accounting as privacy_accounting
+from fedpipe.privacy import randomness
 
 CLIP_NORM_STATE = "dp_clip_norm"
-_NOISE_TAG = 0xD9F1  # separates the noise stream from selection and local shuffling
-_SHARE_TAG = 0xD9F2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +66,10 @@ def value_noise_multiplier(config: RunConfig) -> float:
     return (z**-2 - (2 * sigma_b) ** -2) ** -0.5
 
 
-def noise_rng(seed: int, round_number: int) -> np.random.Generator:
-    return np.random.default_rng([seed, round_number, _NOISE_TAG])
+def noise_rng(config: RunConfig, round_number: int) -> np.random.Generator:
+    """The central noise: from the OS's cryptographic source (seeded only in
+    reproducible-simulation mode), so the noise cannot be regenerated and subtracted."""
+    return randomness.for_config(config).generator("dp-noise", round_number)
 
 
 def private_mean(
@@ -76,7 +77,7 @@ def private_mean(
 ) -> PrivateMean:
     """Clip, sum, noise and average the round's updates (the central, plain-path variant)."""
     bound = clip_norm(config, state)
-    rng = noise_rng(config.seed, round_number)
+    rng = noise_rng(config, round_number)
     total = np.zeros(updates[0].vector.size if updates else 0, np.float64)
     clipped = 0
     for u in sorted(updates, key=lambda u: u.client_id):
@@ -111,9 +112,13 @@ def distributed_noise_share(
     """One client's share of the noise for the secure-aggregation path: N(0, (z C)^2 / n),
     so the sum of n shares carries the noise of the central mechanism and the server never
     sees an un-noised sum. The client adds it to its clipped update before masking."""
-    rng = np.random.default_rng([config.seed, round_number, client_id, _SHARE_TAG])
-    stddev = value_noise_multiplier(config) * bound / math.sqrt(clients)
-    return rng.normal(0.0, stddev, size)
+    rng = randomness.for_config(config).generator("dp-noise-share", round_number, client_id)
+    return rng.normal(0.0, noise_share_stddev(config, bound, clients), size)
+
+
+def noise_share_stddev(config: RunConfig, bound: float, clients: int) -> float:
+    """Standard deviation of one client's noise share: z_value C / sqrt(clients)."""
+    return value_noise_multiplier(config) * bound / math.sqrt(clients)
 
 
 def privatize_for_secure_sum(

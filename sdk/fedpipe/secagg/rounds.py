@@ -2,9 +2,10 @@
 clients' entropy and dropouts, and the artifacts that carry protocol messages between
 the client-side tasks and the server-side stages.
 
-Client-side tasks (advertise_keys, share_keys, local_train, unmask_response) rebuild a
-client from its entropy and the messages it has seen; the server-side stages
-(request_unmasking, aggregate) read only the messages, never a client's secrets.
+Client-side tasks (advertise_keys, share_keys, local_train, confirm_survivors,
+unmask_response) rebuild a client from its state store (its entropy, signing identity and
+journal, fedpipe.secagg.client_state) and the messages it has seen; the server-side
+stages (request_unmasking, aggregate) read only the messages, never a client's secrets.
 """
 
 from __future__ import annotations
@@ -25,49 +26,101 @@ from fedpipe.artifacts import wire
 from fedpipe.artifacts.round_plan import Cohort, RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config import RunConfig
-from fedpipe.privacy import dp_fedavg
-from fedpipe.secagg import graph, primitives, shamir
+from fedpipe.privacy import dp_fedavg, randomness
+from fedpipe.secagg import graph, shamir
+from fedpipe.secagg.client_state import ClientState, PublicKeyDirectory
 
 ENCODING = "secagg"  # the ClientUpdate encoding of a masked update
-_ENTROPY_TAG = b"fedpipe-simulated-client-entropy"
 _DROPOUT_TAG = 0xD209
-STEPS = ("advertise", "share_keys", "unmask_request", "unmask_response")
+STEPS = ("advertise", "share_keys", "unmask_request", "confirm", "unmask_response")
+# Each client's noise share is cut at this many standard deviations (its fixed-point range
+# is sized for clip + TAIL_SIGMAS sigma): the chance that any coordinate of any client
+# reaches the cut is below d * n * 2 Phi(-8) ~ d * n * 1.2e-15, added to delta.
+TAIL_SIGMAS = 8.0
 
 
 def enabled(config: RunConfig) -> bool:
     return config.secure_aggregation != "off"
 
 
+def encoding_for(config: RunConfig, cohort_size: int) -> secagg.FixedPoint:
+    """The fixed-point encoding of a round. Under DP each client's noise share rides in the
+    encoded value, so the range per coordinate is clip + TAIL_SIGMAS x its noise stddev:
+    the coordinate clip comes before the noise and cannot cut it."""
+    noise = 0.0
+    if config.dp_enabled and config.dp_noise_multiplier > 0:
+        noise = dp_fedavg.noise_share_stddev(
+            config, dp_fedavg.clip_norm(config, {}), config.min_valid_updates
+        )
+    return secagg.FixedPoint(
+        config.secagg_clip,
+        config.secagg_fractional_bits,
+        config.secagg_max_examples,
+        cohort_size,
+        noise_bound=TAIL_SIGMAS * noise,
+    )
+
+
 def session_for(config: RunConfig, cohort: Cohort, model_size: int) -> secagg.Session:
-    """The round's public parameters, derived identically by the server and every client."""
+    """The round's public parameters, derived identically by the server and every client
+    from the round plan: the session id the server drew, the cohort, the graph."""
+    if not cohort.session_id:
+        raise secagg.ProtocolAbort(
+            f"round {cohort.round_number}: the round plan carries no secure-aggregation "
+            "session id (written by select); was it made by an older fedpipe?"
+        )
     clients = sorted(cohort.clients)
     if config.secure_aggregation == "secagg":
         neighbours = graph.complete(clients)
     else:
         k = config.secagg_neighbours or graph.default_neighbours(len(clients))
-        neighbours = graph.random_regular(clients, k, config.seed, cohort.round_number)
-    encoding = secagg.FixedPoint(
-        config.secagg_clip,
-        config.secagg_fractional_bits,
-        config.secagg_max_examples,
-        config.cohort_size,
-    )
+        graph_seed = int(cohort.session_id, 16)  # public, fresh each round
+        neighbours = graph.random_regular(clients, k, graph_seed, cohort.round_number)
     return secagg.Session(
-        cohort.round_number, neighbours, config.secagg_threshold, encoding, model_size + 1
+        cohort.round_number,
+        neighbours,
+        config.secagg_threshold,
+        encoding_for(config, max(len(clients), 1)),
+        model_size + 1,
+        cohort.session_id,
     )
 
 
-def client_entropy(config: RunConfig, round_number: int, client_id: int) -> bytes:
-    """A simulated client's private randomness. Derived from the run seed so that runs
-    replay exactly; an agent on a real device uses os.urandom(32) instead, because anyone
-    who knows the seed could rebuild these secrets."""
-    label = f"{config.seed}/{round_number}/{client_id}".encode()
-    return primitives.derive(_ENTROPY_TAG, label)
+def state_root(config: RunConfig) -> str:
+    """Where the clients keep their state (never read by server-side stages)."""
+    if config.client_state_dir is None:
+        raise secagg.ProtocolAbort(
+            "secure aggregation needs client_state_dir (the clients' state store); "
+            "fedpipe simulate and fedpipe run set it under the run folder"
+        )
+    return config.client_state_dir
 
 
-def client(config: RunConfig, session: secagg.Session, client_id: int) -> secagg.SecAggClient:
+def with_state_root(config: RunConfig, run_folder: str | Path) -> RunConfig:
+    """The config with the clients' state store under <run folder>/clients, unless set."""
+    if not enabled(config) or config.client_state_dir is not None:
+        return config
+    return config.replace(client_state_dir=str(Path(run_folder).resolve() / "clients"))
+
+
+def client(
+    config: RunConfig, session: secagg.Session, client_id: int, *, advertising: bool = False
+) -> secagg.SecAggClient:
+    """A client from its state store. Advertising (step 1) draws the session's entropy
+    (os.urandom; seeded only in reproducible-simulation mode) and stores it; every later
+    step reloads it, so the client's keys and what it revealed survive a rebuilt task."""
+    state = ClientState(state_root(config), client_id)
+    fresh = None
+    if advertising:
+        source = randomness.for_config(config)
+        fresh = source.token_bytes(32, "secagg-entropy", session.session_id, client_id)
     return secagg.SecAggClient(
-        session, client_id, client_entropy(config, session.round_number, client_id)
+        session,
+        client_id,
+        state.entropy(session.session_id, fresh),
+        identity=state.identity(),
+        directory=PublicKeyDirectory(state_root(config)),
+        journal=state.journal(session.session_id),
     )
 
 
@@ -85,6 +138,7 @@ class Messages:
     advertisements: list[secagg.KeyAdvertisement] = dataclasses.field(default_factory=list)
     key_shares: list[secagg.KeyShares] = dataclasses.field(default_factory=list)
     requests: list[secagg.UnmaskRequest] = dataclasses.field(default_factory=list)
+    confirmations: list[secagg.SurvivorConfirmation] = dataclasses.field(default_factory=list)
     responses: list[secagg.UnmaskResponse] = dataclasses.field(default_factory=list)
     seconds: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
 
@@ -99,6 +153,7 @@ _TYPES: dict[str, Any] = {
     "advertise": (secagg.KeyAdvertisement, "advertisements"),
     "share_keys": (secagg.KeyShares, "key_shares"),
     "unmask_request": (secagg.UnmaskRequest, "requests"),
+    "confirm": (secagg.SurvivorConfirmation, "confirmations"),
     "unmask_response": (secagg.UnmaskResponse, "responses"),
 }
 
@@ -167,7 +222,8 @@ def rebuild_client(
     config: RunConfig, session: secagg.Session, messages: Messages, client_id: int
 ) -> secagg.SecAggClient:
     """A client back in the state it had after receiving its shares (its own shares are
-    regenerated from its entropy, so nothing secret has to travel between its tasks)."""
+    regenerated from the entropy in its state store, so nothing secret travels between
+    its tasks, and its journal remembers what it confirmed and revealed)."""
     c = client(config, session, client_id)
     c.share_keys(messages.advertisements)
     c.receive_shares(inbox_of(session, messages, client_id))
@@ -271,9 +327,15 @@ def mask_updates(
             continue
         started = time.perf_counter()
         c = rebuild_client(config, session, messages, u.client_id)
-        encoded = session.encoding.encode(
-            u.vector, client_weight(config, plan, u), client_transform(config, plan, u.client_id)
-        )
+        try:
+            encoded = session.encoding.encode(
+                u.vector,
+                client_weight(config, plan, u),
+                client_transform(config, plan, u.client_id),
+            )
+        except secagg.NonFiniteUpdate as e:  # the client withholds it: a dropout to the server
+            print(f"round {plan.cohort.round_number}: client {u.client_id}: {e}", flush=True)
+            continue
         vector = c.masked_input(encoded).vector
         masked.append(
             ClientUpdate.of(

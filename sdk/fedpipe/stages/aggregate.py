@@ -16,7 +16,7 @@ from fedpipe.aggregation import outcome as aggregation
 from fedpipe.aggregation import screening, server_optimizers
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.artifacts.round_plan import RoundPlan
-from fedpipe.artifacts.updates import ClientUpdate, load_shard
+from fedpipe.artifacts.updates import ClientUpdate, ShardUnreadable, load_shard
 from fedpipe.clients import weights as client_weights
 from fedpipe.config import RunConfig
 from fedpipe.privacy import dp_fedavg
@@ -32,8 +32,8 @@ def _collect(
     for path in update_paths:
         try:
             updates.extend(load_shard(path))
-        except (OSError, ValueError, KeyError) as e:
-            problems.append(f"{Path(path).name}: {e}")
+        except ShardUnreadable as e:  # load_shard turns every failure into this
+            problems.append(str(e))
     seen: set[int] = set()
     rejections = []
     kept = []

@@ -16,6 +16,7 @@ import numpy as np
 from fedpipe.artifacts import wire
 from fedpipe.config import RunConfig
 from fedpipe.data import datasets
+from fedpipe.privacy import randomness
 from fedpipe.training import dp_sgd, models
 
 # Before TensorFlow loads (every stage that uses it imports this module first): keep its
@@ -95,6 +96,7 @@ class Trainer:
         self._anchors = anchors
         self._train_epoch = train_epoch
         self._dp_sgd = config.local_dp_clip_norm is not None
+        self._noise_source = randomness.for_config(config)
         if self._dp_sgd:
             self._train_epoch = dp_sgd.build_train_epoch(
                 self.model,
@@ -132,11 +134,12 @@ class Trainer:
         rng = np.random.default_rng(seed)
         lr, prox, size = np.float32(learning_rate), np.float32(mu), np.int32(batch_size)
         epoch_loss = 0.0
-        for _ in range(epochs):
+        for epoch in range(epochs):
             order = rng.permutation(len(x))
             args = [x[order], y[order], lr, prox, size]
-            if self._dp_sgd:  # the noise seed of the epoch, also from the client's seed
-                args.append(rng.integers(0, 2**62, size=2))
+            if self._dp_sgd:  # the epoch's noise seed: secret, not from the client's seed
+                noise_rng = self._noise_source.generator("dp-sgd", *seed, epoch)
+                args.append(noise_rng.integers(0, 2**62, size=2))
             epoch_loss = float(self._train_epoch(*args))
         delta = wire.flatten(self.model.get_weights()) - global_weights
         return LocalResult(
