@@ -108,17 +108,31 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
 @click.option("--rounds", type=int, default=None, help="Rounds to unroll (default: the config's).")
 @click.option("--image", default=None, help="Runtime image for every component.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="federated_training.yaml")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Compile even in privacy_mode=reproducible-simulation (no privacy guarantee).",
+)
 def compile_command(
     config_path: str | None,
     sets: tuple[str, ...],
     rounds: int | None,
     image: str | None,
     output: str,
+    force: bool,
 ) -> None:
     """Write the pipeline as KFP IR YAML, ready to upload to Kubeflow Pipelines."""
     from fedpipe.ops import compilation
+    from fedpipe.privacy import randomness
 
     cfg = _load_config(config_path, sets, local=False, rounds=rounds)
+    if cfg.privacy_mode == randomness.REPRODUCIBLE and not force:
+        raise click.UsageError(
+            "privacy_mode=reproducible-simulation derives every mask, key and DP noise draw "
+            "from the run seed: anyone who knows the seed (an MLflow param) can undo them. "
+            "It is for simulations only; refusing to compile it for a cluster (pass --force "
+            "to compile it anyway)."
+        )
     if cfg.mlflow_tracking_uri.startswith("sqlite:"):
         click.echo(
             f"warning: mlflow_tracking_uri {cfg.mlflow_tracking_uri} is a local file; on a "

@@ -58,7 +58,9 @@ def clip(vector: np.ndarray, bound: float) -> tuple[np.ndarray, float]:
 
 def value_noise_multiplier(config: RunConfig) -> float:
     """Noise multiplier of the update sum. With adaptive clipping part of the budget goes to
-    the count query: z_value = (z^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021, Thm 1)."""
+    the count query, whose sensitivity is 1/2 (clipped_count_statistic), so its noise
+    multiplier is 2 sigma_b and z_value = (z^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021,
+    Thm 1): the two Gaussians together cost exactly one Gaussian of multiplier z."""
     z = config.dp_noise_multiplier
     if config.dp_clipping != "adaptive" or z == 0:
         return z
@@ -89,20 +91,31 @@ def private_mean(
     new_state = {}
     if config.dp_clipping == "adaptive":
         new_state[CLIP_NORM_STATE] = np.array(
-            [adapted_clip_norm(config, bound, len(updates) - clipped, rng)], np.float64
+            [adapted_clip_norm(config, bound, len(updates) - clipped, len(updates), rng)],
+            np.float64,
         )
     return PrivateMean(mean, bound, clipped, new_state)
 
 
+def clipped_count_statistic(unclipped: int, received: int) -> float:
+    """The query adaptive clipping noises: sum over the received updates of (b_i - 1/2),
+    b_i = 1 when update i is within the bound. Adding or removing one client moves it by
+    exactly 1/2: the sensitivity the accountant's split of the noise assumes (the raw count
+    of unclipped updates would have sensitivity 1, and twice the privacy cost)."""
+    return unclipped - received / 2
+
+
 def adapted_clip_norm(
-    config: RunConfig, bound: float, unclipped: int, rng: np.random.Generator
+    config: RunConfig, bound: float, unclipped: int, received: int, rng: np.random.Generator
 ) -> float:
-    """Geometric update towards the target quantile from a noised count of updates within
-    the bound: C <- C exp(-eta (b - gamma)), b the noised fraction (Andrew et al. 2021)."""
+    """Geometric update towards the target quantile from the noised centred count:
+    C <- C exp(-eta (b - gamma)), b = (sum(b_i - 1/2) + N(0, sigma_b^2)) / cohort_size + 1/2
+    (Andrew et al. 2021; TF Privacy's quantile estimator does the same)."""
     noise = rng.normal(0.0, privacy_accounting.count_noise_stddev(config))
     if config.dp_noise_multiplier == 0:
         noise = 0.0  # no privacy claimed: use the exact count
-    fraction = (unclipped + noise) / config.cohort_size
+    statistic = clipped_count_statistic(unclipped, received) + noise
+    fraction = statistic / config.cohort_size + 0.5
     return bound * math.exp(-config.dp_clip_learning_rate * (fraction - config.dp_target_quantile))
 
 

@@ -79,7 +79,9 @@ class FixedPoint:
         delta = np.asarray(delta, dtype=np.float64)
         if not np.isfinite(delta).all():
             bad = int((~np.isfinite(delta)).sum())
-            raise NonFiniteUpdate(f"{bad} non-finite values: update withheld from secure aggregation")
+            raise NonFiniteUpdate(
+                f"{bad} non-finite values: update withheld from secure aggregation"
+            )
         weight = min(weight, self.max_examples)
         clipped = transform(np.clip(delta, -self.clip, self.clip)).astype(np.float64)
         if not np.isfinite(clipped).all():

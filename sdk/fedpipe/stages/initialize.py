@@ -10,7 +10,7 @@ from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
 from fedpipe.data import partition
 from fedpipe.ops import tracking
-from fedpipe.privacy import dp_fedavg
+from fedpipe.privacy import dp_fedavg, randomness
 from fedpipe.training import trainer
 
 
@@ -39,7 +39,11 @@ def initialize(
     run_id = tracking.start_run(
         config,
         run_name,
-        tags={"fedpipe.dataset": config.dataset, "fedpipe.partitioner": config.partitioner},
+        tags={
+            "fedpipe.dataset": config.dataset,
+            "fedpipe.partitioner": config.partitioner,
+            **randomness.run_tags(config.privacy_mode),
+        },
     )
     mlflow_client = tracking.client(config)
     mlflow_client.log_metric(run_id, "accuracy", initial.accuracy, step=0)
