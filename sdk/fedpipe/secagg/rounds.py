@@ -29,6 +29,7 @@ from fedpipe.config import RunConfig
 from fedpipe.privacy import dp_fedavg, randomness
 from fedpipe.secagg import graph, shamir
 from fedpipe.secagg.client_state import ClientState, PublicKeyDirectory
+from fedpipe.simulation import attacks
 
 ENCODING = "secagg"  # the ClientUpdate encoding of a masked update
 _DROPOUT_TAG = 0xD209
@@ -273,7 +274,9 @@ def client_transform(config: RunConfig, plan: RoundPlan, client_id: int) -> seca
     """What a client applies to its update before quantization. With DP on: clip to the
     round's L2 norm and add its share of the noise (distributed DP), so the server never
     sees an un-noised sum. With norm bounding: clip to norm_bound (DP is refused with any
-    aggregator but fedavg, so the two never meet)."""
+    aggregator but fedavg, so the two never meet). A simulated attacker skips both."""
+    if attacks.skips_client_steps(config, client_id):  # a hostile client does not clip
+        return secagg.no_transform
     if config.aggregator == "norm_bounding":  # the server cannot clip a masked update
         return lambda delta: robust_aggregation.clip_to_norm(delta, config.norm_bound)
     if not config.dp_enabled:
