@@ -24,6 +24,7 @@ def test_pipeline_with_dp_logs_epsilon_stops_at_the_budget_and_tags_the_model(tm
         dp_clip_norm=1.0,
         dp_noise_multiplier=0.8,
         dp_delta=0.01,
+        privacy_mode="reproducible-simulation",  # the noise replays: pipeline == simulation
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         registered_model_name="fedpipe-e2e-dp",
     )
@@ -54,6 +55,7 @@ def test_pipeline_with_dp_logs_epsilon_stops_at_the_budget_and_tags_the_model(tm
         for path in outputs
     ]
     assert sorted(logged) == pytest.approx([eps[0], eps[1], eps[1]])
-    # The noise flows from the seed: the simulation gives the pipeline's model exactly.
+    # In reproducible-simulation mode the noise and the cohorts flow from the seed: the
+    # simulation gives the pipeline's model exactly.
     simulated = simulate(cfg, tmp_path / "sim", run_name="same-config", register=False)
     assert np.array_equal(simulated.model.weights, GlobalModel.load(run.model_path).weights)
