@@ -206,3 +206,31 @@ def test_fuzz_crafted_bundles_never_crash_aggregate_nor_pass_a_bad_update(
         members["__meta__.npy"] = b"\x93NUMPY garbage"
     _zip(path, members)
     _assert_only_valid_updates_pass([path])
+
+
+def test_simulated_attackers_skip_the_client_side_clip_under_secure_aggregation():
+    """Under SecAgg the clip runs in the client, so a hostile client does not run it: the
+    simulated attacker sends its scaled update unclipped (the server cannot tell)."""
+    from fedpipe import config
+    from fedpipe.secagg import rounds as sa
+    from fedpipe.simulation import attacks
+
+    cfg = config.RunConfig(
+        num_clients=10,
+        cohort_size=10,
+        secure_aggregation="secagg",
+        aggregator="norm_bounding",
+        norm_bound=0.1,
+        attack="scaling",
+        attack_fraction=0.2,
+    )
+    hostile = attacks.attackers(cfg)
+    honest = next(c for c in range(10) if c not in hostile)
+    big = np.full(100, 0.05)  # norm 0.5 > norm_bound
+    assert np.linalg.norm(sa.client_transform(cfg, None, honest)(big)) <= 0.1 + 1e-9
+    for c in hostile:
+        assert np.array_equal(sa.client_transform(cfg, None, c)(big), big)
+    # What bounds the damage: the encoding's coordinate range (secagg_clip), nothing else.
+    encoding = sa.encoding_for(cfg, 10)
+    words = encoding.encode(np.full(100, 1e6), cfg.secagg_max_examples)
+    assert encoding.decode_mean(words)[0].max() == pytest.approx(cfg.secagg_clip)
