@@ -187,17 +187,19 @@ class TrainingOutputs(NamedTuple):
 
 
 def build(config: RunConfig):
-    """The federated training pipeline, config.rounds rounds unrolled; the config is the
+    """The federated training pipeline, config.training.rounds rounds unrolled; the config is the
     default of its one parameter, config_json (a run can pass another with the same rounds)."""
-    rounds = config.rounds
+    rounds = config.training.rounds
     round_pipeline = (
         federated_secure_round if secure_aggregation_enabled(config) else federated_round
     )
     resume_key = hashlib.sha256(config.to_json().encode()).hexdigest()
-    retry = _retry_policy(config.task_retries, config.retry_backoff_s)
-    if config.task_retries:
+    retry = _retry_policy(config.pipeline.task_retries, config.pipeline.retry_backoff_s)
+    if config.pipeline.task_retries:
         round_pipeline = _round_pipeline(
-            secure_aggregation_enabled(config), config.task_retries, config.retry_backoff_s
+            secure_aggregation_enabled(config),
+            config.pipeline.task_retries,
+            config.pipeline.retry_backoff_s,
         )
 
     @dsl.pipeline(

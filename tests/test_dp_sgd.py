@@ -12,7 +12,7 @@ from fedpipe.training import trainer
 
 @pytest.fixture(scope="module")
 def client_data():
-    cfg = config.RunConfig(num_clients=6, cohort_size=6)
+    cfg = config.from_mapping({"data.num_clients": 6, "selection.cohort_size": 6})
     return partition.client_data(cfg, 0)
 
 
@@ -57,14 +57,18 @@ def _clipped_mean_gradient(cfg: config.RunConfig, x, y, clip_norm: float) -> np.
 def test_dp_sgd_step_is_the_mean_of_per_example_clipped_gradients(client_data):
     x, y = client_data
     clip = 0.05
-    cfg = config.RunConfig(num_clients=6, cohort_size=6, local_dp_clip_norm=clip)
+    cfg = config.from_mapping(
+        {"data.num_clients": 6, "selection.cohort_size": 6, "training.dp_sgd_clip_norm": clip}
+    )
     update = _one_full_batch_step(cfg, x, y)
     reference = _clipped_mean_gradient(cfg, x, y, clip)
     np.testing.assert_allclose(update, -reference, atol=2e-6)
     assert np.linalg.norm(update) <= clip + 1e-6
     # A clip norm no gradient reaches and no noise: the plain SGD step.
-    loose = config.RunConfig(num_clients=6, cohort_size=6, local_dp_clip_norm=1e6)
-    plain = config.RunConfig(num_clients=6, cohort_size=6)
+    loose = config.from_mapping(
+        {"data.num_clients": 6, "selection.cohort_size": 6, "training.dp_sgd_clip_norm": 1e6}
+    )
+    plain = config.from_mapping({"data.num_clients": 6, "selection.cohort_size": 6})
     np.testing.assert_allclose(
         _one_full_batch_step(loose, x, y), _one_full_batch_step(plain, x, y), atol=2e-6
     )
@@ -73,14 +77,16 @@ def test_dp_sgd_step_is_the_mean_of_per_example_clipped_gradients(client_data):
 def test_dp_sgd_noise_has_standard_deviation_z_c_over_batch(client_data):
     x, y = client_data
     clip, z = 0.05, 2.0
-    quiet = config.RunConfig(num_clients=6, cohort_size=6, local_dp_clip_norm=clip)
-    noisy = quiet.replace(local_dp_noise_multiplier=z)
+    quiet = config.from_mapping(
+        {"data.num_clients": 6, "selection.cohort_size": 6, "training.dp_sgd_clip_norm": clip}
+    )
+    noisy = quiet.replace({"training.dp_sgd_noise_multiplier": z})
     noise = _one_full_batch_step(noisy, x, y) - _one_full_batch_step(quiet, x, y)
     expected = z * clip / len(x)
     assert abs(noise.std() - expected) < 5 * expected / math.sqrt(2 * noise.size)
     # The noise is secret (another draw each time), except in reproducible-simulation mode.
     assert np.abs(_one_full_batch_step(noisy, x, y) - _one_full_batch_step(noisy, x, y)).max() > 0
-    seeded = noisy.replace(privacy_mode="reproducible-simulation")
+    seeded = noisy.replace({"privacy.mode": "reproducible-simulation"})
     np.testing.assert_array_equal(
         _one_full_batch_step(seeded, x, y), _one_full_batch_step(seeded, x, y)
     )
@@ -95,11 +101,13 @@ def test_sample_level_epsilon_is_dp_accountings_for_the_silo(small_config, tmp_p
     from fedpipe.simulation.runner import simulate
 
     cfg = small_config.replace(
-        rounds=2,
-        local_epochs=1,
-        batch_size=16,
-        local_dp_clip_norm=1.0,
-        local_dp_noise_multiplier=1.0,
+        {
+            "training.rounds": 2,
+            "training.local_epochs": 1,
+            "training.batch_size": 16,
+            "training.dp_sgd_clip_norm": 1.0,
+            "training.dp_sgd_noise_multiplier": 1.0,
+        }
     )
     result = simulate(cfg, tmp_path / "sim", register=False)
     registry = ClientRegistry.load(tmp_path / "sim" / "round_002" / "registry.json")

@@ -215,14 +215,16 @@ def test_simulated_attackers_skip_the_client_side_clip_under_secure_aggregation(
     from fedpipe.secagg import rounds as sa
     from fedpipe.simulation import attacks
 
-    cfg = config.RunConfig(
-        num_clients=10,
-        cohort_size=10,
-        secure_aggregation="secagg",
-        aggregator="norm_bounding",
-        norm_bound=0.1,
-        attack="scaling",
-        attack_fraction=0.2,
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 10,
+            "selection.cohort_size": 10,
+            "aggregation.secure.mode": "secagg",
+            "aggregation.rule": "norm_bounding",
+            "aggregation.norm_bound": 0.1,
+            "simulation.attack.kind": "scaling",
+            "simulation.attack.fraction": 0.2,
+        }
     )
     hostile = attacks.attackers(cfg)
     honest = next(c for c in range(10) if c not in hostile)
@@ -232,5 +234,5 @@ def test_simulated_attackers_skip_the_client_side_clip_under_secure_aggregation(
         assert np.array_equal(sa.client_transform(cfg, None, c)(big), big)
     # What bounds the damage: the encoding's coordinate range (secagg_clip), nothing else.
     encoding = sa.encoding_for(cfg, 10)
-    words = encoding.encode(np.full(100, 1e6), cfg.secagg_max_examples)
-    assert encoding.decode_mean(words)[0].max() == pytest.approx(cfg.secagg_clip)
+    words = encoding.encode(np.full(100, 1e6), cfg.aggregation.secure.max_examples)
+    assert encoding.decode_mean(words)[0].max() == pytest.approx(cfg.aggregation.secure.clip)

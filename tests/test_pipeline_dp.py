@@ -15,26 +15,30 @@ pytestmark = pytest.mark.pipeline
 
 
 def test_pipeline_with_dp_logs_epsilon_stops_at_the_budget_and_tags_the_model(tmp_path):
-    cfg = config.RunConfig(
-        num_clients=6,
-        cohort_size=3,
-        clients_per_shard=3,
-        rounds=3,
-        local_epochs=2,
-        dp_clip_norm=1.0,
-        dp_noise_multiplier=0.8,
-        dp_delta=0.01,
-        privacy_mode="reproducible-simulation",  # the noise replays: pipeline == simulation
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        registered_model_name="fedpipe-e2e-dp",
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 6,
+            "selection.cohort_size": 3,
+            "selection.clients_per_shard": 3,
+            "training.rounds": 3,
+            "training.local_epochs": 2,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.noise_multiplier": 0.8,
+            "aggregation.dp.delta": 0.01,
+            "privacy.mode": "reproducible-simulation",
+            "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "tracking.registered_model_name": "fedpipe-e2e-dp",
+        }
     )
     eps = [privacy_accounting.epsilon(cfg, r) for r in (1, 2, 3)]
-    cfg = cfg.replace(target_epsilon=(eps[1] + eps[2]) / 2)  # round 3 would exceed it
+    cfg = cfg.replace(
+        {"aggregation.dp.target_epsilon": (eps[1] + eps[2]) / 2}
+    )  # round 3 would exceed it
     run = local_run.run_pipeline(cfg, tmp_path / "pipeline_root")
 
     client = tracking.client(cfg)
     (mlflow_run,) = client.search_runs(
-        [client.get_experiment_by_name(cfg.mlflow_experiment).experiment_id]
+        [client.get_experiment_by_name(cfg.tracking.experiment).experiment_id]
     )
     history = client.get_metric_history(mlflow_run.info.run_id, "epsilon")
     assert [(m.step, m.value) for m in history] == [(1, eps[0]), (2, eps[1])]

@@ -56,7 +56,7 @@ def test_noise_standard_deviation_matches_z_times_c():
     again = dp_fedavg.private_mean(cfg, _updates([np.zeros(size)] * 3), 4, {})
     assert np.abs(private.delta - again.delta).max() > 0.1
     # ...except in the reproducible research mode, where it flows from seed and round.
-    seeded = cfg.replace(privacy_mode="reproducible-simulation")
+    seeded = cfg.replace({"privacy.mode": "reproducible-simulation"})
     first = dp_fedavg.private_mean(seeded, _updates([np.zeros(size)] * 3), 4, {})
     again = dp_fedavg.private_mean(seeded, _updates([np.zeros(size)] * 3), 4, {})
     np.testing.assert_array_equal(first.delta, again.delta)
@@ -131,7 +131,10 @@ def test_reported_epsilon_equals_dp_accounting_for_the_same_mechanism(accountant
     )
     assert privacy_accounting.epsilon(cfg, 25) == direct.compose(event).get_epsilon(1e-3)
     assert privacy_accounting.epsilon(cfg, 0) == 0.0
-    assert privacy_accounting.epsilon(cfg.replace(dp_noise_multiplier=0.0), 5) == math.inf
+    assert (
+        privacy_accounting.epsilon(cfg.replace({"aggregation.dp.noise_multiplier": 0.0}), 5)
+        == math.inf
+    )
 
 
 def test_reproduces_the_published_tf_privacy_mnist_epsilon():
@@ -144,8 +147,13 @@ def test_reproduces_the_published_tf_privacy_mnist_epsilon():
     import dp_accounting
 
     steps = math.ceil(60 * 60000 / 256)
-    cfg = config.RunConfig(
-        num_clients=60000, cohort_size=256, dp_clip_norm=1.0, dp_noise_multiplier=1.1
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 60000,
+            "selection.cohort_size": 256,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.noise_multiplier": 1.1,
+        }
     )
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(
@@ -190,7 +198,7 @@ def test_bad_dp_config_is_refused_up_front(changes, field):
 
 @pytest.mark.parametrize("policy", ["power_of_choice", "oort", "linucb"])
 def test_dp_refuses_a_selection_policy_that_breaks_the_sampling_assumption(policy):
-    assert config.RunConfig(selection_policy=policy).selection_policy == policy
+    assert config.from_mapping({"selection.policy": policy}).selection_policy == policy
     with pytest.raises(config.ConfigError) as error:
         _dp_config(selection_policy=policy)
     assert error.value.field == "selection_policy"
@@ -198,24 +206,28 @@ def test_dp_refuses_a_selection_policy_that_breaks_the_sampling_assumption(polic
 
 def test_budget_stops_before_the_round_that_would_exceed_it(small_config, tmp_path):
     cfg = small_config.replace(
-        num_clients=12,
-        cohort_size=6,
-        rounds=6,
-        local_epochs=1,
-        dp_clip_norm=1.0,
-        dp_noise_multiplier=1.0,
-        dp_delta=1e-2,
+        {
+            "data.num_clients": 12,
+            "selection.cohort_size": 6,
+            "training.rounds": 6,
+            "training.local_epochs": 1,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.noise_multiplier": 1.0,
+            "aggregation.dp.delta": 1e-2,
+        }
     )
     eps = [privacy_accounting.epsilon(cfg, r) for r in range(1, 7)]
     target = (eps[2] + eps[3]) / 2  # three rounds fit, a fourth would not
-    cfg = cfg.replace(target_epsilon=target)
+    cfg = cfg.replace({"aggregation.dp.target_epsilon": target})
     result = simulate(cfg, tmp_path / "sim", run_name="budget")
     assert result.model.round_number == 3
     client = tracking.client(cfg)
     history = client.get_metric_history(result.mlflow_run_id, "epsilon")
     assert [m.step for m in history] == [1, 2, 3]
     assert [m.value for m in history] == pytest.approx(eps[:3])
-    version = client.get_model_version(cfg.registered_model_name, result.registration.version)
+    version = client.get_model_version(
+        cfg.tracking.registered_model_name, result.registration.version
+    )
     assert float(version.tags["dp_epsilon"]) == pytest.approx(eps[2], rel=1e-5)
     assert float(version.tags["dp_epsilon"]) <= target
     assert version.tags["dp_rounds"] == "3" and version.tags["rounds"] == "3"
@@ -227,7 +239,7 @@ def test_budget_stops_before_the_round_that_would_exceed_it(small_config, tmp_pa
 
 def test_dp_refuses_another_aggregator(monkeypatch):
     monkeypatch.setitem(config._RULES, "aggregator", (lambda v: v in ("fedavg", "median"), "test"))
-    assert config.RunConfig(aggregator="median").aggregator == "median"
+    assert config.from_mapping({"aggregation.rule": "median"}).aggregator == "median"
     with pytest.raises(config.ConfigError) as error:
         _dp_config(aggregator="median")
     assert error.value.field == "aggregator"

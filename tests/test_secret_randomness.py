@@ -26,12 +26,14 @@ REPRODUCIBLE = "reproducible-simulation"
 @pytest.fixture
 def secure_dp(small_config):
     return small_config.replace(
-        rounds=1,
-        local_epochs=1,
-        secure_aggregation="secagg",
-        dp_clip_norm=0.05,
-        dp_noise_multiplier=1.0,
-        dp_delta=1e-3,
+        {
+            "training.rounds": 1,
+            "training.local_epochs": 1,
+            "aggregation.secure.mode": "secagg",
+            "aggregation.dp.clip_norm": 0.05,
+            "aggregation.dp.noise_multiplier": 1.0,
+            "aggregation.dp.delta": 1e-3,
+        }
     )
 
 
@@ -70,7 +72,7 @@ def test_seed_and_transcript_no_longer_unmask_a_client_and_runs_draw_new_secrets
 ):
     runs = {}
     for mode in ("secure", REPRODUCIBLE):
-        cfg = secure_dp.replace(privacy_mode=mode)
+        cfg = secure_dp.replace({"privacy.mode": mode})
         for k in (1, 2):
             runs[mode, k] = (cfg, simulate(cfg, tmp_path / f"{mode}{k}", register=False))
     weight = secure_dp.secagg_max_examples  # under DP every client's weight word
@@ -78,7 +80,7 @@ def test_seed_and_transcript_no_longer_unmask_a_client_and_runs_draw_new_secrets
     cfg, _ = runs[REPRODUCIBLE, 1]
     recovered = _attack(cfg, tmp_path / f"{REPRODUCIBLE}1")[1]
     assert int(recovered[-1]) == weight
-    signed = recovered[:-1].view(np.int32) / 2**cfg.secagg_fractional_bits
+    signed = recovered[:-1].view(np.int32) / 2**cfg.aggregation.secure.fractional_bits
     assert np.abs(signed).max() < 1.0  # a plausible (clipped, noised) delta
     # Secure mode: no guess from the seed removes the masks.
     cfg, _ = runs["secure", 1]
@@ -106,8 +108,14 @@ def test_seed_and_transcript_no_longer_unmask_a_client_and_runs_draw_new_secrets
 def test_released_dp_noise_cannot_be_regenerated_and_subtracted():
     from fedpipe import config
 
-    cfg = config.RunConfig(
-        num_clients=100, cohort_size=10, dp_clip_norm=1.0, dp_noise_multiplier=1.0, dp_delta=1e-3
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 100,
+            "selection.cohort_size": 10,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.noise_multiplier": 1.0,
+            "aggregation.dp.delta": 1e-3,
+        }
     )
     rng = np.random.default_rng(0)
     vectors = [rng.normal(0, 0.01, 1000).astype(np.float32) for _ in range(8)]
@@ -127,7 +135,7 @@ def test_released_dp_noise_cannot_be_regenerated_and_subtracted():
             float(np.abs(released - g.normal(0.0, 1.0, 1000) - clipped_sum).max()) for g in guesses
         )
 
-    assert residual(cfg.replace(privacy_mode=REPRODUCIBLE)) < 1e-5  # the attack works there
+    assert residual(cfg.replace({"privacy.mode": REPRODUCIBLE})) < 1e-5  # the attack works there
     assert residual(cfg) > 1.0  # and not in the default mode
 
 
@@ -136,12 +144,14 @@ def test_dp_sgd_noise_is_secret_in_the_default_mode():
 
     deltas = {}
     for mode in ("secure", REPRODUCIBLE):
-        cfg = config.RunConfig(
-            num_clients=6,
-            cohort_size=6,
-            local_dp_clip_norm=1.0,
-            local_dp_noise_multiplier=1.0,
-            privacy_mode=mode,
+        cfg = config.from_mapping(
+            {
+                "data.num_clients": 6,
+                "selection.cohort_size": 6,
+                "training.dp_sgd_clip_norm": 1.0,
+                "training.dp_sgd_noise_multiplier": 1.0,
+                "privacy.mode": mode,
+            }
         )
         x, y = partition.client_data(cfg, 0)
         model_trainer = trainer.for_config(cfg)
@@ -163,25 +173,32 @@ def test_dp_sgd_noise_is_secret_in_the_default_mode():
 
 
 def test_reproducible_mode_is_tagged_and_refused_by_compile(small_config, tmp_path):
-    cfg = small_config.replace(rounds=1, local_epochs=1, privacy_mode=REPRODUCIBLE)
+    cfg = small_config.replace(
+        {"training.rounds": 1, "training.local_epochs": 1, "privacy.mode": REPRODUCIBLE}
+    )
     result = simulate(cfg, tmp_path / "sim")
     client = tracking.client(cfg)
     tags = client.get_run(result.mlflow_run_id).data.tags
     assert tags[randomness.GUARANTEE_TAG] == "none (reproducible-simulation mode)"
-    version = client.get_model_version(cfg.registered_model_name, result.registration.version)
+    version = client.get_model_version(
+        cfg.tracking.registered_model_name, result.registration.version
+    )
     assert version.tags[randomness.GUARANTEE_TAG] == "none (reproducible-simulation mode)"
-    secure = simulate(small_config.replace(rounds=1, local_epochs=1), tmp_path / "secure")
+    secure = simulate(
+        small_config.replace({"training.rounds": 1, "training.local_epochs": 1}),
+        tmp_path / "secure",
+    )
     assert randomness.GUARANTEE_TAG not in client.get_run(secure.mlflow_run_id).data.tags
 
     runner = CliRunner()
     out = tmp_path / "pipeline.yaml"
     refused = runner.invoke(
-        cli.main, ["compile", "--set", f"privacy_mode={REPRODUCIBLE}", "-o", str(out)]
+        cli.main, ["compile", "--set", f"privacy.mode={REPRODUCIBLE}", "-o", str(out)]
     )
     assert refused.exit_code != 0 and "refusing to compile" in refused.output
     assert not out.exists()
     forced = runner.invoke(
-        cli.main, ["compile", "--set", f"privacy_mode={REPRODUCIBLE}", "--force", "-o", str(out)]
+        cli.main, ["compile", "--set", f"privacy.mode={REPRODUCIBLE}", "--force", "-o", str(out)]
     )
     assert forced.exit_code == 0, forced.output
     assert out.exists()

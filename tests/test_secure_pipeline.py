@@ -10,16 +10,18 @@ pytestmark = pytest.mark.pipeline
 
 
 def test_secure_pipeline_learns_as_well_as_plain_federated_averaging(tmp_path):
-    plain = config.RunConfig(
-        num_clients=6,
-        cohort_size=6,
-        clients_per_shard=3,  # two shards: every protocol fan-out runs two client tasks
-        rounds=2,
-        local_epochs=2,
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        registered_model_name="fedpipe-secure-e2e",
+    plain = config.from_mapping(
+        {
+            "data.num_clients": 6,
+            "selection.cohort_size": 6,
+            "selection.clients_per_shard": 3,
+            "training.rounds": 2,
+            "training.local_epochs": 2,
+            "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "tracking.registered_model_name": "fedpipe-secure-e2e",
+        }
     )
-    secure = plain.replace(secure_aggregation="secagg+")
+    secure = plain.replace({"aggregation.secure.mode": "secagg+"})
     run = local_run.run_pipeline(secure, tmp_path / "pipeline_root")
     reference = simulate(plain, tmp_path / "plain", run_name="plain", register=False)
 

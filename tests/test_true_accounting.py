@@ -64,13 +64,15 @@ def test_the_noised_count_statistic_moves_by_half_when_one_client_joins_or_leave
 
 def test_dp_with_probation_is_refused_with_the_sampling_rate():
     with pytest.raises(config.ConfigError) as error:
-        config.RunConfig(
-            num_clients=100,
-            cohort_size=10,
-            dp_clip_norm=1.0,
-            dp_noise_multiplier=1.0,
-            dp_delta=1e-3,
-            probation_failures=2,
+        config.from_mapping(
+            {
+                "data.num_clients": 100,
+                "selection.cohort_size": 10,
+                "aggregation.dp.clip_norm": 1.0,
+                "aggregation.dp.noise_multiplier": 1.0,
+                "aggregation.dp.delta": 1e-3,
+                "selection.probation_failures": 2,
+            }
         )
     assert error.value.field == "probation_failures"
     assert "sampling rate above cohort_size / num_clients = 0.1" in str(error.value)
@@ -79,15 +81,17 @@ def test_dp_with_probation_is_refused_with_the_sampling_rate():
 def test_the_secagg_coordinate_bound_does_not_cut_the_noise():
     """z = 2, C = 1, 4 clients each adding N(0, 1) per coordinate with secagg_clip = 1: on
     main the coordinate clip after the noise left a sum noise std of 1.53 (2.0 required)."""
-    cfg = config.RunConfig(
-        num_clients=4,
-        cohort_size=4,
-        quorum=1.0,
-        dp_clip_norm=1.0,
-        dp_noise_multiplier=2.0,
-        dp_delta=1e-3,
-        secure_aggregation="secagg",
-        secagg_clip=1.0,
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 4,
+            "selection.cohort_size": 4,
+            "aggregation.quorum": 1.0,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.noise_multiplier": 2.0,
+            "aggregation.dp.delta": 1e-3,
+            "aggregation.secure.mode": "secagg",
+            "aggregation.secure.clip": 1.0,
+        }
     )
     encoding = sa.encoding_for(cfg, 4)
     assert encoding.bound == pytest.approx(1.0 + sa.TAIL_SIGMAS * 1.0)
@@ -95,19 +99,21 @@ def test_the_secagg_coordinate_bound_does_not_cut_the_noise():
     total = sum(
         encoding.encode(
             np.zeros(size),
-            cfg.secagg_max_examples,
+            cfg.aggregation.secure.max_examples,
             lambda d, k=k: dp_fedavg.privatize_for_secure_sum(cfg, k, 1, d, 1.0, 4),
         )
         for k in range(4)
     )
     mean, weight = encoding.decode_mean(total)
     noise_on_sum = mean.astype(np.float64) * 4
-    assert weight == 4 * cfg.secagg_max_examples
+    assert weight == 4 * cfg.aggregation.secure.max_examples
     assert noise_on_sum.std() == pytest.approx(2.0, rel=0.03)
 
 
 def test_a_nan_update_is_refused_before_secure_aggregation_encodes_it():
-    cfg = config.RunConfig(num_clients=4, cohort_size=4, secure_aggregation="secagg")
+    cfg = config.from_mapping(
+        {"data.num_clients": 4, "selection.cohort_size": 4, "aggregation.secure.mode": "secagg"}
+    )
     encoding = sa.encoding_for(cfg, 4)
     bad = np.zeros(10)
     bad[3] = np.nan
@@ -118,7 +124,14 @@ def test_a_nan_update_is_refused_before_secure_aggregation_encodes_it():
 
 
 def test_cohorts_under_dp_are_secret_poisson_samples_at_the_accounted_rate():
-    cfg = config.RunConfig(num_clients=200, cohort_size=20, dp_clip_norm=1.0, dp_delta=1e-3)
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 200,
+            "selection.cohort_size": 20,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.delta": 1e-3,
+        }
+    )
     q = accounting.sampling_rate(cfg)
     source = randomness.for_config(cfg)
     sizes, member = [], 0

@@ -21,7 +21,7 @@ class LocalRun:
     seconds: float
 
     def summary(self) -> str:
-        uri = self.config.mlflow_tracking_uri
+        uri = self.config.tracking.uri
         return "\n".join(
             [
                 "",
@@ -30,7 +30,7 @@ class LocalRun:
                 f"pipeline run finished in {self.seconds:.0f}s",
                 f"  compiled pipeline: {self.pipeline_yaml}",
                 f"  final model artifact: {self.model_path}",
-                f"  MLflow store: {uri} (experiment '{self.config.mlflow_experiment}')",
+                f"  MLflow store: {uri} (experiment '{self.config.tracking.experiment}')",
                 f"  browse it: mlflow ui --backend-store-uri {uri}",
             ]
         )

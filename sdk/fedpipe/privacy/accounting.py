@@ -24,13 +24,13 @@ if TYPE_CHECKING:
 
 def sampling_rate(config: RunConfig) -> float:
     """The probability that a given client takes part in a round."""
-    return config.cohort_size / config.num_clients
+    return config.selection.cohort_size / config.data.num_clients
 
 
 def epsilon(config: RunConfig, rounds: int) -> float:
-    """Epsilon at config.dp_delta after `rounds` rounds (inf without noise, 0 before any)."""
+    """Epsilon at config.aggregation.dp.delta after `rounds` rounds (inf without noise, 0 before any)."""
     return _sampled_gaussian_epsilon(
-        config, sampling_rate(config), config.dp_noise_multiplier, rounds
+        config, sampling_rate(config), config.aggregation.dp.noise_multiplier, rounds
     )
 
 
@@ -39,11 +39,15 @@ def local_epsilon(config: RunConfig, num_examples: int, participations: int) -> 
     rounds: batch_size / num_examples sampling per step, local_epochs x ceil(n / B) steps
     per round (None when DP-SGD adds no noise). Batches are a shuffle, accounted as Poisson
     sampling with the same rate, the usual DP-SGD approximation."""
-    if config.local_dp_clip_norm is None or config.local_dp_noise_multiplier == 0:
+    if config.training.dp_sgd_clip_norm is None or config.training.dp_sgd_noise_multiplier == 0:
         return None
-    rate = min(1.0, config.batch_size / num_examples)
-    steps = participations * config.local_epochs * math.ceil(num_examples / config.batch_size)
-    return _sampled_gaussian_epsilon(config, rate, config.local_dp_noise_multiplier, steps)
+    rate = min(1.0, config.training.batch_size / num_examples)
+    steps = (
+        participations
+        * config.training.local_epochs
+        * math.ceil(num_examples / config.training.batch_size)
+    )
+    return _sampled_gaussian_epsilon(config, rate, config.training.dp_sgd_noise_multiplier, steps)
 
 
 def _sampled_gaussian_epsilon(
@@ -61,7 +65,7 @@ def _sampled_gaussian_epsilon(
     )
     accountant = (
         dp_accounting.rdp.RdpAccountant()
-        if config.dp_accountant == "rdp"
+        if config.aggregation.dp.accountant == "rdp"
         else dp_accounting.pld.PLDAccountant()
     )
     # The RDP accountant warns (via absl) for each fractional order it cannot evaluate at
@@ -70,79 +74,87 @@ def _sampled_gaussian_epsilon(
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)
     try:
-        return float(accountant.compose(event).get_epsilon(config.dp_delta))
+        return float(accountant.compose(event).get_epsilon(config.aggregation.dp.delta))
     finally:
         absl_logger.setLevel(level)
 
 
 def reported_epsilon(config: RunConfig, rounds: int) -> float | None:
     """The epsilon to log and tag after `rounds` rounds; None when no DP noise is added."""
-    if not config.dp_enabled or config.dp_noise_multiplier == 0:
+    if not config.dp_enabled or config.aggregation.dp.noise_multiplier == 0:
         return None
     return epsilon(config, rounds)
 
 
 def exceeds_budget(config: RunConfig, rounds: int) -> bool:
     """Would training `rounds` rounds in total spend more than target_epsilon?"""
-    return config.target_epsilon is not None and epsilon(config, rounds) > config.target_epsilon
+    return (
+        config.aggregation.dp.target_epsilon is not None
+        and epsilon(config, rounds) > config.aggregation.dp.target_epsilon
+    )
 
 
 def check_config(config: RunConfig) -> None:
     """Refuse a DP config that the accountant cannot stand behind (ConfigError)."""
     from fedpipe.config import DP_SAMPLING_POLICIES, ConfigError
 
-    if config.selection_policy not in DP_SAMPLING_POLICIES:
+    if config.selection.policy not in DP_SAMPLING_POLICIES:
         raise ConfigError(
             "selection_policy",
-            config.selection_policy,
+            config.selection.policy,
             f"one of {', '.join(DP_SAMPLING_POLICIES)} when DP is on: the accountant assumes "
             "every client is equally likely in every round",
         )
-    if config.probation_failures > 0:
+    if config.selection.probation_failures > 0:
         raise ConfigError(
             "probation_failures",
-            config.probation_failures,
+            config.selection.probation_failures,
             "0 when DP is on: probation removes clients from the candidates, which raises "
             "everyone else's sampling rate above cohort_size / num_clients "
             f"= {sampling_rate(config):.3g}, the rate the accountant composes",
         )
-    if config.aggregator != "fedavg":
+    if config.aggregation.rule != "fedavg":
         raise ConfigError(
             "aggregator",
-            config.aggregator,
+            config.aggregation.rule,
             "fedavg when DP is on: DP-FedAvg replaces the aggregator, and the noise is "
             "calibrated to the sensitivity of a clipped sum",
         )
-    if config.client_weighting != "fedavg":
+    if config.selection.client_weighting != "fedavg":
         raise ConfigError(
             "client_weighting",
-            config.client_weighting,
+            config.selection.client_weighting,
             "fedavg when DP is on: DP-FedAvg weights clipped updates equally, and the noise "
             "is calibrated to that",
         )
-    if config.dp_delta >= 1 / config.num_clients:
+    if config.aggregation.dp.delta >= 1 / config.data.num_clients:
         raise ConfigError(
-            "dp_delta", config.dp_delta, f"< 1 / num_clients = {1 / config.num_clients:.3g}"
+            "dp_delta",
+            config.aggregation.dp.delta,
+            f"< 1 / num_clients = {1 / config.data.num_clients:.3g}",
         )
-    if config.target_epsilon is not None and config.dp_noise_multiplier <= 0:
+    if (
+        config.aggregation.dp.target_epsilon is not None
+        and config.aggregation.dp.noise_multiplier <= 0
+    ):
         raise ConfigError(
             "dp_noise_multiplier",
-            config.dp_noise_multiplier,
+            config.aggregation.dp.noise_multiplier,
             "a number > 0 when target_epsilon is set (without noise epsilon is infinite)",
         )
-    if config.dp_clipping == "adaptive" and config.dp_noise_multiplier > 0:
+    if config.aggregation.dp.clipping == "adaptive" and config.aggregation.dp.noise_multiplier > 0:
         count_stddev = count_noise_stddev(config)
-        if 2 * count_stddev <= config.dp_noise_multiplier:
+        if 2 * count_stddev <= config.aggregation.dp.noise_multiplier:
             raise ConfigError(
                 "dp_clip_count_stddev",
                 count_stddev,
-                f"> noise_multiplier / 2 = {config.dp_noise_multiplier / 2:g}, so that the "
+                f"> noise_multiplier / 2 = {config.aggregation.dp.noise_multiplier / 2:g}, so that the "
                 "clipped-count query leaves some of the budget to the updates",
             )
-    if config.target_epsilon is not None and exceeds_budget(config, 1):
+    if config.aggregation.dp.target_epsilon is not None and exceeds_budget(config, 1):
         raise ConfigError(
             "target_epsilon",
-            config.target_epsilon,
+            config.aggregation.dp.target_epsilon,
             f">= {epsilon(config, 1):.4g}, the epsilon of a single round of this config",
         )
 
@@ -150,4 +162,4 @@ def check_config(config: RunConfig) -> None:
 def count_noise_stddev(config: RunConfig) -> float:
     """Noise on the clipped-update count of adaptive clipping (default cohort_size / 20,
     Andrew et al. 2021)."""
-    return config.dp_clip_count_stddev or config.cohort_size / 20
+    return config.aggregation.dp.clip_count_stddev or config.selection.cohort_size / 20

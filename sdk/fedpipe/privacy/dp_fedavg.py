@@ -35,8 +35,8 @@ class PrivateMean:
 
 def initial_state(config: RunConfig) -> dict[str, np.ndarray]:
     """Adaptive clipping starts from dp_clip_norm; fixed clipping keeps no state."""
-    if config.dp_enabled and config.dp_clipping == "adaptive":
-        return {CLIP_NORM_STATE: np.array([config.dp_clip_norm], np.float64)}
+    if config.dp_enabled and config.aggregation.dp.clipping == "adaptive":
+        return {CLIP_NORM_STATE: np.array([config.aggregation.dp.clip_norm], np.float64)}
     return {}
 
 
@@ -44,7 +44,7 @@ def clip_norm(config: RunConfig, state: dict[str, np.ndarray]) -> float:
     """The clip norm of the coming round."""
     if CLIP_NORM_STATE in state:
         return float(state[CLIP_NORM_STATE][0])
-    return float(config.dp_clip_norm)
+    return float(config.aggregation.dp.clip_norm)
 
 
 def clip(vector: np.ndarray, bound: float) -> tuple[np.ndarray, float]:
@@ -61,8 +61,8 @@ def value_noise_multiplier(config: RunConfig) -> float:
     the count query, whose sensitivity is 1/2 (clipped_count_statistic), so its noise
     multiplier is 2 sigma_b and z_value = (z^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021,
     Thm 1): the two Gaussians together cost exactly one Gaussian of multiplier z."""
-    z = config.dp_noise_multiplier
-    if config.dp_clipping != "adaptive" or z == 0:
+    z = config.aggregation.dp.noise_multiplier
+    if config.aggregation.dp.clipping != "adaptive" or z == 0:
         return z
     sigma_b = privacy_accounting.count_noise_stddev(config)
     return (z**-2 - (2 * sigma_b) ** -2) ** -0.5
@@ -87,9 +87,9 @@ def private_mean(
         total += vector
         clipped += norm > bound
     total += rng.normal(0.0, value_noise_multiplier(config) * bound, total.size)
-    mean = (total / config.cohort_size).astype(wire.WIRE_DTYPE)
+    mean = (total / config.selection.cohort_size).astype(wire.WIRE_DTYPE)
     new_state = {}
-    if config.dp_clipping == "adaptive":
+    if config.aggregation.dp.clipping == "adaptive":
         new_state[CLIP_NORM_STATE] = np.array(
             [adapted_clip_norm(config, bound, len(updates) - clipped, len(updates), rng)],
             np.float64,
@@ -112,11 +112,14 @@ def adapted_clip_norm(
     C <- C exp(-eta (b - gamma)), b = (sum(b_i - 1/2) + N(0, sigma_b^2)) / cohort_size + 1/2
     (Andrew et al. 2021; TF Privacy's quantile estimator does the same)."""
     noise = rng.normal(0.0, privacy_accounting.count_noise_stddev(config))
-    if config.dp_noise_multiplier == 0:
+    if config.aggregation.dp.noise_multiplier == 0:
         noise = 0.0  # no privacy claimed: use the exact count
     statistic = clipped_count_statistic(unclipped, received) + noise
-    fraction = statistic / config.cohort_size + 0.5
-    return bound * math.exp(-config.dp_clip_learning_rate * (fraction - config.dp_target_quantile))
+    fraction = statistic / config.selection.cohort_size + 0.5
+    return bound * math.exp(
+        -config.aggregation.dp.clip_learning_rate
+        * (fraction - config.aggregation.dp.target_quantile)
+    )
 
 
 def distributed_noise_share(

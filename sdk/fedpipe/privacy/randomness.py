@@ -62,7 +62,7 @@ class Randomness:
 
 def for_config(config: RunConfig) -> Randomness:
     """The run's source of secret randomness (the one place that reads the config)."""
-    return of(config.privacy_mode, config.seed)
+    return of(config.privacy.mode, config.seed)
 
 
 def of(mode: str, seed: int) -> Randomness:

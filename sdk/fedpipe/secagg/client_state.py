@@ -12,7 +12,7 @@ registry of signing keys that clients trust (see docs/secure_aggregation.md: it 
 assumption of the protocol that the server cannot rewrite it). Server-side stages never
 read under the root. In the simulation the root is `<run folder>/clients` (a client's
 directory `<run folder>/clients/<id>`); on a device it
-is the agent's own storage (`client_state_dir`).
+is the agent's own storage (`clients.state_dir`).
 """
 
 from __future__ import annotations

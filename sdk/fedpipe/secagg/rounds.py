@@ -41,7 +41,7 @@ TAIL_SIGMAS = 8.0
 
 
 def enabled(config: RunConfig) -> bool:
-    return config.secure_aggregation != "off"
+    return config.aggregation.secure.mode != "off"
 
 
 def encoding_for(config: RunConfig, cohort_size: int) -> secagg.FixedPoint:
@@ -49,14 +49,14 @@ def encoding_for(config: RunConfig, cohort_size: int) -> secagg.FixedPoint:
     encoded value, so the range per coordinate is clip + TAIL_SIGMAS x its noise stddev:
     the coordinate clip comes before the noise and cannot cut it."""
     noise = 0.0
-    if config.dp_enabled and config.dp_noise_multiplier > 0:
+    if config.dp_enabled and config.aggregation.dp.noise_multiplier > 0:
         noise = dp_fedavg.noise_share_stddev(
             config, dp_fedavg.clip_norm(config, {}), config.min_valid_updates
         )
     return secagg.FixedPoint(
-        config.secagg_clip,
-        config.secagg_fractional_bits,
-        config.secagg_max_examples,
+        config.aggregation.secure.clip,
+        config.aggregation.secure.fractional_bits,
+        config.aggregation.secure.max_examples,
         cohort_size,
         noise_bound=TAIL_SIGMAS * noise,
     )
@@ -71,16 +71,16 @@ def session_for(config: RunConfig, cohort: Cohort, model_size: int) -> secagg.Se
             "session id (written by select); was it made by an older fedpipe?"
         )
     clients = sorted(cohort.clients)
-    if config.secure_aggregation == "secagg":
+    if config.aggregation.secure.mode == "secagg":
         neighbours = graph.complete(clients)
     else:
-        k = config.secagg_neighbours or graph.default_neighbours(len(clients))
+        k = config.aggregation.secure.neighbours or graph.default_neighbours(len(clients))
         graph_seed = int(cohort.session_id, 16)  # public, fresh each round
         neighbours = graph.random_regular(clients, k, graph_seed, cohort.round_number)
     return secagg.Session(
         cohort.round_number,
         neighbours,
-        config.secagg_threshold,
+        config.aggregation.secure.threshold,
         encoding_for(config, max(len(clients), 1)),
         model_size + 1,
         cohort.session_id,
@@ -89,19 +89,19 @@ def session_for(config: RunConfig, cohort: Cohort, model_size: int) -> secagg.Se
 
 def state_root(config: RunConfig) -> str:
     """Where the clients keep their state (never read by server-side stages)."""
-    if config.client_state_dir is None:
+    if config.clients.state_dir is None:
         raise secagg.ProtocolAbort(
-            "secure aggregation needs client_state_dir (the clients' state store); "
+            "secure aggregation needs clients.state_dir (the clients' state store); "
             "fedpipe simulate and fedpipe run set it under the run folder"
         )
-    return config.client_state_dir
+    return config.clients.state_dir
 
 
 def with_state_root(config: RunConfig, run_folder: str | Path) -> RunConfig:
     """The config with the clients' state store under <run folder>/clients, unless set."""
-    if not enabled(config) or config.client_state_dir is not None:
+    if not enabled(config) or config.clients.state_dir is not None:
         return config
-    return config.replace(client_state_dir=str(Path(run_folder).resolve() / "clients"))
+    return config.replace({"clients.state_dir": str(Path(run_folder).resolve() / "clients")})
 
 
 def client(
@@ -127,7 +127,7 @@ def client(
 
 def simulated_dropouts(config: RunConfig, cohort: Cohort) -> frozenset[int]:
     """The clients that (in simulation) vanish after sharing keys, before their masked input."""
-    count = round(config.secagg_simulated_dropout * len(cohort.clients))
+    count = round(config.simulation.faults.secagg_dropout * len(cohort.clients))
     rng = np.random.default_rng([config.seed, cohort.round_number, _DROPOUT_TAG])
     return frozenset(int(c) for c in rng.choice(sorted(cohort.clients), count, replace=False))
 
@@ -277,8 +277,8 @@ def client_transform(config: RunConfig, plan: RoundPlan, client_id: int) -> seca
     aggregator but fedavg, so the two never meet). A simulated attacker skips both."""
     if attacks.skips_client_steps(config, client_id):  # a hostile client does not clip
         return secagg.no_transform
-    if config.aggregator == "norm_bounding":  # the server cannot clip a masked update
-        return lambda delta: robust_aggregation.clip_to_norm(delta, config.norm_bound)
+    if config.aggregation.rule == "norm_bounding":  # the server cannot clip a masked update
+        return lambda delta: robust_aggregation.clip_to_norm(delta, config.aggregation.norm_bound)
     if not config.dp_enabled:
         return secagg.no_transform
     return lambda delta: dp_fedavg.privatize_for_secure_sum(
@@ -296,10 +296,10 @@ def client_weight(config: RunConfig, plan: RoundPlan, update: ClientUpdate) -> i
     scales its own update: equal under DP (its noise is calibrated to an unweighted sum),
     the share the server announced in the round plan under adaptive weights, else its
     example count (FedAvg)."""
-    full = config.secagg_max_examples
+    full = config.aggregation.secure.max_examples
     if config.dp_enabled:
         return full
-    if config.client_weighting == "adaptive":
+    if config.selection.client_weighting == "adaptive":
         announced = dict(zip(plan.cohort.clients, plan.cohort.client_weights, strict=True))
         return max(1, round(announced[update.client_id] * full))
     return update.num_examples
@@ -394,8 +394,8 @@ def unmask_mean(
     summed = server.unmask_sum(messages.responses)
     mean, total_weight = session.encoding.decode_mean(summed)
     if config.dp_enabled:  # DP-FedAvg: the noised sum over the expected cohort size
-        survivors = total_weight / config.secagg_max_examples
-        mean = (mean * np.float32(survivors / config.cohort_size)).astype(wire.WIRE_DTYPE)
+        survivors = total_weight / config.aggregation.secure.max_examples
+        mean = (mean * np.float32(survivors / config.selection.cohort_size)).astype(wire.WIRE_DTYPE)
     unmasked = time.perf_counter()
     rejected += [Rejection(r.client_id, r.reason) for r in server.refusals]
     client_seconds = {
@@ -404,7 +404,7 @@ def unmask_mean(
         if step != "unmask_request" and times
     }
     report = ProtocolReport(
-        mode=config.secure_aggregation,
+        mode=config.aggregation.secure.mode,
         bits=session.encoding.bits,
         word_bits=session.encoding.word.itemsize * 8,
         survivors=len(request.survivors),

@@ -30,16 +30,16 @@ _NOISE_TAG = 0x4015E
 
 def attackers(config: RunConfig) -> frozenset[int]:
     """The hostile clients of the run, drawn from the seed alone."""
-    count = round(config.attack_fraction * config.num_clients)
-    if config.attack == "none" or count == 0:
+    count = round(config.simulation.attack.fraction * config.data.num_clients)
+    if config.simulation.attack.kind == "none" or count == 0:
         return frozenset()
     rng = np.random.default_rng([config.seed, _ATTACKERS_TAG])
-    return frozenset(int(c) for c in rng.choice(config.num_clients, size=count, replace=False))
+    return frozenset(int(c) for c in rng.choice(config.data.num_clients, size=count, replace=False))
 
 
 def poison_labels(config: RunConfig, client_id: int, y: np.ndarray, num_classes: int) -> np.ndarray:
     """The labels a client trains on: flipped for a label-flipping attacker."""
-    if config.attack != "label_flip" or client_id not in attackers(config):
+    if config.simulation.attack.kind != "label_flip" or client_id not in attackers(config):
         return y
     return (num_classes - 1 - y).astype(y.dtype)
 
@@ -50,13 +50,15 @@ def poison_update(
     """The update a client sends: its honest delta, or what its attack makes of it."""
     if client_id not in attackers(config):
         return delta
-    if config.attack == "sign_flip":
-        return (-config.attack_scale * delta).astype(wire.WIRE_DTYPE)
-    if config.attack == "scaling":
-        return (config.attack_scale * delta).astype(wire.WIRE_DTYPE)
-    if config.attack == "gaussian_noise":
+    if config.simulation.attack.kind == "sign_flip":
+        return (-config.simulation.attack.scale * delta).astype(wire.WIRE_DTYPE)
+    if config.simulation.attack.kind == "scaling":
+        return (config.simulation.attack.scale * delta).astype(wire.WIRE_DTYPE)
+    if config.simulation.attack.kind == "gaussian_noise":
         rng = np.random.default_rng([config.seed, round_number, client_id, _NOISE_TAG])
-        return rng.normal(0.0, config.attack_noise_std, delta.shape).astype(wire.WIRE_DTYPE)
+        return rng.normal(0.0, config.simulation.attack.noise_std, delta.shape).astype(
+            wire.WIRE_DTYPE
+        )
     return delta  # label_flip poisons the data, not the update
 
 
@@ -64,4 +66,6 @@ def skips_client_steps(config: RunConfig, client_id: int) -> bool:
     """Does this client skip the honest client-side steps (clip, DP noise share) before
     masking? Attackers that craft their update do; a label flipper trains and sends
     honestly, so it does not."""
-    return config.attack not in ("none", "label_flip") and client_id in attackers(config)
+    return config.simulation.attack.kind not in ("none", "label_flip") and client_id in attackers(
+        config
+    )

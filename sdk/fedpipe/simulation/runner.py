@@ -34,7 +34,7 @@ def simulate(
     model, registry = work / "round_000" / "model.npz", work / "round_000" / "registry.json"
     run_id = stages.initialize(config, model, registry, run_name=run_name)
     accuracy = []
-    for n in range(1, config.rounds + 1):
+    for n in range(1, config.training.rounds + 1):
         out = work / f"round_{n:03d}"
         shard_ids = stages.select(config, n, registry, out / "cohort.json")
         stages.broadcast(config, model, out / "cohort.json", out / "plan.npz")

@@ -89,7 +89,9 @@ def aggregate(
     else:
         accepted, rejected = aggregation.screen(received, model.spec)
     rejected += missing
-    screened = screening.screen_norms(accepted, config.screening, config.screening_threshold)
+    screened = screening.screen_norms(
+        accepted, config.aggregation.screening.policy, config.aggregation.screening.threshold
+    )
     accepted = screened.kept
     rejected += [
         aggregation.Rejection(f.client_id, f.reason)
@@ -103,9 +105,11 @@ def aggregate(
     elif config.dp_enabled:
         private = dp_fedavg.private_mean(config, accepted, cohort.round_number, model.server_state)
         delta = private.delta
-    elif config.client_weighting == "adaptive":
+    elif config.selection.client_weighting == "adaptive":
         announced = dict(zip(cohort.clients, cohort.client_weights, strict=True))
-        delta = client_weights.weighted_mean(accepted, announced, config.max_client_weight)
+        delta = client_weights.weighted_mean(
+            accepted, announced, config.selection.max_client_weight
+        )
     else:
         delta = aggregation.aggregator_for(config).aggregate(accepted)
     weights, state = server_optimizers.apply(config, model.weights, delta, model.server_state)

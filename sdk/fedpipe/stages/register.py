@@ -46,16 +46,18 @@ def _champion_accuracy(
 
     try:
         version = tracking.client(config).get_model_version_by_alias(
-            config.registered_model_name, CHAMPION
+            config.tracking.registered_model_name, CHAMPION
         )
     except MlflowException:
         return None
-    champion = mlflow.keras.load_model(f"models:/{config.registered_model_name}@{CHAMPION}")
+    champion = mlflow.keras.load_model(
+        f"models:/{config.tracking.registered_model_name}@{CHAMPION}"
+    )
     try:
         probs = champion.predict(x, verbose=0)
     except ValueError as e:  # another input shape: a champion of a different task
         raise ValueError(
-            f"champion version {version.version} of '{config.registered_model_name}' cannot "
+            f"champion version {version.version} of '{config.tracking.registered_model_name}' cannot "
             f"score this run's held-out set ({e}); use another registered_model_name"
         ) from e
     return trainer.score(probs, y, num_classes).accuracy, str(version.version)
@@ -77,14 +79,14 @@ def _privacy_tags(config: RunConfig, model: GlobalModel, rounds: int) -> dict[st
     spent = privacy_accounting.reported_epsilon(config, rounds)
     tags = {
         "dp_epsilon": "inf" if spent is None else f"{spent:.6g}",
-        "dp_delta": f"{config.dp_delta:g}",
-        "dp_noise_multiplier": f"{config.dp_noise_multiplier:g}",
-        "dp_clip_norm": f"{config.dp_clip_norm:g}",
-        "dp_clipping": config.dp_clipping,
-        "dp_accountant": config.dp_accountant,
+        "dp_delta": f"{config.aggregation.dp.delta:g}",
+        "dp_noise_multiplier": f"{config.aggregation.dp.noise_multiplier:g}",
+        "dp_clip_norm": f"{config.aggregation.dp.clip_norm:g}",
+        "dp_clipping": config.aggregation.dp.clipping,
+        "dp_accountant": config.aggregation.dp.accountant,
         "dp_rounds": str(rounds),
     }
-    if config.dp_clipping == "adaptive":  # dp_clip_norm was the initial one
+    if config.aggregation.dp.clipping == "adaptive":  # dp_clip_norm was the initial one
         tags["dp_clip_norm_next"] = f"{dp_fedavg.clip_norm(config, model.server_state):.6g}"
     return tags
 
@@ -108,7 +110,7 @@ def register(
     result = model_trainer.evaluate(model.weights, data.x_heldout, data.y_heldout)
     champion = _champion_accuracy(config, data.x_heldout, data.y_heldout, data.num_classes)
     champion_accuracy = champion[0] if champion else None
-    promoted, reason = _decide(result.accuracy, champion_accuracy, config.promotion_margin)
+    promoted, reason = _decide(result.accuracy, champion_accuracy, config.tracking.promotion_margin)
     if champion:
         reason += f" (champion is version {champion[1]})"
 
@@ -119,7 +121,8 @@ def register(
     sample = data.x_heldout[:5]
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow.log_figure(
-            plots.accuracy_per_round(history, config.target_accuracy), "accuracy_per_round.png"
+            plots.accuracy_per_round(history, config.training.target_accuracy),
+            "accuracy_per_round.png",
         )
         mlflow.log_figure(plots.client_participation(registry), "client_participation.png")
         mlflow.log_dict(dataclasses.asdict(registry), "clients/registry.json")
@@ -132,28 +135,28 @@ def register(
         )
     version = mlflow.register_model(
         info.model_uri,
-        config.registered_model_name,
+        config.tracking.registered_model_name,
         tags={
             "pipeline_run": pipeline_run,
             "mlflow_run_id": mlflow_run_id,
             "rounds": str(registry.completed_rounds),
-            "dataset": config.dataset,
-            "partition": config.partitioner,
+            "dataset": config.data.dataset,
+            "partition": config.data.partitioner,
             "heldout_digest": data.heldout_digest,
             "accuracy": f"{result.accuracy:.6f}",
             **_privacy_tags(config, model, registry.completed_rounds),
-            **randomness.run_tags(config.privacy_mode),
+            **randomness.run_tags(config.privacy.mode),
         },
     )
     if promoted:
         mlflow_client.set_registered_model_alias(
-            config.registered_model_name, CHAMPION, version.version
+            config.tracking.registered_model_name, CHAMPION, version.version
         )
     mlflow_client.set_model_version_tag(
-        config.registered_model_name, version.version, "promotion", f"{promoted}: {reason}"
+        config.tracking.registered_model_name, version.version, "promotion", f"{promoted}: {reason}"
     )
     registration = Registration(
-        config.registered_model_name,
+        config.tracking.registered_model_name,
         str(version.version),
         result.accuracy,
         champion_accuracy,

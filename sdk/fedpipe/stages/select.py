@@ -37,8 +37,8 @@ def select(
         else:
             policy = selection.policy_for(config)
             rng = selection.round_rng(config.seed, round_number)
-            clients = policy.select(candidates, config.cohort_size, rng)
-        shards = selection.split_into_shards(clients, config.clients_per_shard) or [[]]
+            clients = policy.select(candidates, config.selection.cohort_size, rng)
+        shards = selection.split_into_shards(clients, config.selection.clients_per_shard) or [[]]
         weights = client_weights.cohort_weights(config, registry, clients)
         cohort = Cohort(round_number, clients, shards, False, time.time(), weights, session_id)
     cohort.save(cohort_path)

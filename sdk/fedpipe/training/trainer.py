@@ -95,15 +95,15 @@ class Trainer:
 
         self._anchors = anchors
         self._train_epoch = train_epoch
-        self._dp_sgd = config.local_dp_clip_norm is not None
+        self._dp_sgd = config.training.dp_sgd_clip_norm is not None
         self._noise_source = randomness.for_config(config)
         if self._dp_sgd:
             self._train_epoch = dp_sgd.build_train_epoch(
                 self.model,
                 variables,
                 anchors,
-                config.local_dp_clip_norm,
-                config.local_dp_noise_multiplier,
+                config.training.dp_sgd_clip_norm,
+                config.training.dp_sgd_noise_multiplier,
                 features,
             )
         self._predict = predict
