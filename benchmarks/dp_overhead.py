@@ -29,7 +29,6 @@ from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.artifacts.wire import WeightsSpec
 from fedpipe.data import partition
 from fedpipe.privacy import accounting as privacy_accounting
-from fedpipe.privacy import dp_fedavg, secure_noise
 from fedpipe.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,12 +118,6 @@ def main() -> None:
     )
     fedavg_s = median_seconds(lambda: aggregate(plain_cfg), args.repeats)
     dp_fedavg_s = median_seconds(lambda: aggregate(dp_cfg), args.repeats)
-    pcg_noise_s = median_seconds(
-        lambda: dp_fedavg.noise_rng(0, 1).normal(0.0, 1.0, size), args.repeats
-    )
-    secure_noise_s = median_seconds(lambda: secure_noise.gaussian(size, 1.0), args.repeats)
-    # The aggregate with its noise drawn from the OS-keyed AES-CTR source instead of PCG64.
-    dp_secure_s = dp_fedavg_s - pcg_noise_s + secure_noise_s
     rdp_s = median_seconds(lambda: privacy_accounting.epsilon(dp_cfg, 100), args.repeats)
     pld_s = median_seconds(
         lambda: privacy_accounting.epsilon(
@@ -138,9 +131,7 @@ def main() -> None:
         "aggregate_ms_cohort_50": {
             "fedavg": fedavg_s * 1e3,
             "dp_fedavg": dp_fedavg_s * 1e3,
-            "dp_fedavg_secure_noise": dp_secure_s * 1e3,
         },
-        "noise_ms": {"pcg64": pcg_noise_s * 1e3, "aes_ctr_os_key": secure_noise_s * 1e3},
         "epsilon_after_100_rounds_ms": {"rdp": rdp_s * 1e3, "pld": pld_s * 1e3},
         "model_parameters": size,
     }
@@ -154,14 +145,6 @@ def main() -> None:
     print(
         f"| aggregate of 50 updates, ms | {fedavg_s * 1e3:.1f} | {dp_fedavg_s * 1e3:.1f} | "
         f"{dp_fedavg_s / fedavg_s:.1f}x |"
-    )
-    print(
-        f"| same, noise from the OS-keyed AES-CTR source, ms | {fedavg_s * 1e3:.1f} | "
-        f"{dp_secure_s * 1e3:.1f} | {dp_secure_s / fedavg_s:.1f}x |"
-    )
-    print(
-        f"| noise for {size:,} parameters, ms: PCG64 {pcg_noise_s * 1e3:.1f}, "
-        f"AES-CTR (os.urandom key) {secure_noise_s * 1e3:.1f} | | | |"
     )
     verdict = "met" if dp_fedavg_s <= 2 * fedavg_s else "NOT met"
     print(f"target DP aggregate <= 2x plain: {dp_fedavg_s / fedavg_s:.2f}x -> {verdict}")

@@ -17,6 +17,7 @@ from fedpipe.components.local_train.component import local_train
 from fedpipe.components.register.component import register
 from fedpipe.components.secure_aggregate.component import secure_aggregate
 from fedpipe.components.secure_aggregation.advertise.component import advertise_keys
+from fedpipe.components.secure_aggregation.confirm.component import confirm_survivors
 from fedpipe.components.secure_aggregation.relay.component import relay_messages
 from fedpipe.components.secure_aggregation.request.component import request_unmasking
 from fedpipe.components.secure_aggregation.share_keys.component import share_keys
@@ -73,23 +74,37 @@ def _secure_aggregation_keys(config_json: str, plan, shards, retry):
 
 
 def _secure_aggregation_unmasking(config_json: str, plan, shards, transcript, updates, retry):
-    """Protocol step 4: the server's request, each shard's surviving clients answer, the
-    server relays the whole transcript to aggregate."""
+    """Protocol step 4: the server's request; the consistency check (each shard's
+    surviving clients sign the request, the server relays the signatures); each shard's
+    surviving clients answer; the server relays the whole transcript to aggregate."""
     request_task = request_unmasking(
         config_json=config_json, plan=plan, transcript=transcript, updates=updates
     )
     retry(request_task).set_display_name("secagg-request-unmasking")
-    with dsl.ParallelFor(shards, name="unmask-shards") as shard:
-        unmask_task = unmask_response(
+    with dsl.ParallelFor(shards, name="confirm-shards") as shard:
+        confirm_task = confirm_survivors(
             config_json=config_json,
             plan=plan,
             shard=shard,
             request=request_task.outputs["request"],
         )
+        retry(confirm_task).set_display_name("secagg-confirm-survivors")
+    confirmed_task = relay_messages(
+        messages=dsl.Collected(confirm_task.outputs["confirmations"]),
+        previous=request_task.outputs["request"],
+    )
+    retry(confirmed_task).set_display_name("secagg-relay-confirmations")
+    with dsl.ParallelFor(shards, name="unmask-shards") as shard:
+        unmask_task = unmask_response(
+            config_json=config_json,
+            plan=plan,
+            shard=shard,
+            request=confirmed_task.outputs["transcript"],
+        )
         retry(unmask_task).set_display_name("secagg-unmask")
     final_task = relay_messages(
         messages=dsl.Collected(unmask_task.outputs["responses"]),
-        previous=request_task.outputs["request"],
+        previous=confirmed_task.outputs["transcript"],
     )
     retry(final_task).set_display_name("secagg-relay-responses")
     return final_task.outputs["transcript"]

@@ -146,7 +146,7 @@ def test_simulation_sends_compressed_updates_and_keeps_residuals(small_config, t
         {"aggregation.compression.kind": "topk", "aggregation.compression.topk_fraction": 0.2}
     )
     result = simulate(cfg, tmp_path / "sim", register=False)
-    state = tmp_path / "sim" / "client_state"
+    state = tmp_path / "sim" / "clients"
     records = [json.loads(line) for line in (state / "bytes.jsonl").read_text().splitlines()]
     size = result.model.weights.size
     k = int(np.ceil(0.2 * size))

@@ -25,6 +25,7 @@ def test_pipeline_with_dp_logs_epsilon_stops_at_the_budget_and_tags_the_model(tm
             "aggregation.dp.clip_norm": 1.0,
             "aggregation.dp.noise_multiplier": 0.8,
             "aggregation.dp.delta": 0.01,
+            "privacy.mode": "reproducible-simulation",
             "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "tracking.registered_model_name": "fedpipe-e2e-dp",
         }
@@ -58,6 +59,7 @@ def test_pipeline_with_dp_logs_epsilon_stops_at_the_budget_and_tags_the_model(tm
         for path in outputs
     ]
     assert sorted(logged) == pytest.approx([eps[0], eps[1], eps[1]])
-    # The noise flows from the seed: the simulation gives the pipeline's model exactly.
+    # In reproducible-simulation mode the noise and the cohorts flow from the seed: the
+    # simulation gives the pipeline's model exactly.
     simulated = simulate(cfg, tmp_path / "sim", run_name="same-config", register=False)
     assert np.array_equal(simulated.model.weights, GlobalModel.load(run.model_path).weights)

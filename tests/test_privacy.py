@@ -8,13 +8,11 @@ import pytest
 from fedpipe import config, preflight
 from fedpipe.aggregation.chain import build_chain
 from fedpipe.aggregation.clipping import clip_l2
-from fedpipe.aggregation.layer import ClientContext, RoundContext
 from fedpipe.artifacts.updates import ClientUpdate
-from fedpipe.artifacts.wire import WeightsSpec
 from fedpipe.ops import tracking
 from fedpipe.privacy import accounting as privacy_accounting
-from fedpipe.privacy import dp_fedavg
 from fedpipe.simulation.runner import simulate
+from tests.dp_chain import dp_layer, private_mean, secure_client_part
 
 
 def _updates(vectors: list[np.ndarray]) -> list[ClientUpdate]:
@@ -34,32 +32,6 @@ def _dp_config(changes: dict | None = None) -> config.RunConfig:
     return config.from_mapping({**base, **(changes or {})})
 
 
-def _dp_layer(cfg: config.RunConfig) -> dp_fedavg.DpFedAvg:
-    (layer,) = [x for x in build_chain(cfg).layers if isinstance(x, dp_fedavg.DpFedAvg)]
-    return layer
-
-
-def _private_mean(cfg, updates, round_number, state):
-    """The plain (central) DP path of the chain: (noised mean delta, clipped count, state)."""
-    chain = build_chain(cfg)
-    size = updates[0].vector.size
-    spec = WeightsSpec(("w",), ((size,),))
-    rnd = RoundContext(round_number, [u.client_id for u in updates], {}, state, spec, False)
-    start = np.zeros(size, np.float32)
-    _, new_state, delta, _ = chain.aggregate_plain(updates, rnd, start)
-    return delta, _dp_layer_of(chain)._clipped, new_state
-
-
-def _dp_layer_of(chain):
-    (layer,) = [x for x in chain.layers if isinstance(x, dp_fedavg.DpFedAvg)]
-    return layer
-
-
-def _secure_client_part(cfg, client_id, round_number, delta):
-    ctx = ClientContext(client_id, round_number, 10, None, {}, secure=True)
-    return _dp_layer(cfg).client(delta, ctx)
-
-
 def test_every_clipped_update_has_norm_at_most_the_clip_norm():
     rng = np.random.default_rng(1)
     for scale in (1e-3, 0.5, 1.0, 3.0, 1e4):
@@ -73,7 +45,7 @@ def test_every_clipped_update_has_norm_at_most_the_clip_norm():
     # The aggregate of clipped updates without noise is bounded the same way.
     cfg = _dp_config({"selection.cohort_size": 5, "data.num_clients": 10})
     big = [rng.normal(size=50) * 10 for _ in range(5)]
-    delta, clipped, _ = _private_mean(cfg, _updates(big), 1, {})
+    delta, clipped, _ = private_mean(cfg, _updates(big), 1, {})
     assert clipped == 5
     assert np.linalg.norm(delta) <= 1.0 + 1e-6
 
@@ -87,17 +59,22 @@ def test_noise_standard_deviation_matches_z_times_c():
             "selection.cohort_size": cohort,
         }
     )
-    delta, _, _ = _private_mean(cfg, _updates([np.zeros(size)] * 3), 4, {})
+    delta, _, _ = private_mean(cfg, _updates([np.zeros(size)] * 3), 4, {})
     noise_on_sum = delta.astype(np.float64) * cohort
     # The standard error of a sample standard deviation is about sigma / sqrt(2 n).
     tolerance = 4 * z * c / math.sqrt(2 * size)
     assert abs(noise_on_sum.std() - z * c) < tolerance
     assert abs(noise_on_sum.mean()) < 4 * z * c / math.sqrt(size)
-    # Deterministic: the noise flows from the seed and the round.
-    again, _, _ = _private_mean(cfg, _updates([np.zeros(size)] * 3), 4, {})
-    np.testing.assert_array_equal(delta, again)
-    other_round, _, _ = _private_mean(cfg, _updates([np.zeros(size)] * 3), 5, {})
-    assert not np.array_equal(delta, other_round)
+    # Secret: the same seed and round draw other noise (nobody can regenerate it)...
+    again, _, _ = private_mean(cfg, _updates([np.zeros(size)] * 3), 4, {})
+    assert np.abs(delta - again).max() > 0.1
+    # ...except in the reproducible research mode, where it flows from seed and round.
+    seeded = cfg.replace({"privacy.mode": "reproducible-simulation"})
+    first, _, _ = private_mean(seeded, _updates([np.zeros(size)] * 3), 4, {})
+    again, _, _ = private_mean(seeded, _updates([np.zeros(size)] * 3), 4, {})
+    np.testing.assert_array_equal(first, again)
+    other_round, _, _ = private_mean(seeded, _updates([np.zeros(size)] * 3), 5, {})
+    assert not np.array_equal(first, other_round)
 
 
 def test_distributed_noise_shares_sum_to_the_central_noise():
@@ -111,7 +88,7 @@ def test_distributed_noise_shares_sum_to_the_central_noise():
         }
     )
     zero = np.zeros(size, np.float32)
-    shares = [_secure_client_part(cfg, k, 3, zero).astype(np.float64) for k in range(clients)]
+    shares = [secure_client_part(cfg, k, 3, zero).astype(np.float64) for k in range(clients)]
     assert np.std(shares[0]) == pytest.approx(z * c / math.sqrt(clients), rel=0.05)
     assert np.std(np.sum(shares, axis=0)) == pytest.approx(z * c, rel=0.05)
 
@@ -128,7 +105,7 @@ def test_privatized_updates_sum_like_the_central_mechanism():
     )
     rng = np.random.default_rng(2)
     deltas = [rng.normal(size=size) * 0.1 for _ in range(clients)]  # norms about 14 > C
-    sent = [_secure_client_part(cfg, k, 1, d) for k, d in enumerate(deltas)]
+    sent = [secure_client_part(cfg, k, 1, d) for k, d in enumerate(deltas)]
     clipped_sum = np.sum([clip_l2(d, c)[0] for d in deltas], axis=0)
     noise = np.sum(sent, axis=0, dtype=np.float64) - clipped_sum
     assert np.std(noise) == pytest.approx(z * c, rel=0.05)
@@ -148,8 +125,8 @@ def test_adaptive_clipping_moves_towards_the_target_quantile():
     updates = _updates([n * np.eye(1, 8, 0)[0] for n in norms])
     state = build_chain(cfg).initial_state(8)
     for round_number in range(1, 80):
-        state = _private_mean(cfg, updates, round_number, state)[2]
-    assert _dp_layer(cfg).clip_norm(state) == pytest.approx(np.median(norms), rel=0.1)
+        state = private_mean(cfg, updates, round_number, state)[2]
+    assert dp_layer(cfg).clip_norm(state) == pytest.approx(np.median(norms), rel=0.1)
 
 
 def test_adaptive_clipping_splits_the_noise_between_count_and_values():
@@ -164,7 +141,7 @@ def test_adaptive_clipping_splits_the_noise_between_count_and_values():
     )
     sigma_b = privacy_accounting.count_noise_stddev(cfg)
     assert sigma_b == 5.0
-    z_value = _dp_layer(cfg).value_noise_multiplier
+    z_value = dp_layer(cfg).value_noise_multiplier
     # Andrew et al. 2021: the pair is equivalent to one Gaussian with multiplier z.
     assert (z_value**-2 + (2 * sigma_b) ** -2) ** -0.5 == pytest.approx(1.0)
     assert z_value > 1.0

@@ -41,5 +41,5 @@ def test_secure_pipeline_learns_as_well_as_plain_federated_averaging(tmp_path):
     assert "secagg/bytes_per_client" in secure_run.data.metrics
     # The protocol's client-side steps ran as their own tasks, one per shard and round.
     root = run.pipeline_yaml.parent
-    for step in ("advertise-keys", "share-keys", "unmask-response"):
+    for step in ("advertise-keys", "share-keys", "confirm-survivors", "unmask-response"):
         assert len(list(root.glob(f"federated-training-*/**/{step}*"))) == 2 * secure.rounds

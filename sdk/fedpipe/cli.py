@@ -129,6 +129,11 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
     default=None,
     help="YAML overriding the secret/volume names and pod sizes (--target kubernetes).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Compile even in privacy.mode=reproducible-simulation (no privacy guarantee).",
+)
 def compile_command(
     config_path: str | None,
     sets: tuple[str, ...],
@@ -137,12 +142,21 @@ def compile_command(
     output: str,
     target: str,
     cluster_settings: str | None,
+    force: bool,
 ) -> None:
     """Write the pipeline as KFP IR YAML, ready to upload to Kubeflow Pipelines."""
     from fedpipe.ops import compilation
     from fedpipe.ops.kubernetes import ClusterSettings
+    from fedpipe.privacy import randomness
 
     cfg = _load_config(config_path, sets, local=False, extra={"training.rounds": rounds})
+    if cfg.privacy.mode == randomness.REPRODUCIBLE and not force:
+        raise click.UsageError(
+            "privacy.mode=reproducible-simulation derives every mask, key and DP noise draw "
+            "from the run seed: anyone who knows the seed (an MLflow param) can undo them. "
+            "It is for simulations only; refusing to compile it for a cluster (pass --force "
+            "to compile it anyway)."
+        )
     if cfg.tracking.uri.startswith("sqlite:"):
         click.echo(
             f"warning: tracking.uri {cfg.tracking.uri} is a local file; on a "

@@ -46,7 +46,7 @@ from fedpipe.aggregation.layer import (
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config.errors import ConfigError
 from fedpipe.privacy import dp_fedavg
-from fedpipe.secagg.quantization import FixedPoint
+from fedpipe.secagg.encoding import encoding_for
 
 if TYPE_CHECKING:
     from fedpipe.config import RunConfig
@@ -236,9 +236,9 @@ def _check_secure_composition(config: RunConfig, chain: AggregationChain) -> Non
             "updates, which is not securely summed",
         )
     secure = config.aggregation.secure
-    encoding = FixedPoint(
-        secure.clip, secure.fractional_bits, secure.max_examples, config.selection.cohort_size
-    )
+    # Under DP the cohort is Poisson-sampled: up to num_clients may be summed.
+    summands = config.data.num_clients if config.dp_enabled else config.selection.cohort_size
+    encoding = encoding_for(config, summands)
     if encoding.bits > 64:
         raise ConfigError(
             "aggregation.secure.fractional_bits",

@@ -27,7 +27,7 @@ from fedpipe.aggregation import vector_math
 from fedpipe.aggregation.layer import Aggregate, RoundContext
 from fedpipe.aggregation.outcome import ClientStats, Rejection
 from fedpipe.artifacts import wire
-from fedpipe.artifacts.updates import ClientUpdate, load_shard
+from fedpipe.artifacts.updates import ClientUpdate, ShardUnreadable, load_shard
 
 if TYPE_CHECKING:
     from fedpipe.aggregation.chain import AggregationChain
@@ -96,7 +96,7 @@ def _updates(update_paths: list[str | Path], problems: list[str]) -> Iterator[Cl
     for path in update_paths:
         try:
             shard = load_shard(path)
-        except (OSError, ValueError, KeyError) as e:
+        except ShardUnreadable as e:  # load_shard turns every failure into this
             problems.append(f"{Path(path).name}: {e}")
             continue
         yield from shard

@@ -22,6 +22,8 @@ class Cohort:
     started_at: float  # wall clock when the round began (for durations, not for results)
     # Aggregation weight announced per client, in `clients` order (fedpipe.clients.weights).
     client_weights: list[float] = dataclasses.field(default_factory=list)
+    # The round's secure-aggregation session id, chosen by the server from secret randomness.
+    session_id: str = ""
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 WIRE_DTYPE = np.dtype(np.float32)
+# What one bundle may inflate to, all arrays together: a crafted header or a deflate bomb
+# is refused before (or as soon as) it passes this, never allocated or inflated beyond it.
+MAX_BUNDLE_BYTES = 256 * 2**20
+MAX_BUNDLE_MEMBERS = 100_000
+
+
+class BundleUnreadable(ValueError):
+    """A bundle that is not a well-formed, bounded npz of plain arrays (the reason says why)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +98,67 @@ def save_bundle(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str,
         np.savez(f, __meta__=np.array(json.dumps(meta, sort_keys=True)), **arrays)
 
 
-def load_bundle(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    with np.load(Path(path), allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files if k != "__meta__"}
-        meta = json.loads(str(data["__meta__"]))
+def load_bundle(
+    path: str | Path, max_bytes: int = MAX_BUNDLE_BYTES
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a bundle written by save_bundle, trusting nothing in it: each member's .npy
+    header (dtype, shape) is checked before its data is read, object dtypes (pickles) are
+    refused, and at most `max_bytes` are inflated in all (read through a bounded stream,
+    so a deflate bomb stops at the declared size). Any problem raises BundleUnreadable."""
+    try:
+        with zipfile.ZipFile(Path(path)) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_BUNDLE_MEMBERS:
+                raise BundleUnreadable(f"{len(members)} members (at most {MAX_BUNDLE_MEMBERS})")
+            budget = max_bytes
+            arrays: dict[str, np.ndarray] = {}
+            for info in members:
+                if not info.filename.endswith(".npy"):
+                    raise BundleUnreadable(f"member {info.filename!r} is not a .npy array")
+                name = info.filename.removesuffix(".npy")
+                if name in arrays:
+                    raise BundleUnreadable(f"member {name!r} appears twice")
+                with archive.open(info) as stream:
+                    arrays[name] = _read_npy(stream, name, budget)
+                budget -= arrays[name].nbytes
+        meta_array = arrays.pop("__meta__", None)
+        if meta_array is None or meta_array.dtype.kind != "U" or meta_array.shape != ():
+            raise BundleUnreadable("no __meta__ record (a 0-d string array)")
+        meta = json.loads(str(meta_array))
+        if not isinstance(meta, dict):
+            raise BundleUnreadable("__meta__ is not a JSON object")
+    except BundleUnreadable:
+        raise
+    except Exception as e:  # every other failure of a crafted file: unreadable, with why
+        raise BundleUnreadable(f"{type(e).__name__}: {e}") from e
     return arrays, meta
+
+
+def _read_npy(stream: Any, name: str, budget: int) -> np.ndarray:
+    """One .npy member, header first: its declared size must fit the budget before a
+    byte of data is read, and the member must hold exactly that many bytes."""
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise BundleUnreadable(f"{name}: unknown .npy version {version}")
+    if dtype.hasobject or dtype.kind not in "biufcU":
+        raise BundleUnreadable(f"{name}: dtype {dtype} refused (no pickles or objects)")
+    count = 1
+    for n in shape:
+        count *= int(n)
+    size = count * dtype.itemsize
+    if size > budget:
+        raise BundleUnreadable(
+            f"{name}: header declares shape {shape} of {dtype} ({size} bytes), over the "
+            f"{budget} bytes left of the bundle's cap"
+        )
+    data = stream.read(size)
+    if len(data) != size:
+        raise BundleUnreadable(f"{name}: {len(data)} bytes of data, header declares {size}")
+    if stream.read(1):
+        raise BundleUnreadable(f"{name}: more data than its header declares")
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    return array.reshape(shape, order="F" if fortran else "C").copy()

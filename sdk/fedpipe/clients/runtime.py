@@ -29,6 +29,15 @@ if TYPE_CHECKING:
     from fedpipe.training.trainer import Trainer
 
 
+def with_state_dir(config: RunConfig, run_folder: str | Path) -> RunConfig:
+    """The config with the simulated clients' own storage (their signing identities,
+    secure-aggregation state, compression residuals) under <run folder>/clients, unless
+    set. No server-side stage reads it."""
+    if config.clients.state_dir is not None:
+        return config
+    return config.replace({"clients.state_dir": str(Path(run_folder).resolve() / "clients")})
+
+
 class ClientData(Protocol):
     """Where a client's private examples come from."""
 

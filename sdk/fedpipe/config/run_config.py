@@ -22,6 +22,7 @@ from fedpipe.config.sections import (
     DataConfig,
     ModelConfig,
     PipelineConfig,
+    PrivacyConfig,
     Section,
     SelectionConfig,
     ServerOptimizerConfig,
@@ -46,6 +47,7 @@ class RunConfig(Section):
     server: ServerOptimizerConfig = subsection(ServerOptimizerConfig)
     simulation: SimulationConfig = subsection(SimulationConfig)
     clients: ClientsConfig = subsection(ClientsConfig)
+    privacy: PrivacyConfig = subsection(PrivacyConfig)
     pipeline: PipelineConfig = subsection(PipelineConfig)
     tracking: TrackingConfig = subsection(TrackingConfig)
 

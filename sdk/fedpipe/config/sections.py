@@ -27,6 +27,7 @@ SCREENING_POLICIES = ("off", "flag", "downweight", "exclude")
 ATTACKS = ("none", "sign_flip", "scaling", "gaussian_noise", "label_flip")
 CLIENT_RUNTIMES = ("simulated", "agents")
 COMPRESSIONS = ("none", "q8", "q4", "topk")
+PRIVACY_MODES = ("secure", "reproducible-simulation")
 
 
 def setting(default: Any, check: checks.Check, allowed: str) -> Any:
@@ -390,6 +391,11 @@ class ClientsConfig(Section):
     task_timeout_s: float = setting(
         120.0, checks.number(0.0, 86400.0, low_open=True), "seconds in (0, 86400]"
     )
+    state_dir: str | None = setting(
+        None,
+        checks.optional_str,
+        "a directory path or null (simulate and run: <run folder>/clients)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -399,6 +405,19 @@ class ClientsConfig(Section):
                 self.coordinator,
                 "HOST:PORT of the coordinator, with clients.tls_dir, when clients.runtime=agents",
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivacyConfig(Section):
+    """Where secrets come from (docs/privacy.md): the OS's cryptographic source, or, for
+    research only, the run seed (no privacy guarantee; runs and versions are tagged)."""
+
+    mode: str = setting(
+        "secure",
+        checks.one_of(PRIVACY_MODES),
+        "secure (secrets from os.urandom) or reproducible-simulation (seeded secrets: "
+        "no privacy guarantee, research only)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

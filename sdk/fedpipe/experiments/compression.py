@@ -50,7 +50,7 @@ def run_cell(base: RunConfig, kind: str, topk_fraction: float, seed: int, work: 
     shutil.rmtree(workdir, ignore_errors=True)  # a residual left from an earlier run is stale
     result = simulate(cfg, workdir, run_name=f"{NAME} {kind} seed {seed}", register=False)
     float32_bytes = 4 * int(result.model.weights.size)
-    log = workdir / "client_state" / "bytes.jsonl"
+    log = workdir / "clients" / "bytes.jsonl"  # simulate's clients keep it in their folder
     if kind == "none":  # no payload is built: the float32 vector as the shard file holds it
         sent = float(float32_bytes)
     else:

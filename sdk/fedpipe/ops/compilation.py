@@ -24,6 +24,7 @@ COMPONENTS = (
     ("secure_aggregation/relay", "relay_messages"),
     ("secure_aggregation/share_keys", "share_keys"),
     ("secure_aggregation/request", "request_unmasking"),
+    ("secure_aggregation/confirm", "confirm_survivors"),
     ("secure_aggregation/unmask", "unmask_response"),
 )
 

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from fedpipe.clients import runtime as client_runtime
 from fedpipe.config import RunConfig
 from fedpipe.ops import compilation
 from fedpipe.simulation import faults
@@ -46,6 +47,7 @@ def run_pipeline(config: RunConfig, pipeline_root: Path, *, resume: bool = False
     started = time.perf_counter()
     pipeline_root = pipeline_root.resolve()
     config = faults.with_state_dir(config, pipeline_root)
+    config = client_runtime.with_state_dir(config, pipeline_root)
     pipeline_yaml = compilation.compile_pipeline(config, pipeline_root / "federated_training.yaml")
     local.init(
         runner=local.SubprocessRunner(use_venv=False),

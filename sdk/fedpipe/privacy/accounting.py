@@ -3,9 +3,13 @@
 Each round is one sampled Gaussian mechanism: a cohort drawn from the clients with rate
 q = cohort_size / num_clients, and Gaussian noise of noise_multiplier x clip norm on the
 sum of clipped updates. Rounds compose; the RDP or PLD accountant turns the composition
-into epsilon at the configured delta. Under uniform selection the cohort is a fixed-size
-sample without replacement, which is accounted as Poisson sampling with the same rate, as
-McMahan et al. (2018) and TFF do (see docs/privacy.md for what that means).
+into epsilon at the configured delta. With DP on, select draws the cohort by Poisson
+sampling with rate q from secret randomness (fedpipe.privacy.cohort_sampling), so the
+accounted mechanism is the one that runs.
+With adaptive clipping each round is two Gaussian mechanisms on the same sample (the
+clipped sum, multiplier z_value, and the centred clipped count, sensitivity 1/2, noise
+sigma_b); their composition is exactly one Gaussian of multiplier z, which is what is
+composed here (tests check it against dp-accounting composing the pair directly).
 """
 
 from __future__ import annotations
@@ -105,6 +109,14 @@ def check_config(config: RunConfig) -> None:
             config.selection.policy,
             f"one of {', '.join(SAMPLING_POLICIES)} when DP is on: the accountant assumes "
             "every client is equally likely in every round",
+        )
+    if config.selection.probation_failures > 0:
+        raise ConfigError(
+            "selection.probation_failures",
+            config.selection.probation_failures,
+            "0 when DP is on: probation removes clients from the candidates, which raises "
+            "everyone else's sampling rate above cohort_size / num_clients "
+            f"= {sampling_rate(config):.3g}, the rate the accountant composes",
         )
     if config.aggregation.dp.delta >= 1 / config.data.num_clients:
         raise ConfigError(

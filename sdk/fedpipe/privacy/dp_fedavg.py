@@ -12,6 +12,9 @@ clip norm is server state carried in the global model artifact.
 On the plain path the server clips and adds the noise (central DP). Under secure
 aggregation each client clips and adds its share N(0, (zC)^2 / m) of the noise before
 masking (distributed DP, m = the quorum), so the server never sees an un-noised sum.
+Every noise draw comes from the OS's cryptographic source (fedpipe.privacy.randomness;
+seeded only in the reproducible-simulation research mode), so it cannot be regenerated
+and subtracted.
 """
 
 from __future__ import annotations
@@ -35,27 +38,31 @@ from fedpipe.aggregation.layer import (
 from fedpipe.artifacts import wire
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config.sections import DpConfig
-from fedpipe.privacy import accounting
+from fedpipe.privacy import accounting, randomness
 
 if TYPE_CHECKING:
     from fedpipe.config import RunConfig
 
 CLIP_NORM_STATE = "dp_clip_norm"
-_NOISE_TAG = 0xD9F1  # separates the noise stream from selection and local shuffling
-_SHARE_TAG = 0xD9F2
 
 
 def value_noise_multiplier(dp: DpConfig, count_stddev: float) -> float:
     """Noise multiplier of the update sum. With adaptive clipping part of the budget goes to
-    the count query: z_value = (z^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021, Thm 1)."""
+    the count query, whose sensitivity is 1/2 (clipped_count_statistic), so its noise
+    multiplier is 2 sigma_b and z_value = (z^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021,
+    Thm 1): the two Gaussians together cost exactly one Gaussian of multiplier z."""
     z = dp.noise_multiplier
     if dp.clipping != "adaptive" or z == 0:
         return z
     return (z**-2 - (2 * count_stddev) ** -2) ** -0.5
 
 
-def noise_rng(seed: int, round_number: int) -> np.random.Generator:
-    return np.random.default_rng([seed, round_number, _NOISE_TAG])
+def clipped_count_statistic(unclipped: int, received: int) -> float:
+    """The query adaptive clipping noises: sum over the received updates of (b_i - 1/2),
+    b_i = 1 when update i is within the bound. Adding or removing one client moves it by
+    exactly 1/2: the sensitivity the accountant's split of the noise assumes (the raw count
+    of unclipped updates would have sensitivity 1, and twice the privacy cost)."""
+    return unclipped - received / 2
 
 
 @dataclasses.dataclass
@@ -66,7 +73,7 @@ class DpFedAvg(Weighting):
     cohort_size: int
     quorum_clients: int  # m: the fewest clients whose noise shares reach the sum
     count_stddev: float
-    seed: int
+    noise_source: randomness.Randomness
     epsilon_after: Callable[[int], float | None]  # epsilon spent once n rounds have run
     name: str = "dp_fedavg"
     _round: int = 0
@@ -83,7 +90,7 @@ class DpFedAvg(Weighting):
             config.selection.cohort_size,
             config.min_valid_updates,
             accounting.count_noise_stddev(config),
-            config.seed,
+            randomness.for_config(config),
             lambda rounds: accounting.reported_epsilon(config, rounds),
         )
 
@@ -102,14 +109,18 @@ class DpFedAvg(Weighting):
     def value_noise_multiplier(self) -> float:
         return value_noise_multiplier(self.dp, self.count_stddev)
 
+    def noise_share_stddev(self, bound: float) -> float:
+        """Standard deviation of one client's noise share: z_value C / sqrt(m)."""
+        return self.value_noise_multiplier * bound / math.sqrt(self.quorum_clients)
+
     def client(self, delta: np.ndarray, ctx: ClientContext) -> np.ndarray:
         if not ctx.secure:  # the server clips and noises on the plain path
             return delta
         bound = self.clip_norm(ctx.state)
         clipped, _ = clip_l2(delta, bound)
-        rng = np.random.default_rng([self.seed, ctx.round_number, ctx.client_id, _SHARE_TAG])
-        stddev = self.value_noise_multiplier * bound / math.sqrt(self.quorum_clients)
-        return (clipped + rng.normal(0.0, stddev, delta.size)).astype(wire.WIRE_DTYPE)
+        rng = self.noise_source.generator("dp-noise-share", ctx.round_number, ctx.client_id)
+        share = rng.normal(0.0, self.noise_share_stddev(bound), delta.size)
+        return (clipped + share).astype(wire.WIRE_DTYPE)
 
     def client_weight(self, ctx: ClientContext) -> float:
         return 1.0
@@ -133,7 +144,7 @@ class DpFedAvg(Weighting):
     def on_aggregate(self, aggregate: Aggregate, rnd: RoundContext) -> Aggregate:
         self._bound, self._round = self.clip_norm(rnd.state), rnd.round_number
         if not rnd.secure:  # under secure aggregation the clients' shares are in the sum
-            rng = noise_rng(self.seed, rnd.round_number)
+            rng = self.noise_source.generator("dp-noise", rnd.round_number)
             noise = rng.normal(0.0, self.value_noise_multiplier * self._bound, aggregate.total.size)
             aggregate.total = aggregate.total + noise
             self._rng = rng
@@ -144,17 +155,20 @@ class DpFedAvg(Weighting):
             return {}
         return {
             CLIP_NORM_STATE: np.array(
-                [self._adapted_clip_norm(self._kept - self._clipped, self._rng)], np.float64
+                [self._adapted_clip_norm(self._kept - self._clipped, self._kept, self._rng)],
+                np.float64,
             )
         }
 
-    def _adapted_clip_norm(self, unclipped: int, rng: np.random.Generator) -> float:
-        """Geometric update towards the target quantile from a noised count of updates within
-        the bound: C <- C exp(-eta (b - gamma)), b the noised fraction (Andrew et al. 2021)."""
+    def _adapted_clip_norm(self, unclipped: int, received: int, rng: np.random.Generator) -> float:
+        """Geometric update towards the target quantile from the noised centred count:
+        C <- C exp(-eta (b - gamma)), b = (sum(b_i - 1/2) + N(0, sigma_b^2)) / cohort_size + 1/2
+        (Andrew et al. 2021; TF Privacy's quantile estimator does the same)."""
         noise = rng.normal(0.0, self.count_stddev)
         if self.dp.noise_multiplier == 0:
             noise = 0.0  # no privacy claimed: use the exact count
-        fraction = (unclipped + noise) / self.cohort_size
+        statistic = clipped_count_statistic(unclipped, received) + noise
+        fraction = statistic / self.cohort_size + 0.5
         return self._bound * math.exp(
             -self.dp.clip_learning_rate * (fraction - self.dp.target_quantile)
         )

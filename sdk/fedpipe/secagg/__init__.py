@@ -2,20 +2,28 @@
 (Bell et al., CCS 2020): the server learns only the sum of the clients' updates, and the
 sum survives clients that drop after sharing their keys."""
 
-from fedpipe.secagg.client import SecAggClient
+from fedpipe.secagg.client import Journal, MemoryJournal, SecAggClient
 from fedpipe.secagg.messages import (
     EncryptedShare,
     KeyAdvertisement,
     KeyShares,
     MaskedInput,
+    SurvivorConfirmation,
     UnmaskRequest,
     UnmaskResponse,
 )
-from fedpipe.secagg.quantization import FixedPoint, UpdateTransform, no_transform
+from fedpipe.secagg.quantization import (
+    FixedPoint,
+    NonFiniteUpdate,
+    UpdateTransform,
+    no_transform,
+)
 from fedpipe.secagg.server import Refusal, SecAggServer
 from fedpipe.secagg.session import (
+    InconsistentView,
     ProtocolAbort,
     Session,
+    SubstitutedKey,
     TamperedShare,
     ThresholdNotMet,
     UnsafeRequest,
@@ -24,14 +32,20 @@ from fedpipe.secagg.session import (
 __all__ = [
     "EncryptedShare",
     "FixedPoint",
+    "InconsistentView",
+    "Journal",
     "KeyAdvertisement",
     "KeyShares",
     "MaskedInput",
+    "MemoryJournal",
+    "NonFiniteUpdate",
     "ProtocolAbort",
     "Refusal",
     "SecAggClient",
     "SecAggServer",
     "Session",
+    "SubstitutedKey",
+    "SurvivorConfirmation",
     "TamperedShare",
     "ThresholdNotMet",
     "UnmaskRequest",

@@ -20,12 +20,19 @@ class KeyAdvertisement:
     client_id: int
     cipher_public_key: bytes  # agrees the keys that encrypt shares
     mask_public_key: bytes  # agrees the seeds of pairwise masks
+    signature: bytes = b""  # Ed25519, by the client's long-term identity, over signed_bytes
+
+    def signed_bytes(self, context: bytes) -> bytes:
+        """What the client signs: the session context (session id, round, client) and
+        both public keys."""
+        return context + b"|" + self.cipher_public_key + self.mask_public_key
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "client_id": self.client_id,
             "cipher_public_key": self.cipher_public_key.hex(),
             "mask_public_key": self.mask_public_key.hex(),
+            "signature": self.signature.hex(),
         }
 
     @classmethod
@@ -34,6 +41,7 @@ class KeyAdvertisement:
             d["client_id"],
             bytes.fromhex(d["cipher_public_key"]),
             bytes.fromhex(d["mask_public_key"]),
+            bytes.fromhex(d.get("signature", "")),
         )
 
 
@@ -97,6 +105,37 @@ class UnmaskRequest:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UnmaskRequest:
         return cls(tuple(d["survivors"]), tuple(d["dropped"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class SurvivorConfirmation:
+    """The consistency check (Bonawitz et al. 2017, active adversary): a client's
+    signature over the unmasking request it was sent. Before revealing anything, every
+    client checks that enough of its share holders signed the very same request."""
+
+    client_id: int
+    request: UnmaskRequest
+    signature: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "request": self.request.to_dict(),
+            "signature": self.signature.hex(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SurvivorConfirmation:
+        return cls(
+            d["client_id"], UnmaskRequest.from_dict(d["request"]), bytes.fromhex(d["signature"])
+        )
+
+
+def request_bytes(request: UnmaskRequest, context: bytes) -> bytes:
+    """The canonical bytes of a request under a session context, as signed."""
+    survivors = ",".join(map(str, sorted(request.survivors)))
+    dropped = ",".join(map(str, sorted(request.dropped)))
+    return context + f"|survivors={survivors}|dropped={dropped}".encode()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -28,6 +29,7 @@ _PRG_BLOCK = 16
 _CHUNK_BYTES = 1 << 17
 
 __all__ = [
+    "InvalidSignature",
     "InvalidTag",
     "add_masks",
     "agree",
@@ -36,6 +38,8 @@ __all__ = [
     "encrypt",
     "expand_mask",
     "keypair",
+    "sign",
+    "verify",
 ]
 
 
@@ -65,6 +69,20 @@ def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, associated: bytes) -> b
     """Raises cryptography.exceptions.InvalidTag when the ciphertext or its context was
     tampered with."""
     return AESGCM(key).decrypt(nonce, ciphertext, associated)
+
+
+def sign(identity: Ed25519PrivateKey, message: bytes) -> bytes:
+    """An Ed25519 signature by a client's long-term identity."""
+    return identity.sign(message)
+
+
+def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """Does `signature` verify `message` under the raw Ed25519 public key?"""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def expand_mask(seed: bytes, length: int, dtype: np.dtype) -> np.ndarray:

@@ -24,6 +24,10 @@ from fedpipe.artifacts import wire
 UpdateTransform = Callable[[np.ndarray], np.ndarray]
 
 
+class NonFiniteUpdate(ValueError):
+    """An update with NaN or Inf values: refused before encoding (a client withholds it)."""
+
+
 def no_transform(update: np.ndarray) -> np.ndarray:
     return update
 
@@ -34,6 +38,14 @@ class FixedPoint:
     fractional_bits: int  # quantization step 2^-fractional_bits
     max_examples: int  # public bound M on a client's example count (larger counts saturate)
     cohort_size: int  # how many vectors may be summed
+    # Room per coordinate for what the transform adds after the clip (a client's DP noise
+    # share, sized as k sigma): a summand lies in [-(clip + noise_bound), clip + noise_bound].
+    noise_bound: float = 0.0
+
+    @property
+    def bound(self) -> float:
+        """The largest magnitude of one coordinate of a (weighted) summand."""
+        return self.clip + self.noise_bound
 
     @property
     def scale(self) -> float:
@@ -43,7 +55,7 @@ class FixedPoint:
     def bits(self) -> int:
         """b: bits the cohort's sum needs, sign included, so that it never wraps."""
         largest = max(
-            self.cohort_size * math.ceil(self.clip * self.scale),
+            self.cohort_size * math.ceil(self.bound * self.scale),
             self.cohort_size * self.max_examples,
         )
         return largest.bit_length() + 1
@@ -59,10 +71,22 @@ class FixedPoint:
     ) -> np.ndarray:
         """The words a client masks: its clipped, weighted delta, then its weight. The weight
         is in units of 1/max_examples: the example count under FedAvg, an announced share
-        of max_examples under adaptive weights, max_examples for DP's equal weights."""
+        of max_examples under adaptive weights, max_examples for DP's equal weights.
+        Coordinates are clipped to [-clip, clip] *before* the transform (which may add DP
+        noise), and the result only to the wider [-bound, bound] that the word size was
+        chosen for, so the noise is not cut. Non-finite values are refused: a NaN would
+        otherwise encode silently as some integer."""
+        delta = np.asarray(delta, dtype=np.float64)
+        if not np.isfinite(delta).all():
+            bad = int((~np.isfinite(delta)).sum())
+            raise NonFiniteUpdate(
+                f"{bad} non-finite values: update withheld from secure aggregation"
+            )
         weight = min(weight, self.max_examples)
-        clipped = transform(np.clip(delta.astype(np.float64), -self.clip, self.clip))
-        clipped = np.clip(clipped, -self.clip, self.clip)  # the transform may not widen it
+        clipped = transform(np.clip(delta, -self.clip, self.clip)).astype(np.float64)
+        if not np.isfinite(clipped).all():
+            raise NonFiniteUpdate("non-finite values after the client's transform: update withheld")
+        clipped = np.clip(clipped, -self.bound, self.bound)  # the range the word was sized for
         fixed = np.rint(clipped * (weight / self.max_examples) * self.scale).astype(np.int64)
         return np.append(fixed, np.int64(weight)).astype(self.word)
 

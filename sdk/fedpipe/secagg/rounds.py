@@ -2,9 +2,10 @@
 clients' entropy and dropouts, and the artifacts that carry protocol messages between
 the client-side tasks and the server-side stages.
 
-Client-side tasks (advertise_keys, share_keys, local_train, unmask_response) rebuild a
-client from its entropy and the messages it has seen; the server-side stages
-(request_unmasking, aggregate) read only the messages, never a client's secrets.
+Client-side tasks (advertise_keys, share_keys, local_train, confirm_survivors,
+unmask_response) rebuild a client from its state store (its entropy, signing identity and
+journal, fedpipe.secagg.client_state) and the messages it has seen; the server-side
+stages (request_unmasking, aggregate) read only the messages, never a client's secrets.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from fedpipe.artifacts import wire
 from fedpipe.artifacts.round_plan import Cohort, RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.config import RunConfig
-from fedpipe.secagg import graph, primitives, shamir
+from fedpipe.privacy import randomness
+from fedpipe.secagg import graph, shamir
+from fedpipe.secagg.client_state import ClientState, PublicKeyDirectory
+from fedpipe.secagg.encoding import encoding_for
+from fedpipe.simulation import attacks
 
 ENCODING = "secagg"  # the ClientUpdate encoding of a masked update
-_ENTROPY_TAG = b"fedpipe-simulated-client-entropy"
 _DROPOUT_TAG = 0xD209
-STEPS = ("advertise", "share_keys", "unmask_request", "unmask_response")
+STEPS = ("advertise", "share_keys", "unmask_request", "confirm", "unmask_response")
 
 
 def enabled(config: RunConfig) -> bool:
@@ -39,39 +43,58 @@ def enabled(config: RunConfig) -> bool:
 
 
 def session_for(config: RunConfig, cohort: Cohort, model_size: int) -> secagg.Session:
-    """The round's public parameters, derived identically by the server and every client."""
+    """The round's public parameters, derived identically by the server and every client
+    from the round plan: the session id the server drew, the cohort, the graph."""
+    if not cohort.session_id:
+        raise secagg.ProtocolAbort(
+            f"round {cohort.round_number}: the round plan carries no secure-aggregation "
+            "session id (written by select); was it made by an older fedpipe?"
+        )
     clients = sorted(cohort.clients)
     if config.aggregation.secure.mode == "secagg":
         neighbours = graph.complete(clients)
     else:
         k = config.aggregation.secure.neighbours or graph.default_neighbours(len(clients))
-        neighbours = graph.random_regular(clients, k, config.seed, cohort.round_number)
-    encoding = secagg.FixedPoint(
-        config.aggregation.secure.clip,
-        config.aggregation.secure.fractional_bits,
-        config.aggregation.secure.max_examples,
-        config.selection.cohort_size,
-    )
+        graph_seed = int(cohort.session_id, 16)  # public, fresh each round
+        neighbours = graph.random_regular(clients, k, graph_seed, cohort.round_number)
     return secagg.Session(
         cohort.round_number,
         neighbours,
         config.aggregation.secure.threshold,
-        encoding,
+        encoding_for(config, max(len(clients), 1)),
         model_size + 1,
+        cohort.session_id,
     )
 
 
-def client_entropy(config: RunConfig, round_number: int, client_id: int) -> bytes:
-    """A simulated client's private randomness. Derived from the run seed so that runs
-    replay exactly; an agent on a real device uses os.urandom(32) instead, because anyone
-    who knows the seed could rebuild these secrets."""
-    label = f"{config.seed}/{round_number}/{client_id}".encode()
-    return primitives.derive(_ENTROPY_TAG, label)
+def state_root(config: RunConfig) -> str:
+    """Where the clients keep their state (never read by server-side stages)."""
+    if config.clients.state_dir is None:
+        raise secagg.ProtocolAbort(
+            "secure aggregation needs clients.state_dir (the clients' state store); "
+            "fedpipe simulate and fedpipe run set it under the run folder"
+        )
+    return config.clients.state_dir
 
 
-def client(config: RunConfig, session: secagg.Session, client_id: int) -> secagg.SecAggClient:
+def client(
+    config: RunConfig, session: secagg.Session, client_id: int, *, advertising: bool = False
+) -> secagg.SecAggClient:
+    """A client from its state store. Advertising (step 1) draws the session's entropy
+    (os.urandom; seeded only in reproducible-simulation mode) and stores it; every later
+    step reloads it, so the client's keys and what it revealed survive a rebuilt task."""
+    state = ClientState(state_root(config), client_id)
+    fresh = None
+    if advertising:
+        source = randomness.for_config(config)
+        fresh = source.token_bytes(32, "secagg-entropy", session.session_id, client_id)
     return secagg.SecAggClient(
-        session, client_id, client_entropy(config, session.round_number, client_id)
+        session,
+        client_id,
+        state.entropy(session.session_id, fresh),
+        identity=state.identity(),
+        directory=PublicKeyDirectory(state_root(config)),
+        journal=state.journal(session.session_id),
     )
 
 
@@ -89,6 +112,7 @@ class Messages:
     advertisements: list[secagg.KeyAdvertisement] = dataclasses.field(default_factory=list)
     key_shares: list[secagg.KeyShares] = dataclasses.field(default_factory=list)
     requests: list[secagg.UnmaskRequest] = dataclasses.field(default_factory=list)
+    confirmations: list[secagg.SurvivorConfirmation] = dataclasses.field(default_factory=list)
     responses: list[secagg.UnmaskResponse] = dataclasses.field(default_factory=list)
     seconds: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
 
@@ -103,6 +127,7 @@ _TYPES: dict[str, Any] = {
     "advertise": (secagg.KeyAdvertisement, "advertisements"),
     "share_keys": (secagg.KeyShares, "key_shares"),
     "unmask_request": (secagg.UnmaskRequest, "requests"),
+    "confirm": (secagg.SurvivorConfirmation, "confirmations"),
     "unmask_response": (secagg.UnmaskResponse, "responses"),
 }
 
@@ -171,7 +196,8 @@ def rebuild_client(
     config: RunConfig, session: secagg.Session, messages: Messages, client_id: int
 ) -> secagg.SecAggClient:
     """A client back in the state it had after receiving its shares (its own shares are
-    regenerated from its entropy, so nothing secret has to travel between its tasks)."""
+    regenerated from the entropy in its state store, so nothing secret travels between
+    its tasks, and its journal remembers what it confirmed and revealed)."""
     c = client(config, session, client_id)
     c.share_keys(messages.advertisements)
     c.receive_shares(inbox_of(session, messages, client_id))
@@ -245,11 +271,19 @@ def mask_updates(
         started = time.perf_counter()
         c = rebuild_client(config, session, messages, u.client_id)
         ctx = ClientContext.for_update(plan, u, secure=True, state_dir=state_dir)
-        encoded = session.encoding.encode(
-            u.vector,
-            chain.weighting.secure_weight(ctx, session.encoding.max_examples),
-            lambda delta, ctx=ctx: chain.client_update(delta, ctx)[0],
-        )
+        if attacks.skips_client_steps(config, u.client_id):  # a hostile client does not clip
+            transform = secagg.no_transform
+        else:
+            transform = lambda delta, ctx=ctx: chain.client_update(delta, ctx)[0]  # noqa: E731
+        try:
+            encoded = session.encoding.encode(
+                u.vector,
+                chain.weighting.secure_weight(ctx, session.encoding.max_examples),
+                transform,
+            )
+        except secagg.NonFiniteUpdate as e:  # the client withholds it: a dropout to the server
+            print(f"round {plan.cohort.round_number}: client {u.client_id}: {e}", flush=True)
+            continue
         vector = c.masked_input(encoded).vector
         masked.append(
             ClientUpdate.of(

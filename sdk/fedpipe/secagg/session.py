@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 
 from fedpipe.secagg.quantization import FixedPoint
 
@@ -30,6 +31,16 @@ class UnsafeRequest(ProtocolAbort):
     """An unmasking request that an honest client refuses to answer."""
 
 
+class SubstitutedKey(ProtocolAbort):
+    """A key advertisement whose signature does not verify under the client's registered
+    signing key: the server (or someone on the path) substituted or altered the keys."""
+
+
+class InconsistentView(ProtocolAbort):
+    """The clients were told different survivor sets (or a confirmation is forged): the
+    server tried to learn both secrets of some client. Nothing is revealed."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Session:
     round_number: int
@@ -37,6 +48,10 @@ class Session:
     threshold_fraction: float  # of a client's share holders (its neighbours and itself)
     encoding: FixedPoint
     vector_length: int  # words of an encoded update: the delta plus the example count
+    # A fresh random id per round (chosen by the server, written in the round plan): every
+    # derived key, nonce context and signature is bound to it, so nothing repeats across
+    # rounds or runs.
+    session_id: str = dataclasses.field(default_factory=lambda: secrets.token_hex(16))
 
     @property
     def clients(self) -> tuple[int, ...]:
@@ -51,5 +66,7 @@ class Session:
         return max(1, math.ceil(self.threshold_fraction * len(self.holders(client)) - 1e-9))
 
     def label(self, purpose: str, *ids: int) -> bytes:
-        """Context bound into every derived key and ciphertext: purpose, round, parties."""
-        return f"fedpipe-secagg/{purpose}/{self.round_number}/{'/'.join(map(str, ids))}".encode()
+        """Context bound into every derived key, ciphertext and signature: purpose,
+        session, round, parties."""
+        parties = "/".join(map(str, ids))
+        return f"fedpipe-secagg/{purpose}/{self.session_id}/{self.round_number}/{parties}".encode()

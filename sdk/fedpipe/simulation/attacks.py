@@ -9,6 +9,12 @@ clients (a hostile participant stays hostile); whenever one of them is selected 
   al. 2020: a boost near the cohort size replaces the global model by the attacker's);
 - `gaussian_noise`: sends pure noise N(0, attack_noise_std^2) of the update's shape;
 - `label_flip`: trains honestly on flipped labels (label -> num_classes - 1 - label).
+
+An attacker that crafts its update also skips the honest client steps that it runs
+itself: under secure aggregation the clip (or norm bound) and the DP noise share happen in
+the client, so a hostile client does not apply them (`skips_client_steps`), and only the
+fixed-point range bounds what it sends. A real malicious client can do worse still: it can
+send any words at all (see docs/secure_aggregation.md).
 """
 
 from __future__ import annotations
@@ -54,3 +60,12 @@ def poison_update(
             wire.WIRE_DTYPE
         )
     return delta  # label_flip poisons the data, not the update
+
+
+def skips_client_steps(config: RunConfig, client_id: int) -> bool:
+    """Does this client skip the honest client-side steps (clip, DP noise share) before
+    masking? Attackers that craft their update do; a label flipper trains and sends
+    honestly, so it does not."""
+    return config.simulation.attack.kind not in ("none", "label_flip") and client_id in attackers(
+        config
+    )

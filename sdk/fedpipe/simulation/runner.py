@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fedpipe import preflight, stages
 from fedpipe.artifacts.global_model import GlobalModel
+from fedpipe.clients import runtime as client_runtime
 from fedpipe.config import RunConfig
 from fedpipe.secagg import rounds as secure_aggregation
 from fedpipe.simulation import faults
@@ -30,7 +31,9 @@ def simulate(
 ) -> SimulationResult:
     """Run every round and (optionally) register the final model; artifacts go to workdir."""
     work = Path(workdir)
-    config = faults.with_state_dir(preflight.check(config), work)
+    config = client_runtime.with_state_dir(
+        faults.with_state_dir(preflight.check(config), work), work
+    )
     model, registry = work / "round_000" / "model.npz", work / "round_000" / "registry.json"
     run_id = stages.initialize(config, model, registry, run_name=run_name)
     accuracy = []
@@ -97,12 +100,18 @@ def _unmask(
     transcript: list[Path],
     update_paths: list[Path],
 ) -> list[Path]:
-    """Secure aggregation step 4: the server's request, each shard's responses, and the
-    whole transcript relayed to aggregate."""
+    """Secure aggregation step 4: the server's request, each shard's confirmations (the
+    consistency check) relayed, each shard's responses, and the whole transcript relayed
+    to aggregate."""
     plan, request = out / "plan.npz", out / "secagg_unmask_request.json"
     stages.request_unmasking(config, plan, transcript, update_paths, request)
+    confirms = [out / f"secagg_confirm_{s}.json" for s in shard_ids]
+    for shard, path in zip(shard_ids, confirms, strict=True):
+        stages.confirm_survivors(config, plan, shard, [request], path)
+    confirmed = out / "secagg_confirmed.json"
+    stages.relay_messages([request, *confirms], confirmed)
     responses = [out / f"secagg_unmask_response_{s}.json" for s in shard_ids]
     for shard, path in zip(shard_ids, responses, strict=True):
-        stages.unmask_response(config, plan, shard, [request], path)
-    stages.relay_messages([request, *responses], out / "secagg_transcript.json")
+        stages.unmask_response(config, plan, shard, [confirmed], path)
+    stages.relay_messages([confirmed, *responses], out / "secagg_transcript.json")
     return [out / "secagg_transcript.json"]

@@ -12,6 +12,7 @@ from fedpipe.stages.local_train import local_train
 from fedpipe.stages.register import register
 from fedpipe.stages.secure_aggregation import (
     advertise_keys,
+    confirm_survivors,
     relay_messages,
     request_unmasking,
     share_keys,
@@ -21,4 +22,4 @@ from fedpipe.stages.select import select
 
 __all__ = ["aggregate", "broadcast", "evaluate", "initialize", "local_train", "register", "select"]
 __all__ += ["advertise_keys", "relay_messages", "request_unmasking", "share_keys"]
-__all__ += ["unmask_response"]
+__all__ += ["confirm_survivors", "unmask_response"]

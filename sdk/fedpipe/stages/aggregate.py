@@ -22,7 +22,7 @@ from fedpipe.aggregation.outcome import (
 )
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.artifacts.round_plan import RoundPlan
-from fedpipe.artifacts.updates import ClientUpdate, load_shard
+from fedpipe.artifacts.updates import ClientUpdate, ShardUnreadable, load_shard
 from fedpipe.config import RunConfig
 from fedpipe.secagg import rounds as secure_aggregation
 from fedpipe.simulation import faults
@@ -36,8 +36,8 @@ def _collect(
     for path in update_paths:
         try:
             updates.extend(load_shard(path))
-        except (OSError, ValueError, KeyError) as e:
-            problems.append(f"{Path(path).name}: {e}")
+        except ShardUnreadable as e:  # load_shard turns every failure into this
+            problems.append(str(e))
     seen: set[int] = set()
     rejections = []
     kept = []

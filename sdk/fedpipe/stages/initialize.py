@@ -11,6 +11,7 @@ from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import ConfigError, RunConfig
 from fedpipe.data import partition
 from fedpipe.ops import tracking
+from fedpipe.privacy import randomness
 from fedpipe.training import trainer
 
 
@@ -54,6 +55,7 @@ def initialize(
         tags={
             "fedpipe.dataset": config.data.dataset,
             "fedpipe.partitioner": config.data.partitioner,
+            **randomness.run_tags(config.privacy.mode),
         },
     )
     mlflow_client = tracking.client(config)

@@ -37,10 +37,8 @@ def local_train(
     )
     if fault == "lost":
         return
-    # The simulated clients' own folder: beside the rounds' artifacts (the run's workdir
-    # under simulate); a real client keeps its own (fedpipe.agents).
-    state_dir = Path(updates_path).resolve().parent.parent / "client_state"
-    clients = simulated_clients(config, state_dir)
+    state_dir = config.clients.state_dir
+    clients = simulated_clients(config, Path(state_dir) if state_dir else None)
     sent = clients.updates(plan, plan.cohort.shards[shard], secagg_messages)
     if fault == faults.CORRUPT and sent:
         sent[0] = faults.corrupt(sent[0])

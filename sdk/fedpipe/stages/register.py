@@ -13,7 +13,7 @@ from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
 from fedpipe.ops import plots, tracking
 from fedpipe.privacy import accounting as privacy_accounting
-from fedpipe.privacy import dp_fedavg
+from fedpipe.privacy import dp_fedavg, randomness
 from fedpipe.training import trainer
 
 CHAMPION = "champion"
@@ -146,6 +146,7 @@ def register(
             "heldout_digest": data.heldout_digest,
             "accuracy": f"{result.accuracy:.6f}",
             **_privacy_tags(config, model, registry.completed_rounds),
+            **randomness.run_tags(config.privacy.mode),
         },
     )
     if promoted:

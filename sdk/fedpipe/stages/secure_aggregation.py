@@ -1,9 +1,10 @@
 """The protocol steps of secure aggregation that run around local train and aggregate.
 
 Client-side tasks (one per shard): advertise_keys before local train, share_keys after
-it has all advertisements, unmask_response after the server's request. Server-side:
-request_unmasking, once the masked updates are in. local_train emits the masked inputs
-and aggregate unmasks only their sum.
+it has all advertisements, confirm_survivors after the server's request (each client
+signs the request it was sent: the consistency check), unmask_response once the
+confirmations are relayed. Server-side: request_unmasking, once the masked updates are
+in. local_train emits the masked inputs and aggregate unmasks only their sum.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from fedpipe.agents import remote_clients
 from fedpipe.artifacts.round_plan import RoundPlan
-from fedpipe.artifacts.updates import load_shard
+from fedpipe.artifacts.updates import ShardUnreadable, load_shard
 from fedpipe.config import RunConfig
 from fedpipe.secagg import MaskedInput
 from fedpipe.secagg import rounds as sa
@@ -37,7 +38,7 @@ def advertise_keys(
         session = sa.session_for(config, plan.cohort, plan.spec.size)
         for client_id in clients:
             started = time.perf_counter()
-            ads.append(sa.client(config, session, client_id).advertise())
+            ads.append(sa.client(config, session, client_id, advertising=True).advertise())
             seconds[client_id] = time.perf_counter() - started
     sa.save_messages(out_path, "advertise", plan.cohort.round_number, ads, seconds)
 
@@ -95,6 +96,32 @@ def request_unmasking(
     sa.relay([*message_paths, out_path], out_path)
 
 
+def confirm_survivors(
+    config: RunConfig,
+    plan_path: str | Path,
+    shard: int,
+    message_paths: Sequence[str | Path],
+    out_path: str | Path,
+) -> None:
+    """Consistency check, client side: each surviving client of the shard signs the
+    unmasking request it was sent (and refuses to sign a second, different one)."""
+    plan = RoundPlan.load(plan_path)
+    n = plan.cohort.round_number
+    clients = _shard_clients(plan, shard)
+    confirmations, seconds = [], {}
+    if clients:
+        session = sa.session_for(config, plan.cohort, plan.spec.size)
+        messages = sa.load_messages(message_paths, n)
+        request = messages.request
+        for client_id in clients:
+            if client_id not in request.survivors:
+                continue
+            started = time.perf_counter()
+            confirmations.append(sa.client(config, session, client_id).confirm(request))
+            seconds[client_id] = time.perf_counter() - started
+    sa.save_messages(out_path, "confirm", n, confirmations, seconds)
+
+
 def unmask_response(
     config: RunConfig,
     plan_path: str | Path,
@@ -103,7 +130,9 @@ def unmask_response(
     out_path: str | Path,
 ) -> None:
     """Step 4, client side: the shares the request asks for, from each surviving client of
-    the shard (an honest client refuses an unsafe request, failing the task)."""
+    the shard, once the relayed confirmations show that its share holders were all sent
+    this same request (an honest client refuses an unsafe or inconsistent request,
+    failing the task)."""
     if remote_clients.enabled(config):
         return remote_clients.unmask_response(config, plan_path, shard, message_paths, out_path)
     plan = RoundPlan.load(plan_path)
@@ -119,7 +148,7 @@ def unmask_response(
                 continue
             started = time.perf_counter()
             c = sa.rebuild_client(config, session, messages, client_id)
-            responses.append(c.unmask(request))
+            responses.append(c.unmask(request, messages.confirmations))
             seconds[client_id] = time.perf_counter() - started
     sa.save_messages(out_path, "unmask_response", n, responses, seconds)
 
@@ -131,7 +160,7 @@ def masked_inputs(update_paths: Sequence[str | Path]):
     for path in update_paths:
         try:
             updates = load_shard(path)
-        except (OSError, ValueError, KeyError):
+        except ShardUnreadable:
             continue
         found += [MaskedInput(u.client_id, u.vector) for u in updates if u.encoding == sa.ENCODING]
     return found

@@ -12,6 +12,7 @@ from fedpipe.artifacts.round_plan import Cohort
 from fedpipe.clients import probation, selection
 from fedpipe.clients import weights as client_weights
 from fedpipe.config import RunConfig
+from fedpipe.privacy import accounting, cohort_sampling, randomness
 
 
 def select(
@@ -19,12 +20,15 @@ def select(
 ) -> list[int]:
     """Write the cohort and return the shard indices the local-train fan-out runs over."""
     registry = ClientRegistry.load(registry_path)
+    secret = randomness.for_config(config)
+    # A fresh id per round binds every SecAgg key and nonce of the round to it.
+    session_id = secret.token_hex(16, "session", round_number)
     if registry.stopped:
         # Pass-through: one empty shard keeps the pipeline's fan-out well-formed.
-        cohort = Cohort(round_number, [], [[]], stopped=True, started_at=time.time())
+        cohort = Cohort(
+            round_number, [], [[]], stopped=True, started_at=time.time(), session_id=session_id
+        )
     else:
-        policy = selection.policy_for(config)
-        rng = selection.round_rng(config.seed, round_number)
         candidates = probation.eligible(config, registry, round_number)
         size = config.selection.cohort_size
         if remote_clients.enabled(config):  # only agents that heartbeat now
@@ -33,9 +37,18 @@ def select(
             candidates = dataclasses.replace(candidates, clients=kept)
             size = min(size, len(kept))
             print(f"round {round_number}: {len(kept)} agents online: {sorted(online)}", flush=True)
-        clients = policy.select(candidates, size, rng) if size else []
-        shards = selection.split_into_shards(clients, config.selection.clients_per_shard)
+        if config.dp_enabled:  # secret Poisson sampling, as the accountant assumes
+            clients = cohort_sampling.poisson_cohort(
+                [c.client_id for c in candidates.clients],
+                accounting.sampling_rate(config),
+                secret.generator("cohort", round_number),
+            )
+        else:
+            policy = selection.policy_for(config)
+            rng = selection.round_rng(config.seed, round_number)
+            clients = policy.select(candidates, size, rng) if size else []
+        shards = selection.split_into_shards(clients, config.selection.clients_per_shard) or [[]]
         weights = client_weights.cohort_weights(config, registry, clients)
-        cohort = Cohort(round_number, clients, shards, False, time.time(), weights)
+        cohort = Cohort(round_number, clients, shards, False, time.time(), weights, session_id)
     cohort.save(cohort_path)
     return list(range(len(cohort.shards)))

@@ -16,6 +16,7 @@ import numpy as np
 from fedpipe.artifacts import wire
 from fedpipe.config import RunConfig
 from fedpipe.data import datasets
+from fedpipe.privacy import randomness
 from fedpipe.training import dp_sgd, models
 
 # Before TensorFlow loads (every stage that uses it imports this module first): keep its
@@ -113,6 +114,7 @@ class Trainer:
             return tf.concat([tf.reshape(v, [-1]) for v in all_variables], axis=0)
 
         self._dp_sgd = config.training.dp_sgd_clip_norm is not None
+        self._noise_source = randomness.for_config(config)
         if self._dp_sgd:
             train_epoch = dp_sgd.build_train_epoch(
                 self.model,
@@ -154,11 +156,12 @@ class Trainer:
         rng = np.random.default_rng(seed)
         lr, prox, size = np.float32(learning_rate), np.float32(mu), np.int32(batch_size)
         epoch_loss = 0.0
-        for _ in range(epochs):
+        for epoch in range(epochs):
             order = rng.permutation(len(x))
             args = [x[order], y[order], lr, prox, size]
-            if self._dp_sgd:  # the noise seed of the epoch, also from the client's seed
-                args.append(rng.integers(0, 2**62, size=2))
+            if self._dp_sgd:  # the epoch's noise seed: secret, not from the client's seed
+                noise_rng = self._noise_source.generator("dp-sgd", *seed, epoch)
+                args.append(noise_rng.integers(0, 2**62, size=2))
             epoch_loss = float(self._train_epoch(*args))
         delta = self._flat().numpy() - global_weights
         return LocalResult(
