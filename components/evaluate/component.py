@@ -21,7 +21,7 @@ def evaluate(
     from fedpipe import config, stages
     from fedpipe.aggregation.outcome import AggregationOutcome
     from fedpipe.artifacts.client_registry import ClientRegistry
-    from fedpipe.ops import round_health
+    from fedpipe.ops import round_health, segments
     from fedpipe.privacy import accounting as privacy_accounting
 
     run_config = config.from_json(config_json)
@@ -43,6 +43,15 @@ def evaluate(
     if not round_outcome.skipped:  # the round's health, beside its accuracy in the KFP UI
         for name, value in round_health.of_round(run_config, round_outcome).metrics().items():
             metrics.log_metric(name.replace("/", "_"), value)
+    # Where the next segment finds this round's model and registry (fedpipe submit reads it).
+    segments.log_checkpoint(
+        run_config,
+        mlflow_run_id,
+        round_outcome.round_number,
+        model.uri,
+        new_registry.uri,
+        ClientRegistry.load(new_registry.path),
+    )
     labels = [str(i) for i in range(len(result.confusion_matrix))]
     confusion.log_confusion_matrix(labels, result.confusion_matrix.tolist())
     # kfp.local's cache treats an output artifact with no file as missing (a cache miss),

@@ -61,6 +61,7 @@ class RunConfig:
     clients_per_shard: int = 5
     selection_policy: str = "uniform"
     rounds: int = 10
+    rounds_per_segment: int = 5  # rounds one pipeline run (a segment) holds
     local_epochs: int = 5
     batch_size: int = 16
     client_learning_rate: float = 0.1
@@ -296,6 +297,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "clients_per_shard": (_is_int(1), "an integer >= 1"),
     "selection_policy": (_one_of(SELECTION_POLICIES), f"one of {', '.join(SELECTION_POLICIES)}"),
     "rounds": (_is_int(1, 1000), "an integer in [1, 1000]"),
+    "rounds_per_segment": (_is_int(1, 1000), "an integer in [1, 1000]"),
     "local_epochs": (_is_int(1, 100), "an integer in [1, 100]"),
     "batch_size": (_is_int(1, 65536), "an integer in [1, 65536]"),
     "client_learning_rate": (_is_float(0.0, 10.0, low_open=True), "a number in (0, 10]"),

@@ -12,7 +12,7 @@ from fedpipe.artifacts.client_registry import ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.clients import history as client_history
 from fedpipe.config import RunConfig
-from fedpipe.ops import round_health, tracking
+from fedpipe.ops import progress, round_health, tracking
 from fedpipe.privacy import accounting as privacy_accounting
 from fedpipe.secagg import rounds as secure_aggregation
 from fedpipe.simulation import client_systems
@@ -100,6 +100,9 @@ def evaluate(
     if outcome.skipped:
         print(f"round {n:>3}/{config.rounds}: skipped, {registry.stop_reason}", flush=True)
         registry.save(new_registry_path)
+        progress.emit(
+            "round", round=n, rounds=config.rounds, skipped=True, stop=registry.stop_reason
+        )
         return result
 
     round_sim_s = client_history.record_round(config, registry, outcome, result.accuracy)
@@ -131,5 +134,18 @@ def evaluate(
         + ("  (target reached)" if registry.target_reached_at == n else "")
         + ("  (privacy budget reached)" if registry.privacy_budget_reached_at == n else ""),
         flush=True,
+    )
+    health = round_health.of_round(config, outcome)
+    progress.emit(
+        "round",
+        round=n,
+        rounds=config.rounds,
+        accuracy=result.accuracy,
+        loss=result.loss,
+        accepted=len(outcome.accepted),
+        rejected=len(outcome.rejected),
+        tasks_retried=health.tasks_retried,
+        epsilon=privacy_accounting.reported_epsilon(config, n),
+        stop=registry.stop_reason if registry.stopped else None,
     )
     return result

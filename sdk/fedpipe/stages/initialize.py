@@ -1,7 +1,9 @@
-"""Initialize: the round-0 global model, the client registry and the MLflow parent run."""
+"""Initialize: the round-0 global model, the client registry and the MLflow parent run of
+a training, or, for a later segment, the previous segment's model and registry carried on."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from fedpipe.aggregation import server_optimizers
@@ -9,7 +11,7 @@ from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
 from fedpipe.data import partition
-from fedpipe.ops import tracking
+from fedpipe.ops import progress, tracking
 from fedpipe.privacy import dp_fedavg
 from fedpipe.training import trainer
 
@@ -39,7 +41,11 @@ def initialize(
     run_id = tracking.start_run(
         config,
         run_name,
-        tags={"fedpipe.dataset": config.dataset, "fedpipe.partitioner": config.partitioner},
+        tags={
+            "fedpipe.dataset": config.dataset,
+            "fedpipe.partitioner": config.partitioner,
+            "fedpipe.training_id": run_name,
+        },
     )
     mlflow_client = tracking.client(config)
     mlflow_client.log_metric(run_id, "accuracy", initial.accuracy, step=0)
@@ -53,4 +59,47 @@ def initialize(
         f"initial accuracy {initial.accuracy:.3f}; MLflow run {run_id}",
         flush=True,
     )
+    progress.emit(
+        "initialized",
+        clients=config.num_clients,
+        model=config.model,
+        accuracy=initial.accuracy,
+        mlflow_run_id=run_id,
+    )
     return run_id
+
+
+def continue_training(
+    config: RunConfig,
+    previous_model_path: str | Path,
+    previous_registry_path: str | Path,
+    model_path: str | Path,
+    registry_path: str | Path,
+    first_round: int,
+    mlflow_run_id: str,
+) -> str:
+    """A later segment's start: the previous segment's model and client registry (client
+    history, selection policy state, stop flags) become this segment's round-0 inputs, and
+    its rounds log to the training's MLflow run. Refuses a model of another round, so a
+    segment can never silently repeat or skip rounds."""
+    model = GlobalModel.load(previous_model_path)
+    registry = ClientRegistry.load(previous_registry_path)
+    if registry.stopped:
+        raise ValueError(f"the training has stopped ({registry.stop_reason}): nothing to continue")
+    if model.round_number != first_round - 1:
+        raise ValueError(
+            f"the previous segment ended at round {model.round_number}, but this segment "
+            f"starts at round {first_round}"
+        )
+    if not mlflow_run_id:
+        raise ValueError("a continued training needs the MLflow run id of its first segment")
+    Path(model_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(registry_path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(previous_model_path, model_path)
+    shutil.copyfile(previous_registry_path, registry_path)
+    print(
+        f"continuing training at round {first_round} of {config.rounds}; "
+        f"MLflow run {mlflow_run_id}",
+        flush=True,
+    )
+    return mlflow_run_id
