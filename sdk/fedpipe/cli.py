@@ -72,16 +72,17 @@ def run(
     from fedpipe.ops import local_run
 
     cfg = _load_config(config_path, sets)
-    console = Console(file=sys.stdout, highlight=False)
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
     try:
         outcome = local_run.run_pipeline(
             cfg, Path(pipeline_root), resume=resume, console=console, verbose=verbose
         )
     except local_run.TaskFailed as e:
-        console.print(f"[red]training failed[/red]: {e}", markup=True)
+        console.print("training failed:", style="red")
+        console.print(str(e), markup=False)
         console.print("continue it from its last finished segment with: fedpipe run --resume")
         raise SystemExit(1) from e
-    console.print(outcome.summary())
+    console.print(outcome.summary(), markup=False)
 
 
 @main.command()

@@ -158,7 +158,7 @@ def run_pipeline(
     started = time.perf_counter()
     pipeline_root = pipeline_root.resolve()
     config = faults.with_state_dir(config, pipeline_root)
-    console = console or Console(file=sys.stdout)
+    console = console or Console(file=sys.stdout, highlight=False, soft_wrap=True)
     trainings = pipeline_root / "trainings"
     state = segments.unfinished_training(config, trainings) if resume else None
     if state is None:
@@ -171,7 +171,9 @@ def run_pipeline(
     folder = Path(state.folder)
     events = folder / "progress.jsonl"
     tasks = progress.TaskLogs(
-        folder / "logs", pipeline_root, echo=console.print if verbose else None
+        folder / "logs",
+        pipeline_root,
+        echo=(lambda line: console.print(line, markup=False)) if verbose else None,
     )
     display = progress.LiveProgress(config.rounds, console, tasks)
     backend = LocalBackend(pipeline_root, folder, caching=resume, task_logs=tasks)
