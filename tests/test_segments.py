@@ -247,3 +247,33 @@ def test_cluster_driver_chains_segments_through_kfp_client(tmp_path):
     assert second["arguments"]["mlflow_run_id"] == state.mlflow_run_id
     assert _steps(cfg, state.mlflow_run_id) == [0, 1, 2]
     assert "version 1: promoted True" in state.registration
+
+
+class FailingKfpClient:
+    """A cluster on which every run fails."""
+
+    def __init__(self) -> None:
+        self.run_names: list[str] = []
+
+    def create_run_from_pipeline_package(
+        self, pipeline_file, arguments, run_name, experiment_name, enable_caching
+    ):
+        self.run_names.append(run_name)
+        return dataclasses.make_dataclass("Run", ["run_id"])("kfp-run-1")
+
+    def wait_for_run_completion(self, run_id, timeout):
+        return dataclasses.make_dataclass("RunDetail", ["state"])("FAILED")
+
+
+def test_a_failed_cluster_run_stops_the_chain_and_keeps_the_state_for_resume(tmp_path):
+    cfg = config.RunConfig(rounds=10, rounds_per_segment=5)
+    state = segments.new_training(cfg, tmp_path / "trainings")
+    client = FailingKfpClient()
+    backend = segments.ClusterBackend(client, tmp_path / "pipelines", experiment_name="x")
+    with pytest.raises(segments.SegmentFailed, match="kfp-run-1"):
+        segments.chain(cfg, state, backend)
+    assert client.run_names == [f"{state.training_id} rounds 1-5"]
+    assert segments.TrainingState.load(state.path).segments == []
+    assert segments.unfinished_training(cfg, tmp_path / "trainings").training_id == (
+        state.training_id
+    )
