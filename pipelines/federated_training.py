@@ -26,6 +26,7 @@ from fedpipe.components.secagg_unmask.component import unmask_response
 from fedpipe.components.secure_aggregate.component import secure_aggregate
 from fedpipe.components.select.component import select_clients
 from fedpipe.config import RunConfig
+from fedpipe.ops import segments
 from fedpipe.secagg.rounds import enabled as secure_aggregation_enabled
 
 
@@ -194,7 +195,7 @@ class TrainingOutputs(NamedTuple):
 
 def segment_rounds(config: RunConfig) -> int:
     """The rounds one segment pipeline holds."""
-    return min(config.rounds_per_segment, config.rounds)
+    return segments.rounds_per_segment(config)
 
 
 def build(

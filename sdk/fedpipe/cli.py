@@ -143,7 +143,7 @@ def compile_command(
 ) -> None:
     """Write the segment pipelines of a training as KFP IR YAML (run them in a chain with
     `fedpipe submit`), with the estimated size of the Argo workflow each becomes."""
-    from fedpipe.ops import compilation
+    from fedpipe.ops import compilation, segments
 
     cfg = _load_config(config_path, sets, local=False, rounds=rounds)
     if cfg.mlflow_tracking_uri.startswith("sqlite:"):
@@ -163,7 +163,7 @@ def compile_command(
         click.echo(
             f"warning: {len(refused)} pipeline(s) would exceed what a default KFP backend "
             "accepts; lower rounds_per_segment (now "
-            f"{cfg.rounds_per_segment}) so a segment holds fewer rounds.",
+            f"{segments.rounds_per_segment(cfg)}) so a segment holds fewer rounds.",
             err=True,
         )
         if not force:
@@ -171,7 +171,7 @@ def compile_command(
                 path.unlink()
             raise SystemExit(1)
     click.echo(
-        f"{cfg.rounds} rounds in segments of {min(cfg.rounds_per_segment, cfg.rounds)}; "
+        f"{cfg.rounds} rounds in segments of {segments.rounds_per_segment(cfg)}; "
         "config_json defaults to this config"
     )
 

@@ -109,7 +109,9 @@ def compile_registration(config: RunConfig, directory: Path, image: str | None =
 def compile_training(config: RunConfig, directory: Path, image: str | None = None) -> list[Path]:
     """Every pipeline a chain of segments of this config can run: the first segment, the
     continued ones (full and the shorter last), and the early-stop registration."""
-    per_segment = min(config.rounds_per_segment, config.rounds)
+    from fedpipe.ops import segments
+
+    per_segment = segments.rounds_per_segment(config)
     shapes = {(per_segment, False, per_segment == config.rounds)}
     first = per_segment + 1
     while first <= config.rounds:
