@@ -144,9 +144,9 @@ def test_hundred_rounds_run_as_chained_segments_in_one_mlflow_run(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def crashed_resumed_and_fresh(tmp_path_factory):
+def crashed_and_resumed(tmp_path_factory):
     """A training whose second segment crashes (aggregate of round 3 fails every attempt of
-    the first run), its resume, then the same config run again as a new training."""
+    the first run), then its resume."""
     root = tmp_path_factory.mktemp("segments_resume")
     cfg = _tiny(root, rounds=4, rounds_per_segment=2, fault_schedule=("pipeline_crash@3",))
     pipeline_root = root / "pipeline_root"
@@ -157,13 +157,12 @@ def crashed_resumed_and_fresh(tmp_path_factory):
     fault_state = faults.with_state_dir(cfg, pipeline_root)
     attempts = {n: faults.attempts(fault_state, n) for n in (1, 2, 3, 4)}
     resumed = local_run.run_pipeline(cfg, pipeline_root, resume=True)
-    fresh = local_run.run_pipeline(cfg, pipeline_root)
-    return cfg, str(crash.value), after_crash, attempts, fault_state, resumed, fresh
+    return cfg, pipeline_root, str(crash.value), after_crash, attempts, fault_state, resumed
 
 
 @pipeline
-def test_a_crash_mid_segment_resumes_from_the_last_finished_segment(crashed_resumed_and_fresh):
-    cfg, message, after_crash, attempts, fault_state, resumed, _ = crashed_resumed_and_fresh
+def test_a_crash_mid_segment_resumes_from_the_last_finished_segment(crashed_and_resumed):
+    cfg, _, message, after_crash, attempts, fault_state, resumed = crashed_and_resumed
     assert "secure-aggregate" in message and "its last lines" in message
     assert [(s.first_round, s.last_round) for s in after_crash.segments] == [(1, 2)]
     assert resumed.training.training_id == after_crash.training_id
@@ -172,13 +171,15 @@ def test_a_crash_mid_segment_resumes_from_the_last_finished_segment(crashed_resu
     for n in (1, 2):
         assert faults.attempts(fault_state, n) == attempts[n]
     assert len(faults.attempts(fault_state, 3)["aggregate"]) == len(attempts[3]["aggregate"]) + 1
-    run_id = resumed.training.mlflow_run_id
-    assert _steps(cfg, run_id) == [0, 1, 2, 3, 4]
+    (run,) = _runs(cfg)
+    assert run.info.run_id == resumed.training.mlflow_run_id
+    assert _steps(cfg, run.info.run_id) == [0, 1, 2, 3, 4]
 
 
 @pipeline
-def test_the_same_config_run_again_is_a_new_training(crashed_resumed_and_fresh):
-    cfg, _, _, _, _, resumed, fresh = crashed_resumed_and_fresh
+def test_the_same_config_run_again_is_a_new_training(crashed_and_resumed):
+    cfg, pipeline_root, *_, resumed = crashed_and_resumed
+    fresh = local_run.run_pipeline(cfg, pipeline_root)
     assert fresh.training.training_id != resumed.training.training_id
     assert fresh.training.mlflow_run_id != resumed.training.mlflow_run_id
     runs = _runs(cfg)
