@@ -24,7 +24,7 @@ def measure(rounds: int, secure: str, per_segment: int | None) -> tuple[int, int
     """(largest compiled file, its estimated Argo workflow, verdict) of a training."""
     overrides = {"rounds": rounds, "secure_aggregation": secure}
     if per_segment:
-        overrides["rounds_per_segment"] = per_segment
+        overrides["pipeline.rounds_per_segment"] = per_segment
     cfg = config.load(None, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         paths = compilation.compile_training(cfg, Path(tmp))

@@ -212,9 +212,11 @@ def build(
     rounds = rounds or segment_rounds(config)
     secure = secure_aggregation_enabled(config)
     round_pipeline = federated_secure_round if secure else federated_round
-    if config.task_retries:
-        round_pipeline = _round_pipeline(secure, config.task_retries, config.retry_backoff_s)
-    retry = _retry_policy(config.task_retries, config.retry_backoff_s)
+    if config.pipeline.task_retries:
+        round_pipeline = _round_pipeline(
+            secure, config.pipeline.task_retries, config.pipeline.retry_backoff_s
+        )
+    retry = _retry_policy(config.pipeline.task_retries, config.pipeline.retry_backoff_s)
 
     def body(config_json, training_id, first_round, mlflow_run_id, model_uri, registry_uri):
         previous = {}
@@ -322,7 +324,7 @@ def build_registration(config: RunConfig):
             model=model.output,
             registry=registry.output,
         )
-        _retry_policy(config.task_retries, config.retry_backoff_s)(register_task)
+        _retry_policy(config.pipeline.task_retries, config.pipeline.retry_backoff_s)(register_task)
         return register_task.outputs["report"]
 
     return registration

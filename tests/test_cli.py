@@ -22,7 +22,8 @@ def test_set_needs_field_equals_value():
 def test_compile_writes_the_segment_pipelines_with_their_estimated_size(tmp_path):
     out = tmp_path / "federated_training"
     result = CliRunner().invoke(
-        main, ["compile", "--rounds", "25", "--set", "rounds_per_segment=10", "-o", str(out)]
+        main,
+        ["compile", "--rounds", "25", "--set", "pipeline.rounds_per_segment=10", "-o", str(out)],
     )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
@@ -39,7 +40,7 @@ def test_compile_refuses_a_segment_a_default_backend_would_refuse(tmp_path):
     out = tmp_path / "federated_training"
     result = CliRunner().invoke(
         main,
-        ["compile", "--rounds", "40", "--set", "rounds_per_segment=40", "-o", str(out)],
+        ["compile", "--rounds", "40", "--set", "pipeline.rounds_per_segment=40", "-o", str(out)],
     )
     assert result.exit_code == 1
     assert "would exceed what a default KFP backend" in result.output

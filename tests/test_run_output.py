@@ -57,7 +57,7 @@ def test_run_prints_round_lines_and_the_verdict_and_keeps_task_logs_in_files(tmp
         "run",
         "--pipeline-root",
         str(tmp_path / "pipeline_root"),
-        *("--set", "rounds=2", "--set", "rounds_per_segment=1", "--set", "num_clients=2"),
+        *("--set", "rounds=2", "--set", "pipeline.rounds_per_segment=1", "--set", "num_clients=2"),
         *("--set", "cohort_size=2", "--set", "clients_per_shard=2", "--set", "local_epochs=1"),
         *("--set", "model=logistic_regression", "--set", "registered_model_name=fedpipe-demo"),
         *("--set", f"mlflow_tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"),

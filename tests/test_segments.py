@@ -35,14 +35,14 @@ def _steps(cfg: config.RunConfig, run_id: str, metric: str = "accuracy") -> list
 
 def _runs(cfg: config.RunConfig):
     client = tracking.client(cfg)
-    return client.search_runs([client.get_experiment_by_name(cfg.mlflow_experiment).experiment_id])
+    return client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
 
 
 # The plan: which segments a training runs.
 
 
 def test_segments_cover_the_rounds_with_global_round_numbers(tmp_path):
-    cfg = config.RunConfig(rounds=23, rounds_per_segment=10)
+    cfg = config.from_mapping({"training.rounds": 23, "pipeline.rounds_per_segment": 10})
     state = segments.new_training(cfg, tmp_path)
     plans = []
     while (plan := segments.next_segment(cfg, state)) is not None:
@@ -67,7 +67,7 @@ def test_segments_cover_the_rounds_with_global_round_numbers(tmp_path):
 
 
 def test_a_stop_ends_the_chain_instead_of_running_pass_through_rounds(tmp_path):
-    cfg = config.RunConfig(rounds=100, rounds_per_segment=10)
+    cfg = config.from_mapping({"training.rounds": 100, "pipeline.rounds_per_segment": 10})
     state = segments.new_training(cfg, tmp_path)
     plan = segments.next_segment(cfg, state)
     stop = "target accuracy reached in round 7"
@@ -76,7 +76,7 @@ def test_a_stop_ends_the_chain_instead_of_running_pass_through_rounds(tmp_path):
 
 
 def test_resume_finds_the_unfinished_training_of_the_same_config_only(tmp_path):
-    cfg = config.RunConfig(rounds=20, rounds_per_segment=10)
+    cfg = config.from_mapping({"training.rounds": 20, "pipeline.rounds_per_segment": 10})
     finished = segments.new_training(cfg, tmp_path)
     finished.registration = "registered"
     finished.save()
@@ -84,7 +84,7 @@ def test_resume_finds_the_unfinished_training_of_the_same_config_only(tmp_path):
     crashed = segments.new_training(cfg, tmp_path)
     assert segments.unfinished_training(cfg, tmp_path).training_id == crashed.training_id
     with pytest.raises(ValueError, match="another config"):
-        segments.unfinished_training(cfg.replace(rounds=30), tmp_path)
+        segments.unfinished_training(cfg.replace({"training.rounds": 30}), tmp_path)
     assert segments.new_training(cfg, tmp_path).training_id != crashed.training_id
 
 
@@ -95,7 +95,7 @@ def test_resume_finds_the_unfinished_training_of_the_same_config_only(tmp_path):
 def test_compiled_size_does_not_grow_with_the_rounds(tmp_path, secure):
     sizes = {}
     for rounds in (10, 1000):
-        cfg = config.RunConfig(rounds=rounds, secure_aggregation=secure)
+        cfg = config.from_mapping({"training.rounds": rounds, "aggregation.secure.mode": secure})
         paths = compilation.compile_training(cfg, tmp_path / f"{secure}-{rounds}")
         sizes[rounds] = max(p.stat().st_size for p in paths)
         for path in paths:
@@ -105,7 +105,7 @@ def test_compiled_size_does_not_grow_with_the_rounds(tmp_path, secure):
 
 
 def test_segment_rounds_number_from_the_first_round_parameter(tmp_path):
-    cfg = config.RunConfig(rounds=12, rounds_per_segment=4)
+    cfg = config.from_mapping({"training.rounds": 12, "pipeline.rounds_per_segment": 4})
     path = compilation.compile_segment(cfg, tmp_path, 4, continuation=True, register_model=False)
     spec = yaml.safe_load(path.read_text())
     root = spec["root"]
@@ -132,7 +132,7 @@ pipeline = pytest.mark.pipeline
 
 @pipeline
 def test_hundred_rounds_run_as_chained_segments_in_one_mlflow_run(tmp_path):
-    cfg = _tiny(tmp_path, rounds=100, rounds_per_segment=50)
+    cfg = _tiny(tmp_path, rounds=100, pipeline.rounds_per_segment=50)
     run = local_run.run_pipeline(cfg, tmp_path / "pipeline_root")
     assert [(s.first_round, s.last_round) for s in run.training.segments] == [(1, 50), (51, 100)]
     (mlflow_run,) = _runs(cfg)
@@ -148,7 +148,7 @@ def crashed_and_resumed(tmp_path_factory):
     """A training whose second segment crashes (aggregate of round 3 fails every attempt of
     the first run), then its resume."""
     root = tmp_path_factory.mktemp("segments_resume")
-    cfg = _tiny(root, rounds=4, rounds_per_segment=2, fault_schedule=("pipeline_crash@3",))
+    cfg = _tiny(root, rounds=4, pipeline.rounds_per_segment=2, fault_schedule=("pipeline_crash@3",))
     pipeline_root = root / "pipeline_root"
     with pytest.raises(local_run.TaskFailed) as crash:
         local_run.run_pipeline(cfg, pipeline_root)
@@ -187,7 +187,7 @@ def test_the_same_config_run_again_is_a_new_training(crashed_and_resumed):
     for run in runs:
         assert _steps(cfg, run.info.run_id) == [0, 1, 2, 3, 4]
     client = tracking.client(cfg)
-    versions = client.search_model_versions(f"name = '{cfg.registered_model_name}'")
+    versions = client.search_model_versions(f"name = '{cfg.tracking.registered_model_name}'")
     assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
 
 
@@ -231,7 +231,7 @@ class FakeKfpClient:
 def test_cluster_driver_chains_segments_through_kfp_client(tmp_path):
     """Not a cluster: a fake kfp.Client running each package locally. What is checked is
     the driver's chaining: what it submits, and what it reads back from MLflow."""
-    cfg = _tiny(tmp_path, rounds=2, rounds_per_segment=1)
+    cfg = _tiny(tmp_path, rounds=2, pipeline.rounds_per_segment=1)
     client = FakeKfpClient(tmp_path / "pipeline_root")
     state = segments.new_training(cfg, tmp_path / "trainings")
     backend = segments.ClusterBackend(
@@ -267,7 +267,7 @@ class FailingKfpClient:
 
 
 def test_a_failed_cluster_run_stops_the_chain_and_keeps_the_state_for_resume(tmp_path):
-    cfg = config.RunConfig(rounds=10, rounds_per_segment=5)
+    cfg = config.from_mapping({"training.rounds": 10, "pipeline.rounds_per_segment": 5})
     state = segments.new_training(cfg, tmp_path / "trainings")
     client = FailingKfpClient()
     backend = segments.ClusterBackend(client, tmp_path / "pipelines", experiment_name="x")

@@ -17,25 +17,27 @@ def crashed_then_resumed(tmp_path_factory):
     from fedpipe import config
 
     root = tmp_path_factory.mktemp("self_healing")
-    cfg = config.RunConfig(
-        num_clients=6,
-        cohort_size=6,
-        clients_per_shard=3,
-        rounds=3,
-        local_epochs=1,
-        quorum=0.3,
-        task_retries=1,
-        retry_backoff_s=0,
-        task_hang_s=1.0,
-        fault_schedule=(
-            "crash@1:0",  # a retry recovers
-            "hang@1:1",  # killed at its deadline, a retry recovers
-            "corrupt@2:0",  # one client's update fails its checksum
-            "crash_always@2:1",  # fails both attempts: the round goes on without the shard
-            "pipeline_crash@3",  # aggregate fails every attempt: the run fails
-        ),
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        registered_model_name="fedpipe-self-healing",
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 6,
+            "selection.cohort_size": 6,
+            "selection.clients_per_shard": 3,
+            "training.rounds": 3,
+            "training.local_epochs": 1,
+            "aggregation.quorum": 0.3,
+            "pipeline.task_retries": 1,
+            "pipeline.retry_backoff_s": 0,
+            "simulation.faults.task_hang_s": 1.0,
+            "simulation.faults.schedule": (
+                "crash@1:0",  # a retry recovers
+                "hang@1:1",  # killed at its deadline, a retry recovers
+                "corrupt@2:0",  # one client's update fails its checksum
+                "crash_always@2:1",  # fails both attempts: the round goes on without the shard
+                "pipeline_crash@3",  # aggregate fails every attempt: the run fails
+            ),
+            "tracking.uri": f"sqlite:///{root / 'mlflow.db'}",
+            "tracking.registered_model_name": "fedpipe-self-healing",
+        }
     )
     pipeline_root = root / "pipeline_root"
     with pytest.raises(RuntimeError):  # nothing to resume yet: a new training, cache on
@@ -71,7 +73,7 @@ def test_round_goes_on_without_a_lost_shard_and_rejects_a_corrupted_update(
     crashed_then_resumed,
 ):
     cfg, state, attempts, _ = crashed_then_resumed
-    assert len(attempts[2]["local_train-1"]) == cfg.task_retries + 1
+    assert len(attempts[2]["local_train-1"]) == cfg.pipeline.task_retries + 1
     outcome = _outcome(crashed_then_resumed[3].pipeline_root, 2)
     reasons = {r.client_id: r.reason for r in outcome.rejected}
     assert reasons[0].startswith("checksum mismatch")
@@ -88,12 +90,12 @@ def test_resume_skips_finished_tasks_and_reports_health(crashed_then_resumed):
         for site, times in after_resume[n].items():
             extra = 1 if (n, site) == (3, "aggregate") else 0
             assert len(times) == len(attempts_after_crash[n][site]) + extra, (n, site)
-    assert len(after_resume[3]["aggregate"]) == cfg.task_retries + 2
+    assert len(after_resume[3]["aggregate"]) == cfg.pipeline.task_retries + 2
     assert "promoted to `@champion`" in resumed.registration
 
     client = tracking.client(cfg)
     (run,) = client.search_runs(
-        [client.get_experiment_by_name(cfg.mlflow_experiment).experiment_id]
+        [client.get_experiment_by_name(cfg.tracking.experiment).experiment_id]
     )
     run_id = run.info.run_id  # the resumed run logs into the crashed run's MLflow run
     assert [m.step for m in client.get_metric_history(run_id, "accuracy")] == [0, 1, 2, 3]

@@ -22,15 +22,15 @@ def initialize(
 
     run_config = config.from_json(config_json)
     last_round = first_round + segment_rounds - 1
-    if first_round < 1 or last_round > run_config.rounds:
+    if first_round < 1 or last_round > run_config.training.rounds:
         raise config.ConfigError(
             "rounds",
-            run_config.rounds,
+            run_config.training.rounds,
             f"at least {last_round}, the last round of this segment (rounds {first_round}-"
             f"{last_round})",
         )
     model.metadata.update(
-        {"framework": "keras", "model": run_config.model, "round": first_round - 1}
+        {"framework": "keras", "model": run_config.model.name, "round": first_round - 1}
     )
     if previous_model is None:
         return stages.initialize(run_config, model.path, registry.path, training_id)

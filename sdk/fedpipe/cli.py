@@ -111,9 +111,9 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
     from fedpipe.training.centralized import train_centralized
 
     cfg = _load_config(config_path, sets)
-    result = train_centralized(cfg, epochs or cfg.rounds * cfg.local_epochs)
+    result = train_centralized(cfg, epochs or cfg.training.rounds * cfg.training.local_epochs)
     click.echo(
-        f"centralized {cfg.model} on {cfg.dataset}: held-out accuracy {result.accuracy:.4f}, "
+        f"centralized {cfg.model.name} on {cfg.data.dataset}: held-out accuracy {result.accuracy:.4f}, "
         f"loss {result.loss:.4f}"
     )
 
@@ -146,9 +146,9 @@ def compile_command(
     from fedpipe.ops import compilation, segments
 
     cfg = _load_config(config_path, sets, local=False, rounds=rounds)
-    if cfg.mlflow_tracking_uri.startswith("sqlite:"):
+    if cfg.tracking.uri.startswith("sqlite:"):
         click.echo(
-            f"warning: mlflow_tracking_uri {cfg.mlflow_tracking_uri} is a local file; on a "
+            f"warning: mlflow_tracking_uri {cfg.tracking.uri} is a local file; on a "
             "cluster every pod would get its own database. Pass --set "
             "mlflow_tracking_uri=http://<your MLflow server> for a cluster run.",
             err=True,
@@ -162,7 +162,7 @@ def compile_command(
     if refused:
         click.echo(
             f"warning: {len(refused)} pipeline(s) would exceed what a default KFP backend "
-            "accepts; lower rounds_per_segment (now "
+            "accepts; lower pipeline.rounds_per_segment (now "
             f"{segments.rounds_per_segment(cfg)}) so a segment holds fewer rounds.",
             err=True,
         )
@@ -171,7 +171,7 @@ def compile_command(
                 path.unlink()
             raise SystemExit(1)
     click.echo(
-        f"{cfg.rounds} rounds in segments of {segments.rounds_per_segment(cfg)}; "
+        f"{cfg.training.rounds} rounds in segments of {segments.rounds_per_segment(cfg)}; "
         "config_json defaults to this config"
     )
 

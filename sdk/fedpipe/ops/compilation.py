@@ -54,7 +54,7 @@ def compile_pipeline(
 
     rounds = rounds or federated_training.segment_rounds(config)
     if register_model is None:
-        register_model = rounds >= config.rounds
+        register_model = rounds >= config.training.rounds
     output.parent.mkdir(parents=True, exist_ok=True)
     pipeline = federated_training.build(
         config, rounds, continuation=continuation, register_model=register_model
@@ -112,11 +112,11 @@ def compile_training(config: RunConfig, directory: Path, image: str | None = Non
     from fedpipe.ops import segments
 
     per_segment = segments.rounds_per_segment(config)
-    shapes = {(per_segment, False, per_segment == config.rounds)}
+    shapes = {(per_segment, False, per_segment == config.training.rounds)}
     first = per_segment + 1
-    while first <= config.rounds:
-        rounds = min(per_segment, config.rounds - first + 1)
-        shapes.add((rounds, True, first + rounds - 1 == config.rounds))
+    while first <= config.training.rounds:
+        rounds = min(per_segment, config.training.rounds - first + 1)
+        shapes.add((rounds, True, first + rounds - 1 == config.training.rounds))
         first += rounds
     paths = [
         compile_segment(config, directory, r, continuation=c, register_model=g, image=image)

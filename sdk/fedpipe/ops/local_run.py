@@ -36,7 +36,7 @@ class LocalRun:
         return Path(self.training.folder)
 
     def summary(self) -> str:
-        uri = self.config.mlflow_tracking_uri
+        uri = self.config.tracking.uri
         state = self.training
         rounds = state.segments[-1].last_round if state.segments else 0
         stop = f" ({state.stop_reason})" if state.stop_reason else ""
@@ -46,7 +46,7 @@ class LocalRun:
                 f"{rounds} rounds in {len(state.segments)} segment(s){stop}, "
                 f"{self.seconds:.0f}s; training {state.training_id}",
                 f"  MLflow run {state.mlflow_run_id} in {uri}"
-                f" (experiment '{self.config.mlflow_experiment}')",
+                f" (experiment '{self.config.tracking.experiment}')",
                 f"  compiled pipelines: {self.folder / 'pipelines'}",
                 f"  task logs: {self.folder / 'logs'}",
                 f"  look at it: fedpipe dashboard, or mlflow ui --backend-store-uri {uri}",
@@ -163,10 +163,10 @@ def run_pipeline(
     state = segments.unfinished_training(config, trainings) if resume else None
     if state is None:
         state = segments.new_training(config, trainings)
-        console.print(f"training {state.training_id}: {config.rounds} rounds")
+        console.print(f"training {state.training_id}: {config.training.rounds} rounds")
     else:
         console.print(
-            f"resuming training {state.training_id} at round {state.next_round} of {config.rounds}"
+            f"resuming training {state.training_id} at round {state.next_round} of {config.training.rounds}"
         )
     folder = Path(state.folder)
     events = folder / "progress.jsonl"
@@ -175,7 +175,7 @@ def run_pipeline(
         pipeline_root,
         echo=(lambda line: console.print(line, markup=False)) if verbose else None,
     )
-    display = progress.LiveProgress(config.rounds, console, tasks)
+    display = progress.LiveProgress(config.training.rounds, console, tasks)
     backend = LocalBackend(pipeline_root, folder, caching=resume, task_logs=tasks)
     offset = events.stat().st_size if events.exists() else 0
     previous = os.environ.get(progress.PROGRESS_ENV)
@@ -198,7 +198,9 @@ def run_pipeline(
         pipeline_yaml=folder
         / "pipelines"
         / compilation.segment_file_name(
-            first.last_round - first.first_round + 1, False, first.last_round == config.rounds
+            first.last_round - first.first_round + 1,
+            False,
+            first.last_round == config.training.rounds,
         ),
         model_path=Path(state.segments[-1].model_uri),
         registration=state.registration or "",

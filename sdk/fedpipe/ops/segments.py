@@ -30,7 +30,7 @@ STATE_FILE = "training.json"
 
 def rounds_per_segment(config: RunConfig) -> int:
     """The one place the driver reads the segment length from the run config."""
-    return min(config.rounds_per_segment, config.rounds)
+    return min(config.pipeline.rounds_per_segment, config.training.rounds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,16 +171,16 @@ def next_segment(config: RunConfig, state: TrainingState) -> SegmentPlan | None:
     """The segment to run next, or None when the chain is over (all rounds done, or a stop:
     early stop ends the chain instead of running pass-through rounds)."""
     first = state.next_round
-    if state.finished or state.stop_reason is not None or first > config.rounds:
+    if state.finished or state.stop_reason is not None or first > config.training.rounds:
         return None
-    rounds = min(rounds_per_segment(config), config.rounds - first + 1)
+    rounds = min(rounds_per_segment(config), config.training.rounds - first + 1)
     last_segment = state.segments[-1] if state.segments else None
     return SegmentPlan(
         training_id=state.training_id,
         first_round=first,
         rounds=rounds,
         continuation=first > 1,
-        register_model=first + rounds - 1 == config.rounds,
+        register_model=first + rounds - 1 == config.training.rounds,
         model_uri=last_segment.model_uri if last_segment else "",
         registry_uri=last_segment.registry_uri if last_segment else "",
         mlflow_run_id=state.mlflow_run_id,
@@ -241,7 +241,7 @@ def _training_run_id(config: RunConfig, training_id: str) -> str:
     from fedpipe.ops import tracking
 
     client = tracking.client(config)
-    experiment = client.get_experiment_by_name(config.mlflow_experiment)
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
     runs = client.search_runs(
         [experiment.experiment_id], f"tags.`fedpipe.training_id` = '{training_id}'"
     )
@@ -267,13 +267,13 @@ def read_registration(config: RunConfig, mlflow_run_id: str) -> str:
 
     client = tracking.client(config)
     versions = client.search_model_versions(
-        f"name = '{config.registered_model_name}' and run_id = '{mlflow_run_id}'"
+        f"name = '{config.tracking.registered_model_name}' and run_id = '{mlflow_run_id}'"
     )
     if not versions:
         raise RuntimeError(f"no registered version of MLflow run {mlflow_run_id}")
     version = max(versions, key=lambda v: int(v.version))
     return (
-        f"Model `{config.registered_model_name}` version {version.version}: "
+        f"Model `{config.tracking.registered_model_name}` version {version.version}: "
         f"promoted {version.tags.get('promotion', 'unknown')}"
     )
 

@@ -42,8 +42,8 @@ def initialize(
         config,
         run_name,
         tags={
-            "fedpipe.dataset": config.dataset,
-            "fedpipe.partitioner": config.partitioner,
+            "fedpipe.dataset": config.data.dataset,
+            "fedpipe.partitioner": config.data.partitioner,
             "fedpipe.training_id": run_name,
         },
     )
@@ -54,15 +54,15 @@ def initialize(
         run_id, {str(i): h for i, h in enumerate(histograms)}, "clients/label_histograms.json"
     )
     print(
-        f"initialized {config.num_clients} clients ({config.partitioner} split of "
-        f"{config.dataset}), model {config.model} with {weights.size:,} parameters, "
+        f"initialized {config.data.num_clients} clients ({config.data.partitioner} split of "
+        f"{config.data.dataset}), model {config.model.name} with {weights.size:,} parameters, "
         f"initial accuracy {initial.accuracy:.3f}; MLflow run {run_id}",
         flush=True,
     )
     progress.emit(
         "initialized",
-        clients=config.num_clients,
-        model=config.model,
+        clients=config.data.num_clients,
+        model=config.model.name,
         accuracy=initial.accuracy,
         mlflow_run_id=run_id,
     )
@@ -98,7 +98,7 @@ def continue_training(
     shutil.copyfile(previous_model_path, model_path)
     shutil.copyfile(previous_registry_path, registry_path)
     print(
-        f"continuing training at round {first_round} of {config.rounds}; "
+        f"continuing training at round {first_round} of {config.training.rounds}; "
         f"MLflow run {mlflow_run_id}",
         flush=True,
     )
