@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dp_overhead.py --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/scale.py --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/coordinator.py
+	$(BIN)/python benchmarks/compiled_size.py
 
 # What can be checked of the images without a Docker engine: lint, and the size estimate.
 images: $(STAMP)

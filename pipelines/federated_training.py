@@ -1,10 +1,13 @@
-"""The federated training pipeline: initialize, N unrolled rounds, register.
+"""The federated training pipeline, one segment at a time: initialize (or continue), a fixed
+number of rounds, and register after the last segment.
 
 KFP v2 has no sequential loop, so the round sub-pipeline is called once per round at
-compile time, each call consuming the previous round's model and client registry.
+compile time, each call consuming the previous round's model and client registry. A
+pipeline holds one segment of rounds_per_segment rounds, so its size does not grow with the
+training's rounds; fedpipe.ops.segments chains segments, passing the previous segment's
+model and registry by URI (dsl.importer) and the training's MLflow run id.
 """
 
-import hashlib
 from typing import NamedTuple
 
 from kfp import dsl
@@ -24,7 +27,7 @@ from fedpipe.components.secure_aggregation.share_keys.component import share_key
 from fedpipe.components.secure_aggregation.unmask.component import unmask_response
 from fedpipe.components.select.component import select_clients
 from fedpipe.config import RunConfig
-from fedpipe.ops import kubernetes
+from fedpipe.ops import kubernetes, segments
 from fedpipe.secagg.rounds import enabled as secure_aggregation_enabled
 
 
@@ -122,19 +125,29 @@ def _round_pipeline(secure: bool, retries: int = 0, backoff_s: int = 1):
     def round_pipeline(
         config_json: str,
         round_number: int,
+        round_offset: int,
         mlflow_run_id: str,
         model: Input[Model],
         registry: Input[Artifact],
     ) -> RoundOutputs:
+        """Round round_number + round_offset (a segment's first round and the place in it:
+        KFP has no arithmetic on parameters, select adds them)."""
         retry = _retry_policy(retries, backoff_s)
-        return _round(config_json, round_number, mlflow_run_id, model, registry, secure, retry)
+        return _round(
+            config_json, round_number, round_offset, mlflow_run_id, model, registry, secure, retry
+        )
 
     return round_pipeline
 
 
-def _round(config_json, round_number, mlflow_run_id, model, registry, secure: bool, retry):
+def _round(
+    config_json, round_number, round_offset, mlflow_run_id, model, registry, secure: bool, retry
+):
     select_task = select_clients(
-        config_json=config_json, round_number=round_number, registry=registry
+        config_json=config_json,
+        round_number=round_number,
+        round_offset=round_offset,
+        registry=registry,
     )
     retry(select_task).set_display_name("select")
     broadcast_task = broadcast_model(
@@ -183,54 +196,81 @@ federated_round = _round_pipeline(secure=False)
 federated_secure_round = _round_pipeline(secure=True)
 
 
+class SegmentOutputs(NamedTuple):
+    model: Model
+    registry: Artifact
+    mlflow_run_id: str
+
+
 class TrainingOutputs(NamedTuple):
     model: Model
+    registry: Artifact
+    mlflow_run_id: str
     registration: Markdown
 
 
-def build(config: RunConfig):
-    """The federated training pipeline, config.training.rounds rounds unrolled; the config is the
-    default of its one parameter, config_json (a run can pass another with the same rounds)."""
-    rounds = config.training.rounds
-    round_pipeline = (
-        federated_secure_round if secure_aggregation_enabled(config) else federated_round
-    )
-    resume_key = hashlib.sha256(config.to_json().encode()).hexdigest()
-    retry = _retry_policy(config.pipeline.task_retries, config.pipeline.retry_backoff_s)
+def segment_rounds(config: RunConfig) -> int:
+    """The rounds one segment pipeline holds."""
+    return segments.rounds_per_segment(config)
+
+
+def build(
+    config: RunConfig,
+    rounds: int | None = None,
+    *,
+    continuation: bool = False,
+    register_model: bool = True,
+):
+    """A segment pipeline of `rounds` rounds (default: segment_rounds(config)), starting at
+    its first_round parameter. The first segment initializes the training; a continuation
+    imports the previous segment's model and registry from their URIs. With register_model
+    the last round's model is registered. The config is the default of config_json."""
+    rounds = rounds or segment_rounds(config)
+    secure = secure_aggregation_enabled(config)
+    round_pipeline = federated_secure_round if secure else federated_round
     if config.pipeline.task_retries or kubernetes.active():  # sub-pipeline tasks built with them
         round_pipeline = _round_pipeline(
-            secure_aggregation_enabled(config),
-            config.pipeline.task_retries,
-            config.pipeline.retry_backoff_s,
+            secure, config.pipeline.task_retries, config.pipeline.retry_backoff_s
         )
+    retry = _retry_policy(config.pipeline.task_retries, config.pipeline.retry_backoff_s)
 
-    @dsl.pipeline(
-        name="federated-training",
-        description=f"Federated learning over {rounds} rounds with MLflow registry promotion",
-    )
-    def federated_training(config_json: str = config.to_json()) -> TrainingOutputs:
+    def body(config_json, training_id, first_round, mlflow_run_id, model_uri, registry_uri):
+        previous = {}
+        if continuation:
+            for name, uri, cls in (
+                ("previous_model", model_uri, Model),
+                ("previous_registry", registry_uri, Artifact),
+            ):
+                importer_task = dsl.importer(artifact_uri=uri, artifact_class=cls, reimport=False)
+                importer_task.set_display_name(f"import-{name.replace('_', '-')}")
+                previous[name] = importer_task.output
         init_task = initialize(
             config_json=config_json,
-            compiled_rounds=rounds,
-            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            training_id=training_id,
+            first_round=first_round,
+            segment_rounds=rounds,
+            mlflow_run_id=mlflow_run_id,
+            **previous,
         )
-        retry(init_task).set_display_name("initialize")
-        # Resume: a re-run of the same config finds initialize in the cache whatever the run
-        # is called, so every finished task downstream of it is a cache hit too.
-        # (The key is of the compiled config: pass no other config_json when resuming.)
-        init_task.set_caching_options(enable_caching=True, cache_key=resume_key)
+        # Caching is by inputs: a fresh training has a new training_id, so nothing of an
+        # earlier training is reused; a resumed one passes the same inputs and reuses the
+        # tasks its crashed attempt finished.
+        retry(init_task).set_display_name("initialize" if not continuation else "continue")
         run_id = init_task.outputs["Output"]
         model, registry = init_task.outputs["model"], init_task.outputs["registry"]
-        for n in range(1, rounds + 1):
+        for offset in range(rounds):
             round_task = round_pipeline(
                 config_json=config_json,
-                round_number=n,
+                round_number=first_round,
+                round_offset=offset,
                 mlflow_run_id=run_id,
                 model=model,
                 registry=registry,
             )
-            round_task.set_display_name(f"round-{n}")
+            round_task.set_display_name(f"segment-round-{offset + 1}")
             model, registry = round_task.outputs["model"], round_task.outputs["registry"]
+        if not register_model:
+            return SegmentOutputs(model=model, registry=registry, mlflow_run_id=run_id)
         register_task = register(
             config_json=config_json,
             mlflow_run_id=run_id,
@@ -239,6 +279,68 @@ def build(config: RunConfig):
             registry=registry,
         )
         retry(register_task).set_display_name("register")
-        return TrainingOutputs(model=model, registration=register_task.outputs["report"])
+        return TrainingOutputs(
+            model=model,
+            registry=registry,
+            mlflow_run_id=run_id,
+            registration=register_task.outputs["report"],
+        )
+
+    name = "federated-training" if not continuation else "federated-training-continued"
+    description = f"Federated learning, a segment of {rounds} rounds" + (
+        ", then MLflow registry promotion" if register_model else ""
+    )
+    outputs = TrainingOutputs if register_model else SegmentOutputs
+    default = config.to_json()
+    if continuation:
+
+        @dsl.pipeline(name=name, description=description)
+        def federated_training(
+            model_uri: str,
+            registry_uri: str,
+            mlflow_run_id: str,
+            training_id: str,
+            first_round: int,
+            config_json: str = default,
+        ) -> outputs:
+            return body(
+                config_json, training_id, first_round, mlflow_run_id, model_uri, registry_uri
+            )
+
+    else:
+
+        @dsl.pipeline(name=name, description=description)
+        def federated_training(
+            training_id: str = "federated-training",
+            first_round: int = 1,
+            config_json: str = default,
+        ) -> outputs:
+            return body(config_json, training_id, first_round, "", "", "")
 
     return federated_training
+
+
+def build_registration(config: RunConfig):
+    """Register a training that stopped early (target accuracy or privacy budget) at the
+    end of a segment that was not its last: the segment's model and registry by URI."""
+
+    @dsl.pipeline(
+        name="federated-training-register",
+        description="MLflow registration of a federated training that stopped early",
+    )
+    def registration(
+        model_uri: str, registry_uri: str, mlflow_run_id: str, config_json: str = config.to_json()
+    ) -> Markdown:
+        model = dsl.importer(artifact_uri=model_uri, artifact_class=Model, reimport=False)
+        registry = dsl.importer(artifact_uri=registry_uri, artifact_class=Artifact, reimport=False)
+        register_task = register(
+            config_json=config_json,
+            mlflow_run_id=mlflow_run_id,
+            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            model=model.output,
+            registry=registry.output,
+        )
+        _retry_policy(config.pipeline.task_retries, config.pipeline.retry_backoff_s)(register_task)
+        return register_task.outputs["report"]
+
+    return registration

@@ -17,7 +17,7 @@ def test_committed_component_yaml_is_fresh(stage, function, tmp_path):
     )
 
 
-def test_pipeline_unrolls_the_rounds_and_takes_another_image(tmp_path):
+def test_pipeline_unrolls_the_rounds_of_a_segment_and_takes_another_image(tmp_path):
     cfg = config.from_mapping({"training.rounds": 4})
     path = compilation.compile_pipeline(cfg, tmp_path / "p.yaml", image="registry.example/fp:1")
     spec = yaml.safe_load(path.read_text())

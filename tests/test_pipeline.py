@@ -48,9 +48,7 @@ def test_pipeline_trains_logs_and_promotes(pipeline_run):
     assert str(champion.version) == "1" and champion.run_id == mlflow_run.info.run_id
     assert "promoted to `@champion`" in run.registration
     # Two shards per round ran as separate local-train tasks.
-    train_tasks = list(
-        run.pipeline_yaml.parent.glob("federated-training-*/for-loop-*/local-train*")
-    )
+    train_tasks = list(run.pipeline_root.glob("federated-training-*/for-loop-*/local-train*"))
     assert len(train_tasks) == 2 * cfg.training.rounds
 
 

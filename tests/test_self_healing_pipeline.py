@@ -40,7 +40,7 @@ def crashed_then_resumed(tmp_path_factory):
         }
     )
     pipeline_root = root / "pipeline_root"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # nothing to resume yet: a new training, cache on
         local_run.run_pipeline(cfg, pipeline_root, resume=True)
     state = faults.with_state_dir(cfg, pipeline_root)
     attempts_after_crash = {n: faults.attempts(state, n) for n in (1, 2, 3)}
@@ -74,7 +74,7 @@ def test_round_goes_on_without_a_lost_shard_and_rejects_a_corrupted_update(
 ):
     cfg, state, attempts, _ = crashed_then_resumed
     assert len(attempts[2]["local_train-1"]) == cfg.pipeline.task_retries + 1
-    outcome = _outcome(crashed_then_resumed[3].pipeline_yaml.parent, 2)
+    outcome = _outcome(crashed_then_resumed[3].pipeline_root, 2)
     reasons = {r.client_id: r.reason for r in outcome.rejected}
     assert reasons[0].startswith("checksum mismatch")
     assert all(reasons[c].startswith("no update received") for c in (3, 4, 5))

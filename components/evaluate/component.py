@@ -34,9 +34,13 @@ def evaluate(
     import json
 
     from fedpipe import config, stages
+    from fedpipe.aggregation.outcome import AggregationOutcome
+    from fedpipe.artifacts.client_registry import ClientRegistry
+    from fedpipe.ops import segments
 
+    run_config = config.from_json(config_json)
     result = stages.evaluate(
-        config.from_json(config_json),
+        run_config,
         model.path,
         registry.path,
         outcome.path,
@@ -45,6 +49,15 @@ def evaluate(
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name.replace("/", "_"), value)
+    # Where the next segment finds this round's model and registry (fedpipe submit reads it).
+    segments.log_checkpoint(
+        run_config,
+        mlflow_run_id,
+        AggregationOutcome.load(outcome.path).round_number,
+        model.uri,
+        new_registry.uri,
+        ClientRegistry.load(new_registry.path),
+    )
     labels = [str(i) for i in range(len(result.confusion_matrix))]
     confusion.log_confusion_matrix(labels, result.confusion_matrix.tolist())
     # kfp.local's cache treats an output artifact with no file as missing (a cache miss),

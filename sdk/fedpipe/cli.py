@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +66,30 @@ def main() -> None:
 @click.option(
     "--resume",
     is_flag=True,
-    help="Reuse the tasks a crashed run of the same config in this pipeline root finished.",
+    help="Continue the last unfinished training of this config in this pipeline root from "
+    "its last finished segment (without it, every run is a new training).",
 )
-def run(config_path: str | None, sets: tuple[str, ...], pipeline_root: str, resume: bool) -> None:
-    """Run the compiled pipeline through Kubeflow's local runner (no cluster)."""
+@click.option("--verbose", is_flag=True, help="Stream the raw task logs too.")
+def run(
+    config_path: str | None, sets: tuple[str, ...], pipeline_root: str, resume: bool, verbose: bool
+) -> None:
+    """Run a training through Kubeflow's local runner (no cluster), segment by segment."""
+    from rich.console import Console
+
     from fedpipe.ops import local_run
 
     cfg = _load_config(config_path, sets)
-    outcome = local_run.run_pipeline(cfg, Path(pipeline_root), resume=resume)
-    click.echo(outcome.summary())
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    try:
+        outcome = local_run.run_pipeline(
+            cfg, Path(pipeline_root), resume=resume, console=console, verbose=verbose
+        )
+    except local_run.TaskFailed as e:
+        console.print("training failed:", style="red")
+        console.print(str(e), markup=False)
+        console.print("continue it from its last finished segment with: fedpipe run --resume")
+        raise SystemExit(1) from e
+    console.print(outcome.summary(), markup=False)
 
 
 @main.command()
@@ -113,9 +129,15 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
 @main.command(name="compile")
 @config_option
 @set_option
-@click.option("--rounds", type=int, default=None, help="Rounds to unroll (default: the config's).")
+@click.option("--rounds", type=int, default=None, help="Training rounds (default: the config's).")
 @click.option("--image", default=None, help="Runtime image for every component.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default="federated_training.yaml")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False),
+    default="federated_training",
+    help="Folder for the segment pipelines.",
+)
 @click.option(
     "--target",
     type=click.Choice(["local", "kubernetes"]),
@@ -134,6 +156,9 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
     is_flag=True,
     help="Compile even in privacy.mode=reproducible-simulation (no privacy guarantee).",
 )
+@click.option(
+    "--allow-oversized", is_flag=True, help="Keep pipelines a default KFP backend would refuse."
+)
 def compile_command(
     config_path: str | None,
     sets: tuple[str, ...],
@@ -143,9 +168,11 @@ def compile_command(
     target: str,
     cluster_settings: str | None,
     force: bool,
+    allow_oversized: bool,
 ) -> None:
-    """Write the pipeline as KFP IR YAML, ready to upload to Kubeflow Pipelines."""
-    from fedpipe.ops import compilation
+    """Write the segment pipelines of a training as KFP IR YAML (run them in a chain with
+    `fedpipe submit`), with the estimated size of the Argo workflow each becomes."""
+    from fedpipe.ops import compilation, segments
     from fedpipe.ops.kubernetes import ClusterSettings
     from fedpipe.privacy import randomness
 
@@ -168,10 +195,75 @@ def compile_command(
         cluster = ClusterSettings.load(cluster_settings)
     except (ValueError, TypeError) as e:
         raise click.UsageError(str(e)) from e
-    compilation.compile_pipeline(cfg, Path(output), image=image, target=target, cluster=cluster)
+    refused = []
+    paths = compilation.compile_training(
+        cfg, Path(output), image=image, target=target, cluster=cluster
+    )
+    for path in paths:
+        estimate = compilation.estimate_workflow(path, cfg.shard_count)
+        click.echo(f"wrote {path}: {estimate.describe()}")
+        if estimate.verdict != "ok":
+            refused.append(path)
+    if refused:
+        click.echo(
+            f"warning: {len(refused)} pipeline(s) would exceed what a default KFP backend "
+            "accepts; lower pipeline.rounds_per_segment (now "
+            f"{segments.rounds_per_segment(cfg)}) so a segment holds fewer rounds.",
+            err=True,
+        )
+        if not allow_oversized:
+            for path in refused:
+                path.unlink()
+            raise SystemExit(1)
     click.echo(
-        f"wrote {output}: {cfg.training.rounds} rounds for {target}, "
-        "config_json defaults to this config"
+        f"{cfg.training.rounds} rounds in segments of {segments.rounds_per_segment(cfg)} "
+        f"for {target}; config_json defaults to this config"
+    )
+
+
+@main.command()
+@config_option
+@set_option
+@click.option("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080.")
+@click.option("--image", default=None, help="Runtime image for every component.")
+@click.option("--experiment", "experiment_name", default="fedpipe", show_default=True)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=str(RUNS_DIR / "submit"),
+    help="Where the trainings' state and compiled pipelines are kept.",
+)
+@click.option("--resume", is_flag=True, help="Continue the last unfinished training.")
+def submit(
+    config_path: str | None,
+    sets: tuple[str, ...],
+    host: str,
+    image: str | None,
+    experiment_name: str,
+    workdir: str,
+    resume: bool,
+) -> None:
+    """Run a training on a Kubeflow Pipelines cluster: one KFP run per segment, chained
+    until the rounds, the target accuracy or the privacy budget is reached."""
+    import kfp
+
+    from fedpipe.ops import segments
+
+    cfg = _load_config(config_path, sets, local=False)
+    trainings = Path(workdir) / "trainings"
+    state = segments.unfinished_training(cfg, trainings) if resume else None
+    state = state or segments.new_training(cfg, trainings)
+    backend = segments.ClusterBackend(
+        kfp.Client(host=host),
+        Path(state.folder) / "pipelines",
+        experiment_name=experiment_name,
+        image=image,
+        enable_caching=resume,
+    )
+    state = segments.chain(cfg, state, backend)
+    click.echo(
+        f"training {state.training_id}: {state.next_round - 1} rounds in "
+        f"{len(state.segments)} KFP runs; {state.registration}"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 
@@ -48,27 +49,186 @@ def compile_pipeline(
     output: Path,
     image: str | None = None,
     *,
+    rounds: int | None = None,
+    continuation: bool = False,
+    register_model: bool | None = None,
     target: str = "local",
     cluster: ClusterSettings | None = None,
 ) -> Path:
-    """Compile for kfp.local (`local`) or for a cluster (`kubernetes`: every task gets the
-    secrets, state volume and pod sizes of `cluster`, see fedpipe.ops.kubernetes)."""
+    """Compile one segment pipeline (default: the first segment, registering the model when
+    it is the training's only segment), for kfp.local (`local`) or for a cluster
+    (`kubernetes`: every task gets the secrets, state volume and pod sizes of `cluster`, see
+    fedpipe.ops.kubernetes)."""
     from kfp import compiler
 
     from fedpipe.pipelines import federated_training
 
     if target not in TARGETS:
         raise ValueError(f"target {target!r}: one of {TARGETS}")
+    rounds = rounds or federated_training.segment_rounds(config)
+    if register_model is None:
+        register_model = rounds >= config.training.rounds
     output.parent.mkdir(parents=True, exist_ok=True)
     if target == "kubernetes":
         settings = cluster or ClusterSettings()
         with kubernetes.compiling_for(settings):
-            pipeline = federated_training.build(kubernetes.cluster_config(config, settings))
+            pipeline = federated_training.build(
+                kubernetes.cluster_config(config, settings),
+                rounds,
+                continuation=continuation,
+                register_model=register_model,
+            )
     else:
-        pipeline = federated_training.build(config)
+        pipeline = federated_training.build(
+            config, rounds, continuation=continuation, register_model=register_model
+        )
     compiler.Compiler().compile(pipeline, str(output))
     _set_image(output, image)
     return output
+
+
+def segment_file_name(rounds: int, continuation: bool, register_model: bool) -> str:
+    kind = "continued" if continuation else "first"
+    return f"segment-{kind}-{rounds}-rounds" + ("-register" if register_model else "") + ".yaml"
+
+
+def compile_segment(
+    config: RunConfig,
+    directory: Path,
+    rounds: int,
+    *,
+    continuation: bool,
+    register_model: bool,
+    image: str | None = None,
+    target: str = "local",
+    cluster: ClusterSettings | None = None,
+) -> Path:
+    """The segment pipeline of this shape in `directory`, compiled once per directory."""
+    output = directory / segment_file_name(rounds, continuation, register_model)
+    if output.exists():
+        return output
+    return compile_pipeline(
+        config,
+        output,
+        image,
+        rounds=rounds,
+        continuation=continuation,
+        register_model=register_model,
+        target=target,
+        cluster=cluster,
+    )
+
+
+def compile_registration(config: RunConfig, directory: Path, image: str | None = None) -> Path:
+    """The registration-only pipeline (after an early stop), compiled once per directory."""
+    from kfp import compiler
+
+    from fedpipe.pipelines import federated_training
+
+    output = directory / "register.yaml"
+    if not output.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        compiler.Compiler().compile(federated_training.build_registration(config), str(output))
+        _set_image(output, image)
+    return output
+
+
+def compile_training(
+    config: RunConfig,
+    directory: Path,
+    image: str | None = None,
+    target: str = "local",
+    cluster: ClusterSettings | None = None,
+) -> list[Path]:
+    """Every pipeline a chain of segments of this config can run: the first segment, the
+    continued ones (full and the shorter last), and the early-stop registration."""
+    from fedpipe.ops import segments
+
+    per_segment = segments.rounds_per_segment(config)
+    shapes = {(per_segment, False, per_segment == config.training.rounds)}
+    first = per_segment + 1
+    while first <= config.training.rounds:
+        rounds = min(per_segment, config.training.rounds - first + 1)
+        shapes.add((rounds, True, first + rounds - 1 == config.training.rounds))
+        first += rounds
+    paths = [
+        compile_segment(
+            config,
+            directory,
+            r,
+            continuation=c,
+            register_model=g,
+            image=image,
+            target=target,
+            cluster=cluster,
+        )
+        for r, c, g in sorted(shapes, key=lambda shape: (shape[1], -shape[0], shape[2]))
+    ]
+    return [*paths, compile_registration(config, directory, image)]
+
+
+# What a default KFP backend accepts. Argo keeps a Workflow object, spec and status, in one
+# etcd object: Argo's default limit is 1 MiB (status included; above it Argo can offload
+# node status only when configured to), and etcd refuses objects over 1.5 MiB.
+ARGO_DEFAULT_LIMIT = 1024 * 1024
+ETCD_LIMIT = 1536 * 1024
+# An Argo node status entry (name, phase, times, inputs/outputs, children): ~1 KiB each.
+NODE_STATUS_BYTES = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowEstimate:
+    """An estimate of the Argo Workflow a KFP backend makes of a compiled pipeline.
+
+    The backend's compiler embeds every component and task spec of the IR as JSON in the
+    workflow's templates, so the spec part is taken as the compiled YAML's size (issue 13's
+    figures, from the backend compiler's own sizing logic, put the workflow at 0.93-1.0x
+    the compiled YAML for 20 and 100 rounds). The status part grows with the nodes the run
+    creates: one entry per DAG, loop iteration and container task, shards counted."""
+
+    compiled_bytes: int
+    nodes: int
+
+    @property
+    def workflow_bytes(self) -> int:
+        return self.compiled_bytes + self.nodes * NODE_STATUS_BYTES
+
+    @property
+    def verdict(self) -> str:
+        if self.workflow_bytes > ETCD_LIMIT:
+            return "refused"
+        if self.workflow_bytes > ARGO_DEFAULT_LIMIT:
+            return "over Argo's default limit"
+        return "ok"
+
+    def describe(self) -> str:
+        return (
+            f"compiled {self.compiled_bytes / 1024:.0f} KiB, {self.nodes} workflow nodes, "
+            f"estimated Argo workflow {self.workflow_bytes / 1024:.0f} KiB with status "
+            f"(Argo default limit {ARGO_DEFAULT_LIMIT // 1024} KiB, etcd "
+            f"{ETCD_LIMIT // 1024} KiB): {self.verdict}"
+        )
+
+
+def _count_nodes(spec: dict, dag: dict, fan_out: int) -> int:
+    nodes = 0
+    for task in dag.get("tasks", {}).values():
+        component = spec["components"][task["componentRef"]["name"]]
+        inner = _count_nodes(spec, component["dag"], fan_out) if "dag" in component else 0
+        if "parameterIterator" in task or "artifactIterator" in task:
+            nodes += 1 + fan_out * (1 + inner)  # the loop, then each iteration's DAG
+        else:
+            nodes += 1 + inner
+    return nodes
+
+
+def estimate_workflow(path: Path, fan_out: int) -> WorkflowEstimate:
+    """Estimate the Argo workflow of a compiled pipeline whose loops fan out `fan_out` ways
+    (the shards of a round)."""
+    spec = yaml.safe_load(path.read_text())
+    return WorkflowEstimate(
+        path.stat().st_size, 1 + _count_nodes(spec, spec["root"]["dag"], fan_out)
+    )
 
 
 def component_yaml_path(stage: str) -> Path:

@@ -15,7 +15,7 @@ from fedpipe.artifacts.client_registry import ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.clients import history as client_history
 from fedpipe.config import RunConfig
-from fedpipe.ops import round_health, tracking
+from fedpipe.ops import progress, round_health, tracking
 from fedpipe.privacy import accounting as privacy_accounting
 from fedpipe.simulation import client_systems
 from fedpipe.training import trainer
@@ -138,6 +138,9 @@ def evaluate(
         registry.save(new_registry_path)
         spent = privacy_accounting.reported_epsilon(config, registry.completed_rounds)
         metrics = {} if spent is None else {"epsilon": spent}  # the budget spent stays spent
+        progress.emit(
+            "round", round=n, rounds=config.training.rounds, skipped=True, stop=registry.stop_reason
+        )
         return RoundEvaluation(result.accuracy, result.loss, result.confusion_matrix, metrics)
 
     round_sim_s = client_history.record_round(config, registry, outcome, result.accuracy)
@@ -164,5 +167,17 @@ def evaluate(
         + ("  (target reached)" if registry.target_reached_at == n else "")
         + ("  (privacy budget reached)" if registry.privacy_budget_reached_at == n else ""),
         flush=True,
+    )
+    progress.emit(
+        "round",
+        round=n,
+        rounds=config.training.rounds,
+        accuracy=result.accuracy,
+        loss=result.loss,
+        accepted=len(outcome.accepted),
+        rejected=len(outcome.rejected),
+        tasks_retried=health.tasks_retried,
+        epsilon=metrics.get("epsilon"),
+        stop=registry.stop_reason if registry.stopped else None,
     )
     return RoundEvaluation(result.accuracy, result.loss, result.confusion_matrix, metrics)

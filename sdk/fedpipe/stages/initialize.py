@@ -1,7 +1,9 @@
-"""Initialize: the round-0 global model, the client registry and the MLflow parent run."""
+"""Initialize: the round-0 global model, the client registry and the MLflow parent run of
+a training, or, for a later segment, the previous segment's model and registry carried on."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from fedpipe import preflight
@@ -10,7 +12,7 @@ from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import ConfigError, RunConfig
 from fedpipe.data import partition
-from fedpipe.ops import tracking
+from fedpipe.ops import progress, tracking
 from fedpipe.privacy import randomness
 from fedpipe.training import trainer
 
@@ -20,18 +22,22 @@ def initialize(
     model_path: str | Path,
     registry_path: str | Path,
     run_name: str,
-    compiled_rounds: int | None = None,
+    segment: tuple[int, int] | None = None,
 ) -> str:
     """Write the initial model and registry; return the MLflow run id every stage logs to.
-    A config that cannot run, or (in a compiled pipeline) whose rounds differ from the
-    compiled ones, is refused before anything is written."""
+    A config that cannot run, or (in a compiled pipeline) whose rounds do not hold the
+    segment's (first round, rounds), is refused before anything is written."""
     preflight.check(config)
-    if compiled_rounds is not None and config.training.rounds != compiled_rounds:
-        raise ConfigError(
-            "training.rounds",
-            config.training.rounds,
-            f"{compiled_rounds}, the rounds this pipeline was compiled for",
-        )
+    if segment is not None:
+        first_round, segment_rounds = segment
+        last_round = first_round + segment_rounds - 1
+        if first_round < 1 or last_round > config.training.rounds:
+            raise ConfigError(
+                "training.rounds",
+                config.training.rounds,
+                f"at least {last_round}, the last round of this segment (rounds "
+                f"{first_round}-{last_round})",
+            )
     model_trainer = trainer.for_config(config)
     weights = model_trainer.initial_weights()
     state = build_chain(config).initial_state(weights.size)
@@ -56,6 +62,7 @@ def initialize(
             "fedpipe.dataset": config.data.dataset,
             "fedpipe.partitioner": config.data.partitioner,
             **randomness.run_tags(config.privacy.mode),
+            "fedpipe.training_id": run_name,
         },
     )
     mlflow_client = tracking.client(config)
@@ -71,4 +78,47 @@ def initialize(
         f"initial accuracy {initial.accuracy:.3f}; MLflow run {run_id}",
         flush=True,
     )
+    progress.emit(
+        "initialized",
+        clients=config.data.num_clients,
+        model=config.model.name,
+        accuracy=initial.accuracy,
+        mlflow_run_id=run_id,
+    )
     return run_id
+
+
+def continue_training(
+    config: RunConfig,
+    previous_model_path: str | Path,
+    previous_registry_path: str | Path,
+    model_path: str | Path,
+    registry_path: str | Path,
+    first_round: int,
+    mlflow_run_id: str,
+) -> str:
+    """A later segment's start: the previous segment's model and client registry (client
+    history, selection policy state, stop flags) become this segment's round-0 inputs, and
+    its rounds log to the training's MLflow run. Refuses a model of another round, so a
+    segment can never silently repeat or skip rounds."""
+    model = GlobalModel.load(previous_model_path)
+    registry = ClientRegistry.load(previous_registry_path)
+    if registry.stopped:
+        raise ValueError(f"the training has stopped ({registry.stop_reason}): nothing to continue")
+    if model.round_number != first_round - 1:
+        raise ValueError(
+            f"the previous segment ended at round {model.round_number}, but this segment "
+            f"starts at round {first_round}"
+        )
+    if not mlflow_run_id:
+        raise ValueError("a continued training needs the MLflow run id of its first segment")
+    Path(model_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(registry_path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(previous_model_path, model_path)
+    shutil.copyfile(previous_registry_path, registry_path)
+    print(
+        f"continuing training at round {first_round} of {config.training.rounds}; "
+        f"MLflow run {mlflow_run_id}",
+        flush=True,
+    )
+    return mlflow_run_id
