@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/round_time.py
 	$(BIN)/python benchmarks/dp_overhead.py
 	$(BIN)/python benchmarks/secagg.py
+	$(BIN)/python benchmarks/task_overhead.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
