@@ -65,8 +65,8 @@ def line_chart(
     x_low, x_high = min(xs), max(max(xs), min(xs) + 1)
     y_low = min(ys) if y_min is None else min(y_min, min(ys))
     y_high = max(ys) if y_max is None else max(y_max, max(ys))
-    if y_high - y_low < 1e-12:
-        y_low, y_high = y_low - 0.5, y_high + 0.5
+    if y_high - y_low < 1e-12:  # a flat line: keep a floor the caller gave
+        y_low, y_high = (y_low, y_low + 1) if y_min is not None else (y_low - 0.5, y_high + 0.5)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def px(x: float) -> float:
