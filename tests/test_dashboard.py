@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fedpipe.dashboard import agents, charts
 from fedpipe.simulation.runner import simulate
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -26,7 +27,7 @@ CHROMIUM_FLAGS = [
 ]
 STARTUP_S = 180  # importing MLflow on a loaded 2-core machine
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)"
 )
 
@@ -102,6 +103,7 @@ def page():
             browser.close()
 
 
+@needs_chromium
 def test_finished_run_shows_rounds_accuracy_and_charts(small_config, tmp_path, dashboard, page):
     result = simulate(small_config, tmp_path / "sim", run_name="browser-run")
     final = result.registration.accuracy
@@ -131,6 +133,7 @@ def test_finished_run_shows_rounds_accuracy_and_charts(small_config, tmp_path, d
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
 
+@needs_chromium
 def test_run_page_follows_a_running_run_without_reloading(mlflow_uri, dashboard, page):
     from mlflow import MlflowClient
 
@@ -160,3 +163,21 @@ def test_run_page_follows_a_running_run_without_reloading(mlflow_uri, dashboard,
     page.wait_for_function("window.__notReloaded === undefined", timeout=60_000)
     page.wait_for_selector("text=FINISHED")
     assert page.locator("#live").inner_text() == ""
+
+
+def test_chart_draws_one_point_per_round_and_says_when_empty():
+    svg = charts.line_chart(
+        "Accuracy",
+        [charts.Series("accuracy", [(0, 0.1), (1, 0.6), (2, 0.8)])],
+        reference=charts.Reference("target", 0.9),
+        y_min=0.0,
+        y_max=1.0,
+    )
+    assert 'data-points="3"' in svg and 'class="reference"' in svg and "target 0.9" in svg
+    assert "no data yet" in charts.line_chart("Loss", [charts.Series("loss", [])])
+
+
+def test_agents_section_is_empty_without_a_coordinator_and_sorted_with_one():
+    assert agents.agent_rows(None) == []
+    rows = [agents.AgentRow("b", True, 1.0, 3), agents.AgentRow("a", False, None, 0)]
+    assert [r.agent_id for r in agents.agent_rows(lambda: rows)] == ["a", "b"]
