@@ -75,16 +75,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fedpipe-bench-") as tmp:
         root = (args.keep or Path(tmp)).resolve()  # the run's MLflow store goes under it
         root.mkdir(parents=True, exist_ok=True)
+        log_path = root / "kfp_local.log"  # streamed, so a slow run can be watched
         started = time.perf_counter()
-        child = subprocess.run(
-            [sys.executable, "-c", CHILD, str(root), json.dumps(overrides)],
-            capture_output=True,
-            text=True,
-            cwd=root,
-        )
+        with log_path.open("w") as out:
+            child = subprocess.run(
+                [sys.executable, "-c", CHILD, str(root), json.dumps(overrides)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+            )
         wall = time.perf_counter() - started
-        log = child.stdout + child.stderr
-        (root / "kfp_local.log").write_text(log)
+        log = log_path.read_text()
     if child.returncode != 0:
         sys.exit(f"pipeline failed (exit {child.returncode}):\n{log[-3000:]}")
     durations = task_durations(log)
