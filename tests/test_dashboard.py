@@ -140,7 +140,7 @@ def test_run_page_follows_a_running_run_without_reloading(mlflow_uri, dashboard,
     client = MlflowClient(mlflow_uri)
     experiment = client.create_experiment("live")
     run_id = client.create_run(experiment, run_name="live-run").info.run_id
-    client.log_param(run_id, "rounds", "5")
+    client.log_param(run_id, "training.rounds", "5")
     client.log_metric(run_id, "accuracy", 0.1, step=0)
 
     page.goto(f"{dashboard}/runs/{run_id}")

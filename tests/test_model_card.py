@@ -9,17 +9,17 @@ from fedpipe.simulation.runner import simulate
 def test_registered_version_carries_final_metrics_card_and_dataset(small_config, tmp_path):
     result = simulate(small_config, tmp_path / "sim", run_name="card-run")
     client = tracking.client(small_config)
-    version = client.get_model_version(small_config.registered_model_name, "1")
+    version = client.get_model_version(small_config.tracking.registered_model_name, "1")
 
     # The logged model's metrics are the final round's, not round 0's.
     # The version's source is the logged model (models:/<model id>).
     logged = client.get_logged_model(version.source.removeprefix("models:/"))
     on_model = {m.key: m for m in logged.metrics}
-    assert on_model["accuracy"].step == small_config.rounds
+    assert on_model["accuracy"].step == small_config.training.rounds
     assert on_model["accuracy"].value == result.accuracy[-1]
     assert on_model["final_accuracy"].value == result.registration.accuracy
     assert on_model["accuracy"].value > 0.5  # trained, not the untrained 0.1
-    assert {m.step for m in logged.metrics} == {small_config.rounds}
+    assert {m.step for m in logged.metrics} == {small_config.training.rounds}
 
     card = version.description
     assert "3 of 3 planned" in card
@@ -44,7 +44,7 @@ def test_card_names_the_privacy_guarantee(small_config, tmp_path):
     )
     simulate(cfg, tmp_path / "sim", run_name="dp-run")
     client = tracking.client(cfg)
-    card = client.get_model_version(cfg.registered_model_name, "1").description
+    card = client.get_model_version(cfg.tracking.registered_model_name, "1").description
     assert "client-level DP, ε = " in card and "δ = 0.0001" in card
     assert "DP-FedAvg (fixed clip 1, noise multiplier 1)" in card
     assert "2 of 2 planned" in card

@@ -15,13 +15,15 @@ def pipeline_run(tmp_path_factory):
     from fedpipe import config
 
     root = tmp_path_factory.mktemp("pipeline")
-    cfg = config.RunConfig(
-        num_clients=6,
-        cohort_size=6,
-        clients_per_shard=3,  # two local-train tasks per round
-        rounds=3,
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        registered_model_name="fedpipe-e2e",
+    cfg = config.from_mapping(
+        {
+            "data.num_clients": 6,
+            "selection.cohort_size": 6,
+            "selection.clients_per_shard": 3,
+            "training.rounds": 3,
+            "tracking.uri": f"sqlite:///{root / 'mlflow.db'}",
+            "tracking.registered_model_name": "fedpipe-e2e",
+        }
     )
     return cfg, local_run.run_pipeline(cfg, root / "pipeline_root"), root
 
@@ -30,7 +32,7 @@ def test_pipeline_trains_logs_and_promotes(pipeline_run):
     cfg, run, root = pipeline_run
     client = tracking.client(cfg)
     (mlflow_run,) = client.search_runs(
-        [client.get_experiment_by_name(cfg.mlflow_experiment).experiment_id]
+        [client.get_experiment_by_name(cfg.tracking.experiment).experiment_id]
     )
     accuracy = client.get_metric_history(mlflow_run.info.run_id, "accuracy")
     assert [m.step for m in accuracy] == [0, 1, 2, 3]
@@ -49,7 +51,7 @@ def test_pipeline_trains_logs_and_promotes(pipeline_run):
     train_tasks = list(
         run.pipeline_yaml.parent.glob("federated-training-*/for-loop-*/local-train*")
     )
-    assert len(train_tasks) == 2 * cfg.rounds
+    assert len(train_tasks) == 2 * cfg.training.rounds
 
 
 def test_simulation_gives_the_pipeline_model_and_an_equal_model_is_not_promoted(

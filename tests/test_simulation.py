@@ -43,7 +43,7 @@ def test_promotion_needs_a_gain_of_at_least_the_margin():
 
 
 def test_target_reached_turns_later_rounds_into_pass_throughs(small_config, tmp_path):
-    cfg = small_config.replace(rounds=4, target_accuracy=0.3)
+    cfg = small_config.replace({"training.rounds": 4, "training.target_accuracy": 0.3})
     result = simulate(cfg, tmp_path / "sim", register=False)
     registry = ClientRegistry.load(tmp_path / "sim" / "round_004" / "registry.json")
     reached = registry.target_reached_at
@@ -54,7 +54,7 @@ def test_target_reached_turns_later_rounds_into_pass_throughs(small_config, tmp_
 
 
 def test_selection_is_seeded_by_run_and_round(small_config, tmp_path):
-    cfg = small_config.replace(num_clients=20, cohort_size=5)
+    cfg = small_config.replace({"data.num_clients": 20, "selection.cohort_size": 5})
     model, registry = tmp_path / "m", tmp_path / "r"
     stages.initialize(cfg, model, registry, run_name="t")
     reg = ClientRegistry.load(registry)

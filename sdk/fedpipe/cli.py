@@ -95,9 +95,9 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
     from fedpipe.training.centralized import train_centralized
 
     cfg = _load_config(config_path, sets)
-    result = train_centralized(cfg, epochs or cfg.rounds * cfg.local_epochs)
+    result = train_centralized(cfg, epochs or cfg.training.rounds * cfg.training.local_epochs)
     click.echo(
-        f"centralized {cfg.model} on {cfg.dataset}: held-out accuracy {result.accuracy:.4f}, "
+        f"centralized {cfg.model.name} on {cfg.data.dataset}: held-out accuracy {result.accuracy:.4f}, "
         f"loss {result.loss:.4f}"
     )
 
@@ -137,15 +137,15 @@ def compile_command(
     from fedpipe.ops import compilation
 
     cfg = _load_config(config_path, sets, local=False, rounds=rounds)
-    if cfg.mlflow_tracking_uri.startswith("sqlite:"):
+    if cfg.tracking.uri.startswith("sqlite:"):
         click.echo(
-            f"warning: mlflow_tracking_uri {cfg.mlflow_tracking_uri} is a local file; on a "
+            f"warning: mlflow_tracking_uri {cfg.tracking.uri} is a local file; on a "
             "cluster every pod would get its own database. Pass --set "
             "mlflow_tracking_uri=http://<your MLflow server> for a cluster run.",
             err=True,
         )
     compilation.compile_pipeline(cfg, Path(output), image=image)
-    click.echo(f"wrote {output}: {cfg.rounds} rounds, config_json defaults to this config")
+    click.echo(f"wrote {output}: {cfg.training.rounds} rounds, config_json defaults to this config")
 
 
 @main.command(name="compile-components")

@@ -85,7 +85,7 @@ def _history(client: MlflowClient, run_id: str, name: str) -> list[tuple[int, fl
 
 def _row(client: MlflowClient, run) -> RunRow:
     accuracy = _history(client, run.info.run_id, ACCURACY)
-    planned = _optional_float(run.data.params, "rounds")
+    planned = _optional_float(run.data.params, "training.rounds")
     final = run.data.metrics.get("final_accuracy")
     return RunRow(
         run_id=run.info.run_id,
@@ -135,11 +135,11 @@ def run_detail(client: MlflowClient, run_id: str) -> RunDetail:
     return RunDetail(
         row=_row(client, run),
         series={name: _history(client, run_id, name) for name in names},
-        target_epsilon=_optional_float(params, "target_epsilon"),
-        target_accuracy=_optional_float(params, "target_accuracy"),
+        target_epsilon=_optional_float(params, "aggregation.dp.target_epsilon"),
+        target_accuracy=_optional_float(params, "training.target_accuracy"),
         dp_delta=(
-            _optional_float(params, "dp_delta")
-            if _optional_float(params, "dp_clip_norm") is not None
+            _optional_float(params, "aggregation.dp.delta")
+            if _optional_float(params, "aggregation.dp.clip_norm") is not None
             else None
         ),
         versions=_versions(client, run_id),

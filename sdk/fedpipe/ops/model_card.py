@@ -59,29 +59,31 @@ class ModelCard:
 def partition_of(config: RunConfig) -> str:
     """How the partitioner split the training pool, with its parameter."""
     detail = {
-        "dirichlet": f"alpha={config.dirichlet_alpha:g}",
-        "shards": f"{config.shards_per_client} shards per client",
-        "quantity_skew": f"sigma={config.quantity_skew_sigma:g}",
-    }.get(config.partitioner)
-    return f"{config.partitioner} ({detail})" if detail else config.partitioner
+        "dirichlet": f"alpha={config.data.dirichlet_alpha:g}",
+        "shards": f"{config.data.shards_per_client} shards per client",
+        "quantity_skew": f"sigma={config.data.quantity_skew_sigma:g}",
+    }.get(config.data.partitioner)
+    return f"{config.data.partitioner} ({detail})" if detail else config.data.partitioner
 
 
 def aggregation_of(config: RunConfig) -> str:
     """The aggregation chain as it runs: screening, secure aggregation, the aggregator,
     DP-FedAvg's clip and noise, then the server optimizer."""
     steps = []
-    if config.screening != "off":
-        steps.append(f"screening ({config.screening})")
-    if config.secure_aggregation != "off":
-        steps.append(f"secure aggregation ({config.secure_aggregation})")
-    weighting = config.client_weighting
-    steps.append(config.aggregator + ("" if weighting == "fedavg" else f", {weighting} weights"))
+    if config.aggregation.screening.policy != "off":
+        steps.append(f"screening ({config.aggregation.screening.policy})")
+    if config.aggregation.secure.mode != "off":
+        steps.append(f"secure aggregation ({config.aggregation.secure.mode})")
+    weighting = config.selection.client_weighting
+    steps.append(
+        config.aggregation.rule + ("" if weighting == "fedavg" else f", {weighting} weights")
+    )
     if config.dp_enabled:
         steps.append(
-            f"DP-FedAvg ({config.dp_clipping} clip {config.dp_clip_norm:g}, "
-            f"noise multiplier {config.dp_noise_multiplier:g})"
+            f"DP-FedAvg ({config.aggregation.dp.clipping} clip {config.aggregation.dp.clip_norm:g}, "
+            f"noise multiplier {config.aggregation.dp.noise_multiplier:g})"
         )
-    steps.append(f"server optimizer {config.server_optimizer} (lr {config.server_learning_rate:g})")
+    steps.append(f"server optimizer {config.server.name} (lr {config.server.learning_rate:g})")
     return " → ".join(steps)
 
 
@@ -91,11 +93,11 @@ def privacy_of(config: RunConfig, spent_epsilon: float | None) -> str:
     if config.dp_enabled:
         eps = "∞ (no noise)" if spent_epsilon is None else f"{spent_epsilon:.4g}"
         parts.append(
-            f"client-level DP, ε = {eps}, δ = {config.dp_delta:g} ({config.dp_accountant})"
+            f"client-level DP, ε = {eps}, δ = {config.aggregation.dp.delta:g} ({config.aggregation.dp.accountant})"
         )
-    if config.local_dp_clip_norm is not None:
+    if config.training.dp_sgd_clip_norm is not None:
         parts.append(
-            f"sample-level DP-SGD in each silo (clip {config.local_dp_clip_norm:g}, "
-            f"noise multiplier {config.local_dp_noise_multiplier:g})"
+            f"sample-level DP-SGD in each silo (clip {config.training.dp_sgd_clip_norm:g}, "
+            f"noise multiplier {config.training.dp_sgd_noise_multiplier:g})"
         )
     return "; ".join(parts) if parts else "no DP"

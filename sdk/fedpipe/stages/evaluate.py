@@ -96,15 +96,18 @@ def evaluate(
     result, _ = forward.heldout_evaluation(config, model.weights, model.spec)
     n = outcome.round_number
     if outcome.skipped:
-        print(f"round {n:>3}/{config.rounds}: skipped, {registry.stop_reason}", flush=True)
+        print(f"round {n:>3}/{config.training.rounds}: skipped, {registry.stop_reason}", flush=True)
         registry.save(new_registry_path)
         return result
 
     round_sim_s = client_history.record_round(config, registry, outcome, result.accuracy)
     _update_registry(registry, outcome)
-    if config.target_accuracy is not None and result.accuracy >= config.target_accuracy:
+    if (
+        config.training.target_accuracy is not None
+        and result.accuracy >= config.training.target_accuracy
+    ):
         registry.target_reached_at = n
-    elif n < config.rounds and privacy_accounting.exceeds_budget(config, n + 1):
+    elif n < config.training.rounds and privacy_accounting.exceeds_budget(config, n + 1):
         registry.privacy_budget_reached_at = n
     registry.save(new_registry_path)
     round_health.record_completed(config, n)
@@ -123,7 +126,7 @@ def evaluate(
         mlflow_run_id, "simulated_time_s", registry.simulated_time_s, step=n
     )
     print(
-        f"round {n:>3}/{config.rounds}: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
+        f"round {n:>3}/{config.training.rounds}: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
         f"clients {len(outcome.accepted)}/{len(outcome.cohort)}  {seconds:.1f}s"
         + (f"  (simulated {round_sim_s:.1f}s)" if client_systems.heterogeneous(config) else "")
         + ("  (target reached)" if registry.target_reached_at == n else "")

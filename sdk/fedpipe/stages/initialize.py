@@ -37,7 +37,10 @@ def initialize(
     run_id = tracking.start_run(
         config,
         run_name,
-        tags={"fedpipe.dataset": config.dataset, "fedpipe.partitioner": config.partitioner},
+        tags={
+            "fedpipe.dataset": config.data.dataset,
+            "fedpipe.partitioner": config.data.partitioner,
+        },
     )
     mlflow_client = tracking.client(config)
     mlflow_client.log_metric(run_id, "accuracy", initial.accuracy, step=0)
@@ -46,8 +49,8 @@ def initialize(
         run_id, {str(i): h for i, h in enumerate(histograms)}, "clients/label_histograms.json"
     )
     print(
-        f"initialized {config.num_clients} clients ({config.partitioner} split of "
-        f"{config.dataset}), model {config.model} with {weights.size:,} parameters, "
+        f"initialized {config.data.num_clients} clients ({config.data.partitioner} split of "
+        f"{config.data.dataset}), model {config.model.name} with {weights.size:,} parameters, "
         f"initial accuracy {initial.accuracy:.3f}; MLflow run {run_id}",
         flush=True,
     )

@@ -49,16 +49,18 @@ def _champion_accuracy(
 
     try:
         version = tracking.client(config).get_model_version_by_alias(
-            config.registered_model_name, CHAMPION
+            config.tracking.registered_model_name, CHAMPION
         )
     except MlflowException:
         return None
-    champion = mlflow.keras.load_model(f"models:/{config.registered_model_name}@{CHAMPION}")
+    champion = mlflow.keras.load_model(
+        f"models:/{config.tracking.registered_model_name}@{CHAMPION}"
+    )
     try:
         probs = champion.predict(x, verbose=0)
     except ValueError as e:  # another input shape: a champion of a different task
         raise ValueError(
-            f"champion version {version.version} of '{config.registered_model_name}' cannot "
+            f"champion version {version.version} of '{config.tracking.registered_model_name}' cannot "
             f"score this run's held-out set ({e}); use another registered_model_name"
         ) from e
     return trainer.score(probs, y, num_classes).accuracy, str(version.version)
@@ -80,14 +82,14 @@ def _privacy_tags(config: RunConfig, model: GlobalModel, rounds: int) -> dict[st
     spent = privacy_accounting.reported_epsilon(config, rounds)
     tags = {
         "dp_epsilon": "inf" if spent is None else f"{spent:.6g}",
-        "dp_delta": f"{config.dp_delta:g}",
-        "dp_noise_multiplier": f"{config.dp_noise_multiplier:g}",
-        "dp_clip_norm": f"{config.dp_clip_norm:g}",
-        "dp_clipping": config.dp_clipping,
-        "dp_accountant": config.dp_accountant,
+        "dp_delta": f"{config.aggregation.dp.delta:g}",
+        "dp_noise_multiplier": f"{config.aggregation.dp.noise_multiplier:g}",
+        "dp_clip_norm": f"{config.aggregation.dp.clip_norm:g}",
+        "dp_clipping": config.aggregation.dp.clipping,
+        "dp_accountant": config.aggregation.dp.accountant,
         "dp_rounds": str(rounds),
     }
-    if config.dp_clipping == "adaptive":  # dp_clip_norm was the initial one
+    if config.aggregation.dp.clipping == "adaptive":  # dp_clip_norm was the initial one
         tags["dp_clip_norm_next"] = f"{dp_fedavg.clip_norm(config, model.server_state):.6g}"
     return tags
 
@@ -99,10 +101,10 @@ def _log_datasets(config: RunConfig, data: datasets.Dataset) -> None:
 
     partition = model_card.partition_of(config)
     pool = mlflow.data.from_numpy(
-        data.x_train, targets=data.y_train, name=f"{config.dataset}-training-pool"
+        data.x_train, targets=data.y_train, name=f"{config.data.dataset}-training-pool"
     )
     heldout = mlflow.data.from_numpy(
-        data.x_heldout, targets=data.y_heldout, name=f"{config.dataset}-heldout"
+        data.x_heldout, targets=data.y_heldout, name=f"{config.data.dataset}-heldout"
     )
     mlflow.log_input(pool, context="training", tags={"partition": partition})
     mlflow.log_input(heldout, context="evaluation", tags={"digest": data.heldout_digest})
@@ -126,7 +128,7 @@ def register(
     result, data = forward.heldout_evaluation(config, model.weights, model.spec)
     champion = _champion_accuracy(config, data.x_heldout, data.y_heldout, data.num_classes)
     champion_accuracy = champion[0] if champion else None
-    promoted, reason = _decide(result.accuracy, champion_accuracy, config.promotion_margin)
+    promoted, reason = _decide(result.accuracy, champion_accuracy, config.tracking.promotion_margin)
     if champion:
         reason += f" (champion is version {champion[1]})"
 
@@ -150,7 +152,8 @@ def register(
     sample = data.x_heldout[:5]
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow.log_figure(
-            plots.accuracy_per_round(history, config.target_accuracy), "accuracy_per_round.png"
+            plots.accuracy_per_round(history, config.training.target_accuracy),
+            "accuracy_per_round.png",
         )
         mlflow.log_figure(plots.client_participation(registry), "client_participation.png")
         mlflow.log_dict(dataclasses.asdict(registry), "clients/registry.json")
@@ -164,13 +167,13 @@ def register(
         )
     version = mlflow.register_model(
         info.model_uri,
-        config.registered_model_name,
+        config.tracking.registered_model_name,
         tags={
             "pipeline_run": pipeline_run,
             "mlflow_run_id": mlflow_run_id,
             "rounds": str(final_round),
-            "dataset": config.dataset,
-            "partition": config.partitioner,
+            "dataset": config.data.dataset,
+            "partition": config.data.partitioner,
             "heldout_digest": data.heldout_digest,
             "accuracy": f"{result.accuracy:.6f}",
             **_privacy_tags(config, model, final_round),
@@ -178,10 +181,10 @@ def register(
     )
     if promoted:
         mlflow_client.set_registered_model_alias(
-            config.registered_model_name, CHAMPION, version.version
+            config.tracking.registered_model_name, CHAMPION, version.version
         )
     mlflow_client.set_model_version_tag(
-        config.registered_model_name, version.version, "promotion", f"{promoted}: {reason}"
+        config.tracking.registered_model_name, version.version, "promotion", f"{promoted}: {reason}"
     )
     experiment = mlflow_client.get_run(mlflow_run_id).info.experiment_id
     card = _card(config, data, str(version.version), final_round, result, (promoted, reason))
@@ -192,11 +195,11 @@ def register(
         mlflow_run_link=f"#/experiments/{experiment}/runs/{mlflow_run_id}",
     )
     mlflow_client.update_model_version(
-        config.registered_model_name, version.version, description=card.to_markdown()
+        config.tracking.registered_model_name, version.version, description=card.to_markdown()
     )
     mlflow_client.log_text(mlflow_run_id, card.to_markdown(), "model_card.md")
     registration = Registration(
-        config.registered_model_name,
+        config.tracking.registered_model_name,
         str(version.version),
         result.accuracy,
         champion_accuracy,
@@ -218,17 +221,17 @@ def _card(
     """The model card's facts from the run config, read in this one place (the pipeline
     run and its MLflow run are filled in by the caller)."""
     return model_card.ModelCard(
-        model_name=config.registered_model_name,
+        model_name=config.tracking.registered_model_name,
         version=version,
-        model=config.model,
-        dataset=config.dataset,
+        model=config.model.name,
+        dataset=config.data.dataset,
         partition=model_card.partition_of(config),
-        num_clients=config.num_clients,
+        num_clients=config.data.num_clients,
         training_pool=len(data.y_train),
         heldout=len(data.y_heldout),
         heldout_digest=data.heldout_digest,
         rounds=rounds,
-        rounds_planned=config.rounds,
+        rounds_planned=config.training.rounds,
         aggregation=model_card.aggregation_of(config),
         privacy=model_card.privacy_of(
             config,
@@ -238,7 +241,7 @@ def _card(
         loss=result.loss,
         promoted=verdict[0],
         promotion=verdict[1],
-        promotion_margin=config.promotion_margin,
+        promotion_margin=config.tracking.promotion_margin,
         pipeline_run="",
         mlflow_run_id="",
         mlflow_run_link="",

@@ -42,7 +42,7 @@ def heldout_evaluation(
     """The model's score on the run's held-out set (and the dataset it was scored on):
     numpy for the dense models, the Keras trainer otherwise."""
     data = datasets.load(config)
-    if config.model in DENSE_MODELS:
+    if config.model.name in DENSE_MODELS:
         probs = predict(weights, spec, data.x_heldout)
         return score(probs, data.y_heldout, data.num_classes), data
     from fedpipe.training import trainer
