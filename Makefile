@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/scale.py --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/coordinator.py
 	$(BIN)/python benchmarks/compiled_size.py
+	$(BIN)/python benchmarks/task_overhead.py
 
 # What can be checked of the images without a Docker engine: lint, and the size estimate.
 images: $(STAMP)

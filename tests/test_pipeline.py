@@ -38,7 +38,7 @@ def test_pipeline_trains_logs_and_promotes(pipeline_run):
     assert [m.step for m in accuracy] == [0, 1, 2, 3]
     assert accuracy[-1].value > accuracy[0].value + 0.3
     assert len(client.get_metric_history(mlflow_run.info.run_id, "loss")) == 4
-    for name in ("clients_accepted", "round_seconds", "client/0/train_loss"):
+    for name in ("clients_accepted", "round_seconds", "per_client/train_loss/0"):
         assert [m.step for m in client.get_metric_history(mlflow_run.info.run_id, name)] == [
             1,
             2,

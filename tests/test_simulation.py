@@ -17,7 +17,7 @@ def test_simulation_learns_logs_rounds_and_promotes_the_first_model(small_config
     assert accuracy[-1].value > accuracy[0].value + 0.3
     run = client.get_run(result.mlflow_run_id)
     assert run.data.params["data.num_clients"] == "6" and run.info.status == "FINISHED"
-    assert "client/0/train_loss" in run.data.metrics
+    assert "per_client/train_loss/0" in run.data.metrics
     assert result.registration.promoted and result.registration.version == "1"
     champion = client.get_model_version_by_alias("fedpipe-test", "champion")
     assert str(champion.version) == "1" and champion.tags["rounds"] == "3"

@@ -126,6 +126,27 @@ def baseline(config_path: str | None, sets: tuple[str, ...], epochs: int | None)
     )
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow tracking URI to read runs from (default: the one `fedpipe run` writes to).",
+)
+@click.option("--mlflow-ui", default=None, help="Base URL of the MLflow UI, for links to it.")
+def dashboard(host: str, port: int, tracking_uri: str | None, mlflow_ui: str | None) -> None:
+    """Serve the monitoring dashboard: runs, their rounds, clients, privacy and health."""
+    from fedpipe.dashboard import app
+
+    if tracking_uri is None:
+        defaults = run_config.resolve_local_paths(run_config.RunConfig(), Path.cwd())
+        tracking_uri = defaults.tracking.uri
+
+    click.echo(f"fedpipe dashboard on http://{host}:{port} (tracking {tracking_uri})")
+    app.serve(host, port, tracking_uri, mlflow_ui)
+
+
 @main.command(name="compile")
 @config_option
 @set_option

@@ -18,7 +18,7 @@ from fedpipe.config import RunConfig
 from fedpipe.ops import progress, round_health, tracking
 from fedpipe.privacy import accounting as privacy_accounting
 from fedpipe.simulation import client_systems
-from fedpipe.training import trainer
+from fedpipe.training import forward
 from fedpipe.training.trainer import Evaluation
 
 
@@ -97,9 +97,9 @@ def _client_metrics(config: RunConfig, outcome: AggregationOutcome) -> dict[str,
         return {}
     values = {}
     for c in outcome.accepted:
-        values[f"client/{c.client_id}/train_loss"] = c.train_loss
+        values[f"per_client/train_loss/{c.client_id}"] = c.train_loss
         if math.isfinite(c.update_norm):
-            values[f"client/{c.client_id}/update_norm"] = c.update_norm
+            values[f"per_client/update_norm/{c.client_id}"] = c.update_norm
     return values
 
 
@@ -129,9 +129,7 @@ def evaluate(
     model = GlobalModel.load(model_path)
     outcome = AggregationOutcome.load(outcome_path)
     registry = ClientRegistry.load(registry_path)
-    model_trainer = trainer.for_config(config)
-    data = model_trainer.data
-    result = model_trainer.evaluate(model.weights, data.x_heldout, data.y_heldout)
+    result, _ = forward.heldout_evaluation(config, model.weights, model.spec)
     n = outcome.round_number
     if outcome.skipped:
         print(f"round {n:>3}/{config.training.rounds}: skipped, {registry.stop_reason}", flush=True)

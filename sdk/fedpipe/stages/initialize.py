@@ -14,7 +14,7 @@ from fedpipe.config import ConfigError, RunConfig
 from fedpipe.data import partition
 from fedpipe.ops import progress, tracking
 from fedpipe.privacy import randomness
-from fedpipe.training import trainer
+from fedpipe.training import forward, trainer
 
 
 def initialize(
@@ -50,9 +50,7 @@ def initialize(
             for i, h in enumerate(histograms)
         ]
     )
-    initial = model_trainer.evaluate(
-        weights, model_trainer.data.x_heldout, model_trainer.data.y_heldout
-    )
+    initial, _ = forward.heldout_evaluation(config, weights, model_trainer.spec)
     registry.last_accuracy = initial.accuracy
     registry.save(registry_path)
     run_id = tracking.start_run(

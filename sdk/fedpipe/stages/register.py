@@ -4,6 +4,7 @@ alias to it only when it beats the current champion on the same held-out set."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,12 @@ import numpy as np
 from fedpipe.artifacts.client_registry import ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
-from fedpipe.ops import plots, tracking
+from fedpipe.data import datasets
+from fedpipe.ops import model_card, plots, tracking
 from fedpipe.privacy import accounting as privacy_accounting
 from fedpipe.privacy import dp_fedavg, randomness
-from fedpipe.training import trainer
+from fedpipe.training import forward, trainer
+from fedpipe.training.trainer import Evaluation
 
 CHAMPION = "champion"
 
@@ -92,6 +95,22 @@ def _privacy_tags(config: RunConfig, model: GlobalModel, rounds: int) -> dict[st
     return tags
 
 
+def _log_datasets(config: RunConfig, data: datasets.Dataset) -> None:
+    """The training pool (before it is split over clients) and the held-out set, through
+    MLflow's dataset tracking: schema, profile and digest only, no rows of any client."""
+    import mlflow
+
+    partition = model_card.partition_of(config)
+    pool = mlflow.data.from_numpy(
+        data.x_train, targets=data.y_train, name=f"{config.data.dataset}-training-pool"
+    )
+    heldout = mlflow.data.from_numpy(
+        data.x_heldout, targets=data.y_heldout, name=f"{config.data.dataset}-heldout"
+    )
+    mlflow.log_input(pool, context="training", tags={"partition": partition})
+    mlflow.log_input(heldout, context="evaluation", tags={"digest": data.heldout_digest})
+
+
 def register(
     config: RunConfig,
     model_path: str | Path,
@@ -102,13 +121,12 @@ def register(
     import keras
     import mlflow
     import tensorflow as tf
+    from mlflow.entities import Metric
     from mlflow.models import infer_signature
 
     model = GlobalModel.load(model_path)
     registry = ClientRegistry.load(registry_path)
-    model_trainer = trainer.for_config(config)
-    data = model_trainer.data
-    result = model_trainer.evaluate(model.weights, data.x_heldout, data.y_heldout)
+    result, data = forward.heldout_evaluation(config, model.weights, model.spec)
     champion = _champion_accuracy(config, data.x_heldout, data.y_heldout, data.num_classes)
     champion_accuracy = champion[0] if champion else None
     promoted, reason = _decide(result.accuracy, champion_accuracy, config.tracking.promotion_margin)
@@ -119,6 +137,19 @@ def register(
     history = [
         (m.step, m.value) for m in mlflow_client.get_metric_history(mlflow_run_id, "accuracy")
     ]
+    # The final round's metrics (and the final scores, logged at that step) are the ones
+    # log_model links to the logged model: it links those of the step it is given.
+    final_round = registry.completed_rounds
+    now = int(time.time() * 1000)
+    mlflow_client.log_batch(
+        mlflow_run_id,
+        metrics=[
+            Metric("final_accuracy", result.accuracy, now, final_round),
+            Metric("final_loss", result.loss, now, final_round),
+        ],
+    )
+    model_trainer = trainer.for_config(config)
+    model_trainer.set_weights(model.weights)
     sample = data.x_heldout[:5]
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow.log_figure(
@@ -127,10 +158,11 @@ def register(
         )
         mlflow.log_figure(plots.client_participation(registry), "client_participation.png")
         mlflow.log_dict(dataclasses.asdict(registry), "clients/registry.json")
-        mlflow.log_metric("final_accuracy", result.accuracy)
+        _log_datasets(config, data)
         info = mlflow.keras.log_model(
             model_trainer.model,
             name="model",
+            step=final_round,
             signature=infer_signature(sample, model_trainer.model.predict(sample, verbose=0)),
             pip_requirements=[f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"],
         )
@@ -140,12 +172,12 @@ def register(
         tags={
             "pipeline_run": pipeline_run,
             "mlflow_run_id": mlflow_run_id,
-            "rounds": str(registry.completed_rounds),
+            "rounds": str(final_round),
             "dataset": config.data.dataset,
             "partition": config.data.partitioner,
             "heldout_digest": data.heldout_digest,
             "accuracy": f"{result.accuracy:.6f}",
-            **_privacy_tags(config, model, registry.completed_rounds),
+            **_privacy_tags(config, model, final_round),
             **randomness.run_tags(config.privacy.mode),
         },
     )
@@ -156,6 +188,18 @@ def register(
     mlflow_client.set_model_version_tag(
         config.tracking.registered_model_name, version.version, "promotion", f"{promoted}: {reason}"
     )
+    experiment = mlflow_client.get_run(mlflow_run_id).info.experiment_id
+    card = _card(config, data, str(version.version), final_round, result, (promoted, reason))
+    card = dataclasses.replace(
+        card,
+        pipeline_run=pipeline_run,
+        mlflow_run_id=mlflow_run_id,
+        mlflow_run_link=f"#/experiments/{experiment}/runs/{mlflow_run_id}",
+    )
+    mlflow_client.update_model_version(
+        config.tracking.registered_model_name, version.version, description=card.to_markdown()
+    )
+    mlflow_client.log_text(mlflow_run_id, card.to_markdown(), "model_card.md")
     registration = Registration(
         config.tracking.registered_model_name,
         str(version.version),
@@ -166,3 +210,41 @@ def register(
     )
     print(registration.to_markdown().splitlines()[-1], flush=True)
     return registration
+
+
+def _card(
+    config: RunConfig,
+    data: datasets.Dataset,
+    version: str,
+    rounds: int,
+    result: Evaluation,
+    verdict: tuple[bool, str],
+) -> model_card.ModelCard:
+    """The model card's facts from the run config, read in this one place (the pipeline
+    run and its MLflow run are filled in by the caller)."""
+    return model_card.ModelCard(
+        model_name=config.tracking.registered_model_name,
+        version=version,
+        model=config.model.name,
+        dataset=config.data.dataset,
+        partition=model_card.partition_of(config),
+        num_clients=config.data.num_clients,
+        training_pool=len(data.y_train),
+        heldout=len(data.y_heldout),
+        heldout_digest=data.heldout_digest,
+        rounds=rounds,
+        rounds_planned=config.training.rounds,
+        aggregation=model_card.aggregation_of(config),
+        privacy=model_card.privacy_of(
+            config,
+            privacy_accounting.reported_epsilon(config, rounds) if config.dp_enabled else None,
+        ),
+        accuracy=result.accuracy,
+        loss=result.loss,
+        promoted=verdict[0],
+        promotion=verdict[1],
+        promotion_margin=config.tracking.promotion_margin,
+        pipeline_run="",
+        mlflow_run_id="",
+        mlflow_run_link="",
+    )

@@ -1,0 +1,102 @@
+"""Wall time per task kind in a kfp.local run of the pipeline, and the run's total.
+
+Runs the pipeline on the demo's config (the embedded default, as `make demo` does, unless
+--rounds or --set change it) in a child process, reads the "Executing task" and "Task ...
+finished" lines kfp.local logs (millisecond timestamps) and prints, per task kind
+(initialize, select, broadcast, local-train, aggregate, evaluate, register), the median
+and the maximum seconds from start to finish of a task: the process start, the imports,
+the stage's work and the artifact writes. Tasks that do not train should be near the
+cost of starting a Python process that imports kfp.
+
+    .venv/bin/python benchmarks/task_overhead.py [--rounds N] [--set FIELD=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+LINE = re.compile(
+    r"^(?P<time>\d{2}:\d{2}:\d{2}\.\d{3}) - INFO - "
+    r"(?:Executing task '(?P<start>[^']+)'|Task '(?P<end>[^']+)' finished with status)"
+)
+KIND = re.compile(r"-\d+$")  # "evaluate-3" is an evaluate task
+
+CHILD = """
+import json, sys
+from pathlib import Path
+from fedpipe import config
+from fedpipe.ops import local_run
+
+overrides = json.loads(sys.argv[2])
+cfg = config.resolve_local_paths(config.load(None, overrides), Path.cwd())
+local_run.run_pipeline(cfg, Path(sys.argv[1]) / "pipeline_root")
+"""
+
+
+def task_durations(log: str) -> dict[str, list[float]]:
+    """Seconds per task, grouped by kind, from kfp.local's log lines."""
+    started: dict[str, datetime.datetime] = {}
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for raw in log.splitlines():
+        match = LINE.match(ANSI.sub("", raw).strip())
+        if not match:
+            continue
+        at = datetime.datetime.strptime(match["time"], "%H:%M:%S.%f")
+        if match["start"]:
+            started[match["start"]] = at
+        elif match["end"] in started:
+            seconds = (at - started.pop(match["end"])).total_seconds() % 86_400
+            by_kind[KIND.sub("", match["end"])].append(seconds)
+    return dict(by_kind)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=None, help="Default: the demo's.")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="F=V")
+    parser.add_argument("--keep", type=Path, default=None, help="Keep the run's files here.")
+    args = parser.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.sets)}
+    if args.rounds is not None:
+        overrides["rounds"] = args.rounds
+    with tempfile.TemporaryDirectory(prefix="fedpipe-bench-") as tmp:
+        root = (args.keep or Path(tmp)).resolve()  # the run's MLflow store goes under it
+        root.mkdir(parents=True, exist_ok=True)
+        log_path = root / "kfp_local.log"  # streamed, so a slow run can be watched
+        started = time.perf_counter()
+        with log_path.open("w") as out:
+            child = subprocess.run(
+                [sys.executable, "-c", CHILD, str(root), json.dumps(overrides)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+            )
+        wall = time.perf_counter() - started
+        log = log_path.read_text()
+    if child.returncode != 0:
+        sys.exit(f"pipeline failed (exit {child.returncode}):\n{log[-3000:]}")
+    durations = task_durations(log)
+    described = json.dumps(overrides) if overrides else "the demo's config"
+    print(f"kfp.local pipeline run ({described}): {wall:.1f}s wall")
+    print(f"{'task kind':<22}{'tasks':>6}{'median s':>10}{'max s':>8}")
+    for kind, seconds in sorted(durations.items(), key=lambda kv: -statistics.median(kv[1])):
+        if kind.startswith(("for-loop", "condition", "exit-handler")):
+            continue  # DAG groups, not tasks: their time is their tasks'
+        print(f"{kind:<22}{len(seconds):>6}{statistics.median(seconds):>10.2f}{max(seconds):>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
