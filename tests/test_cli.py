@@ -45,5 +45,5 @@ def test_compile_refuses_a_segment_a_default_backend_would_refuse(tmp_path):
     )
     assert result.exit_code == 1
     assert "would exceed what a default KFP backend" in result.output
-    assert "lower rounds_per_segment" in result.output
+    assert "lower pipeline.rounds_per_segment" in result.output
     assert not (out / "segment-first-40-rounds-register.yaml").exists()

@@ -25,6 +25,8 @@ import numpy as np
 
 from fedpipe import config as run_config
 from fedpipe import secagg
+from fedpipe.aggregation.chain import build_chain
+from fedpipe.aggregation.layer import ClientContext
 from fedpipe.artifacts import wire
 from fedpipe.artifacts.round_plan import Cohort, RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate
@@ -115,10 +117,12 @@ def _train(
         client = SecAggState(ctx.state_dir, plan.cohort).client(session, ctx.client_id)
         client.share_keys(messages.advertisements)
         client.receive_shares(sa.inbox_of(session, messages, ctx.client_id))
+        chain = build_chain(config)
+        client_ctx = ClientContext.for_update(plan, update, secure=True, state_dir=ctx.state_dir)
         encoded = session.encoding.encode(
             update.vector,
-            sa.client_weight(config, plan, update),
-            sa.client_transform(config, plan, ctx.client_id),
+            chain.weighting.secure_weight(client_ctx, session.encoding.max_examples),
+            lambda delta: chain.client_update(delta, client_ctx)[0],
         )
         vector = client.masked_input(encoded).vector
         update = ClientUpdate.of(

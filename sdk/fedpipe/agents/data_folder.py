@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from fedpipe.data import datasets
+from fedpipe.data import datasets, storage
 
 DATA_FILE = "data.npz"
 
@@ -17,11 +17,8 @@ DATA_FILE = "data.npz"
 def load(uri: str) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) of one data owner: x float32 (examples, features), y int64 labels."""
     scheme = urlparse(uri).scheme
-    if scheme in ("s3", "gs"):
-        from fedpipe.data import storage  # the object-store reader; not in every install
-
-        with storage.local_copy(uri) as local:
-            return load(str(local))
+    if scheme in ("s3", "gs"):  # the agent's own credentials, from its environment
+        return load(str(storage.local_folder(uri)))
     root = Path(uri[len("file://") :] if scheme == "file" else uri)
     if (root / DATA_FILE).exists():
         with np.load(root / DATA_FILE, allow_pickle=False) as bundle:

@@ -107,7 +107,9 @@ def confirm_survivors(
     unmasking request it was sent (and refuses to sign a second, different one)."""
     plan = RoundPlan.load(plan_path)
     n = plan.cohort.round_number
-    clients = _shard_clients(plan, shard)
+    # Agents hold no signing identity yet: they run the honest-but-curious protocol
+    # (docs/deployment.md), so there is nothing for them to sign.
+    clients = [] if remote_clients.enabled(config) else _shard_clients(plan, shard)
     confirmations, seconds = [], {}
     if clients:
         session = sa.session_for(config, plan.cohort, plan.spec.size)
