@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fedpipe import config
+from fedpipe import config, preflight
 from fedpipe.aggregation import compression
 from fedpipe.secagg.quantization import FixedPoint
 
@@ -160,13 +160,9 @@ def test_simulation_sends_compressed_updates_and_keeps_residuals(small_config, t
 
 
 def test_topk_is_refused_under_secure_aggregation() -> None:
+    secure = config.from_mapping({"aggregation.secure.mode": "secagg"})
     with pytest.raises(config.ConfigError, match="masks make every coordinate non-zero"):
-        config.from_mapping(
-            {"aggregation.secure.mode": "secagg", "aggregation.compression.kind": "topk"}
-        )
-    assert (
-        config.from_mapping(
-            {"aggregation.secure.mode": "secagg", "aggregation.compression.kind": "q4"}
-        ).compression
-        == "q4"
-    )
+        preflight.check(secure.replace({"aggregation.compression.kind": "topk"}))
+    with pytest.raises(config.ConfigError, match="save no bytes"):
+        preflight.check(secure.replace({"aggregation.compression.kind": "q4"}))
+    assert preflight.check(config.from_mapping({"aggregation.compression.kind": "q4"}))

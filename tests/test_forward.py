@@ -1,7 +1,5 @@
 """The numpy forward pass scores the dense models as Keras does."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,7 @@ from fedpipe.training import forward, trainer
 @pytest.mark.parametrize("model", ["mlp", "logistic_regression"])
 @pytest.mark.parametrize("dataset", ["digits", "breast_cancer"])
 def test_numpy_forward_pass_matches_keras(small_config, model, dataset):
-    cfg = dataclasses.replace(small_config, model=model, dataset=dataset)
+    cfg = small_config.replace({"model.name": model, "data.dataset": dataset})
     keras_trainer = trainer.for_config(cfg)
     data = keras_trainer.data
     # Trained-looking weights: the initial ones plus a seeded perturbation.
@@ -36,6 +34,6 @@ def test_numpy_forward_pass_matches_keras(small_config, model, dataset):
 
 
 def test_forward_pass_refuses_a_model_that_is_not_dense(small_config):
-    cnn = trainer.for_config(dataclasses.replace(small_config, model="cnn"))
+    cnn = trainer.for_config(small_config.replace({"model.name": "cnn"}))
     with pytest.raises(ValueError, match="not a stack of Dense layers"):
         forward.predict(cnn.initial_weights(), cnn.spec, cnn.data.x_heldout)

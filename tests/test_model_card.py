@@ -1,7 +1,5 @@
 """The registered version explains itself to a reviewer who opens it in MLflow."""
 
-import dataclasses
-
 from fedpipe.ops import tracking
 from fedpipe.simulation.runner import simulate
 
@@ -39,8 +37,13 @@ def test_registered_version_carries_final_metrics_card_and_dataset(small_config,
 
 
 def test_card_names_the_privacy_guarantee(small_config, tmp_path):
-    cfg = dataclasses.replace(
-        small_config, rounds=2, dp_clip_norm=1.0, dp_noise_multiplier=1.0, dp_delta=1e-4
+    cfg = small_config.replace(
+        {
+            "training.rounds": 2,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.noise_multiplier": 1.0,
+            "aggregation.dp.delta": 1e-4,
+        }
     )
     simulate(cfg, tmp_path / "sim", run_name="dp-run")
     client = tracking.client(cfg)

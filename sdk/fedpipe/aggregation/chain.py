@@ -169,12 +169,17 @@ def build_chain(config: RunConfig) -> AggregationChain:
         layers.append(robust.NormBounding(agg.norm_bound))
     if agg.compression.kind != "none":
         if secure:
+            why = (
+                "masks make every coordinate non-zero, so top-k's sparsity cannot survive masking"
+                if agg.compression.kind == "topk"
+                else "masked words are sent at the fixed-point width, so quantizing first would "
+                "cost accuracy and save no bytes (packing quantized words in the masking ring, "
+                "compression.pack_words, is not wired into the protocol yet)"
+            )
             raise ConfigError(
                 "aggregation.compression.kind",
                 agg.compression.kind,
-                "none under secure aggregation: masked words are sent at the fixed-point width "
-                "(top-k's sparsity cannot survive masking; packing quantized words in the ring "
-                "is compression.pack_words, not wired into the protocol yet)",
+                f"none under secure aggregation: {why}",
             )
         layers.append(compression.Compression(agg.compression.kind, agg.compression.topk_fraction))
     layers += [_import(path)(config) for path in agg.layers]
