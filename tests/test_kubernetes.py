@@ -12,7 +12,7 @@ def _compile(tmp_path, monkeypatch, *args):
     # Credentials in the compiling process's environment must not leak into the YAML.
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "compile-env-secret-value")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "compile-env-password")
-    out = tmp_path / "pipeline.yaml"
+    out = tmp_path / "pipelines"
     result = CliRunner().invoke(
         main,
         [
@@ -29,7 +29,7 @@ def _compile(tmp_path, monkeypatch, *args):
         ],
     )
     assert result.exit_code == 0, result.output
-    return out.read_text()
+    return (out / "segment-first-2-rounds-register.yaml").read_text()
 
 
 def test_kubernetes_target_mounts_secrets_sizes_pods_and_holds_no_secret(tmp_path, monkeypatch):
@@ -107,8 +107,9 @@ def test_injected_faults_keep_their_state_on_the_shared_volume():
     faulty = config.from_mapping(
         {"simulation.faults.task_crash_rate": 0.2, "pipeline.task_retries": 1}
     )
-    state = kubernetes.cluster_config(faulty, ClusterSettings()).fault_state_dir
+    state = kubernetes.cluster_config(faulty, ClusterSettings()).simulation.faults.state_dir
     assert state.startswith("/fedpipe/state/") and state.endswith("/faults")
-    assert kubernetes.cluster_config(config.RunConfig(), ClusterSettings()).fault_state_dir is None
+    plain = kubernetes.cluster_config(config.RunConfig(), ClusterSettings())
+    assert plain.simulation.faults.state_dir is None
     no_volume = ClusterSettings(state_pvc=None)
-    assert kubernetes.cluster_config(faulty, no_volume).fault_state_dir is None
+    assert kubernetes.cluster_config(faulty, no_volume).simulation.faults.state_dir is None

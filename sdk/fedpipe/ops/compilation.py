@@ -37,7 +37,8 @@ def _set_image(path: Path, image: str | None) -> None:
     # A spec compiled with kfp-kubernetes settings has a second document (the platform spec).
     spec, *platforms = yaml.safe_load_all(path.read_text())
     for executor in spec["deploymentSpec"]["executors"].values():
-        executor["container"]["image"] = image
+        if "container" in executor:  # importers run in the backend, not in an image
+            executor["container"]["image"] = image
     path.write_text(yaml.safe_dump_all([spec, *platforms], sort_keys=False))
 
 
@@ -225,7 +226,7 @@ def _count_nodes(spec: dict, dag: dict, fan_out: int) -> int:
 def estimate_workflow(path: Path, fan_out: int) -> WorkflowEstimate:
     """Estimate the Argo workflow of a compiled pipeline whose loops fan out `fan_out` ways
     (the shards of a round)."""
-    spec = yaml.safe_load(path.read_text())
+    spec = next(yaml.safe_load_all(path.read_text()))  # a kubernetes target adds a platform spec
     return WorkflowEstimate(
         path.stat().st_size, 1 + _count_nodes(spec, spec["root"]["dag"], fan_out)
     )
