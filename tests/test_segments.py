@@ -133,6 +133,7 @@ pipeline = pytest.mark.pipeline
 
 
 @pipeline
+@pytest.mark.long  # 100 rounds x 5 kfp.local tasks: about 30 minutes on 2 cores
 def test_hundred_rounds_run_as_chained_segments_in_one_mlflow_run(tmp_path):
     cfg = _tiny(tmp_path, {"training.rounds": 100, "pipeline.rounds_per_segment": 50})
     run = local_run.run_pipeline(cfg, tmp_path / "pipeline_root")
