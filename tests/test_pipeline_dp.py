@@ -53,7 +53,7 @@ def test_pipeline_with_dp_logs_epsilon_stops_at_the_budget_and_tags_the_model(tm
     assert version.tags["dp_accountant"] == "rdp"
     assert "promoted to `@champion`" in run.registration
     # The KFP Metrics of each evaluate task carry epsilon (the skipped round 3 repeats it).
-    outputs = run.pipeline_yaml.parent.glob("federated-training-*/evaluate*/executor_output.json")
+    outputs = run.pipeline_root.glob("federated-training-*/evaluate*/executor_output.json")
     logged = [
         json.loads(path.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]["epsilon"]
         for path in outputs
