@@ -57,10 +57,12 @@ def test_run_prints_round_lines_and_the_verdict_and_keeps_task_logs_in_files(tmp
         "run",
         "--pipeline-root",
         str(tmp_path / "pipeline_root"),
-        *("--set", "rounds=2", "--set", "pipeline.rounds_per_segment=1", "--set", "num_clients=2"),
-        *("--set", "cohort_size=2", "--set", "clients_per_shard=2", "--set", "local_epochs=1"),
-        *("--set", "model=logistic_regression", "--set", "registered_model_name=fedpipe-demo"),
-        *("--set", f"mlflow_tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"),
+        *("--set", "training.rounds=2", "--set", "pipeline.rounds_per_segment=1"),
+        *("--set", "data.num_clients=2", "--set", "selection.cohort_size=2"),
+        *("--set", "selection.clients_per_shard=2", "--set", "training.local_epochs=1"),
+        *("--set", "model.name=logistic_regression"),
+        *("--set", "tracking.registered_model_name=fedpipe-demo"),
+        *("--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
