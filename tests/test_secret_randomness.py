@@ -77,7 +77,7 @@ def test_seed_and_transcript_no_longer_unmask_a_client_and_runs_draw_new_secrets
         cfg = secure_dp.replace({"privacy.mode": mode})
         for k in (1, 2):
             runs[mode, k] = (cfg, simulate(cfg, tmp_path / f"{mode}{k}", register=False))
-    weight = secure_dp.secagg_max_examples  # under DP every client's weight word
+    weight = secure_dp.aggregation.secure.max_examples  # under DP every client's weight word
     # Reproducible mode: seed + transcript + one masked vector give the update back.
     cfg, _ = runs[REPRODUCIBLE, 1]
     recovered = _attack(cfg, tmp_path / f"{REPRODUCIBLE}1")[1]

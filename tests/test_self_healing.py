@@ -177,7 +177,7 @@ def _task_retries(spec: dict) -> dict[str, int]:
     }
 
 
-def test_compiled_pipeline_retries_every_task_and_keys_initialize_on_the_config(tmp_path):
+def test_compiled_pipeline_retries_every_task_and_keys_initialize_on_the_training(tmp_path):
     cfg = config.from_mapping(
         {"training.rounds": 2, "pipeline.task_retries": 3, "pipeline.retry_backoff_s": 2}
     )
@@ -185,7 +185,9 @@ def test_compiled_pipeline_retries_every_task_and_keys_initialize_on_the_config(
     retries = _task_retries(spec)
     assert {"initialize", "select-clients", "local-train", "secure-aggregate"} <= set(retries)
     assert set(retries.values()) == {3}
-    assert spec["root"]["dag"]["tasks"]["initialize"]["cachingOptions"]["cacheKey"]
+    # A training's id is an input of initialize: a re-run of the same training (resume) hits
+    # the cache, a new training with the same config does not.
+    assert "training_id" in spec["root"]["dag"]["tasks"]["initialize"]["inputs"]["parameters"]
     plain = compilation.compile_pipeline(
         config.from_mapping({"training.rounds": 2}), tmp_path / "q.yaml"
     )

@@ -7,24 +7,25 @@ import math
 import numpy as np
 import pytest
 
-from fedpipe import config
+from fedpipe import config, preflight
 from fedpipe.privacy import accounting, cohort_sampling, dp_fedavg, randomness
 from fedpipe.secagg import NonFiniteUpdate
 from fedpipe.secagg import encoding as secagg_encoding
 from tests.dp_chain import dp_layer, secure_client_part
 
 
-def _adaptive(**changes) -> config.RunConfig:
-    base = dict(
-        num_clients=1000,
-        cohort_size=100,
-        dp_clip_norm=1.0,
-        dp_noise_multiplier=1.0,
-        dp_clipping="adaptive",
-        dp_clip_count_stddev=0.6,
-        dp_delta=1e-5,
+def _adaptive() -> config.RunConfig:
+    return config.from_mapping(
+        {
+            "data.num_clients": 1000,
+            "selection.cohort_size": 100,
+            "aggregation.dp.clip_norm": 1.0,
+            "aggregation.dp.noise_multiplier": 1.0,
+            "aggregation.dp.clipping": "adaptive",
+            "aggregation.dp.clip_count_stddev": 0.6,
+            "aggregation.dp.delta": 1e-5,
+        }
     )
-    return config.RunConfig(**{**base, **changes})
 
 
 def _direct_epsilon(q: float, multipliers: list[float], rounds: int, delta: float) -> float:
@@ -65,17 +66,19 @@ def test_the_noised_count_statistic_moves_by_half_when_one_client_joins_or_leave
 
 def test_dp_with_probation_is_refused_with_the_sampling_rate():
     with pytest.raises(config.ConfigError) as error:
-        config.from_mapping(
-            {
-                "data.num_clients": 100,
-                "selection.cohort_size": 10,
-                "aggregation.dp.clip_norm": 1.0,
-                "aggregation.dp.noise_multiplier": 1.0,
-                "aggregation.dp.delta": 1e-3,
-                "selection.probation_failures": 2,
-            }
+        preflight.check(
+            config.from_mapping(
+                {
+                    "data.num_clients": 100,
+                    "selection.cohort_size": 10,
+                    "aggregation.dp.clip_norm": 1.0,
+                    "aggregation.dp.noise_multiplier": 1.0,
+                    "aggregation.dp.delta": 1e-3,
+                    "selection.probation_failures": 2,
+                }
+            )
         )
-    assert error.value.field == "probation_failures"
+    assert error.value.field == "selection.probation_failures"
     assert "sampling rate above cohort_size / num_clients = 0.1" in str(error.value)
 
 

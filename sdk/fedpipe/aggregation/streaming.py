@@ -97,7 +97,7 @@ def _updates(update_paths: list[str | Path], problems: list[str]) -> Iterator[Cl
         try:
             shard = load_shard(path)
         except ShardUnreadable as e:  # load_shard turns every failure into this
-            problems.append(f"{Path(path).name}: {e}")
+            problems.append(str(e))  # it names the shard
             continue
         yield from shard
 
