@@ -76,10 +76,8 @@ def test_mnist_from_s3_equals_mnist_from_disk(bucket, tmp_path, monkeypatch):
     assert remote.heldout_digest == local.heldout_digest
     # a relative local data_dir is made absolute, a URI is left alone
     base = tmp_path
-    assert (
-        config.resolve_local_paths(config.from_mapping({"data.data_dir": uri}), base).data_dir
-        == uri
-    )
+    resolved = config.resolve_local_paths(config.from_mapping({"data.data_dir": uri}), base)
+    assert resolved.data.data_dir == uri
 
 
 def test_gcs_round_trip_through_the_emulator(server_dir, tmp_path, monkeypatch):
