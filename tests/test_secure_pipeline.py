@@ -29,7 +29,7 @@ def test_secure_pipeline_learns_as_well_as_plain_federated_averaging(tmp_path):
     (secure_run,) = [
         r
         for r in client.search_runs(
-            [client.get_experiment_by_name(secure.mlflow_experiment).experiment_id]
+            [client.get_experiment_by_name(secure.tracking.experiment).experiment_id]
         )
         if r.info.run_name != "plain"
     ]

@@ -66,7 +66,7 @@ def test_retries_recover_crashed_and_hung_tasks(crashed_then_resumed):
     }
     # The hung attempt held its task until the deadline before the retry started.
     hung = attempts[1]["local_train-1"]
-    assert hung[1] - hung[0] >= state.task_hang_s
+    assert hung[1] - hung[0] >= state.simulation.faults.task_hang_s
 
 
 def test_round_goes_on_without_a_lost_shard_and_rejects_a_corrupted_update(
