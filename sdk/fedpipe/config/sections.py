@@ -429,7 +429,7 @@ class PipelineConfig(Section):
         1, checks.integer(0, 3600), "a whole number of seconds in [0, 3600]"
     )
     rounds_per_segment: int = setting(
-        5, checks.integer(1, 1000), "an integer in [1, 1000] (rounds one pipeline run holds)"
+        4, checks.integer(1, 1000), "an integer in [1, 1000] (rounds one pipeline run holds)"
     )
 
 
