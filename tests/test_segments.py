@@ -103,7 +103,8 @@ def test_compiled_size_does_not_grow_with_the_rounds(tmp_path, secure):
         for path in paths:
             assert compilation.estimate_workflow(path, cfg.shard_count).verdict == "ok"
     assert sizes[1000] <= 300_000
-    assert abs(sizes[1000] - sizes[10]) < 2_000  # only the config default differs
+    # What differs: the config default, and whether the register step sits on a full segment.
+    assert abs(sizes[1000] - sizes[10]) < 6_000
 
 
 def test_segment_rounds_number_from_the_first_round_parameter(tmp_path):
