@@ -10,7 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedpipe.aggregation import outcome as aggregation
+from fedpipe.aggregation.chain import build_chain
+from fedpipe.aggregation.layer import ClientContext, RoundContext
+from fedpipe.aggregation.validation import UpdateValidation
 from fedpipe.artifacts import wire
 from fedpipe.artifacts.updates import ClientUpdate, ShardUnreadable, load_shard, save_shard
 from fedpipe.secagg import encoding as secagg_encoding
@@ -120,7 +122,9 @@ def test_a_deflate_bomb_is_not_inflated_beyond_its_declared_size(tmp_path):
 
 def _assert_only_valid_updates_pass(paths) -> None:
     kept, rejections = _collect(COHORT, paths)  # never raises
-    accepted, rejected = aggregation.screen(kept, SPEC)  # never raises
+    rnd = RoundContext(1, COHORT, {}, {}, SPEC, secure=False)
+    screened = UpdateValidation().on_updates(kept, rnd)  # never raises
+    accepted, rejected = screened.kept, screened.rejected
     assert len({u.client_id for u in accepted}) == len(accepted)
     for u in accepted:
         assert u.client_id in COHORT and u.encoding == "float32" and u.num_examples > 0
@@ -230,9 +234,15 @@ def test_simulated_attackers_skip_the_client_side_clip_under_secure_aggregation(
     hostile = attacks.attackers(cfg)
     honest = next(c for c in range(10) if c not in hostile)
     big = np.full(100, 0.05)  # norm 0.5 > norm_bound
-    assert np.linalg.norm(sa.client_transform(cfg, None, honest)(big)) <= 0.1 + 1e-9
+    chain = build_chain(cfg)
+
+    def transform(client_id: int):
+        ctx = ClientContext(client_id, 1, 10, None, {}, secure=True)
+        return sa.client_transform(cfg, chain, ctx)
+
+    assert np.linalg.norm(transform(honest)(big)) <= 0.1 + 1e-9
     for c in hostile:
-        assert np.array_equal(sa.client_transform(cfg, None, c)(big), big)
+        assert np.array_equal(transform(c)(big), big)
     # What bounds the damage: the encoding's coordinate range (secagg_clip), nothing else.
     encoding = secagg_encoding.encoding_for(cfg, 10)
     words = encoding.encode(np.full(100, 1e6), cfg.aggregation.secure.max_examples)

@@ -243,6 +243,17 @@ def bytes_sent(messages: Messages, masked: list[secagg.MaskedInput]) -> float:
     return float(np.mean(list(sent.values()))) if sent else 0.0
 
 
+def client_transform(
+    config: RunConfig, chain: AggregationChain, ctx: ClientContext
+) -> secagg.UpdateTransform:
+    """What a client applies to its update before quantization: the chain's client part
+    (under DP the clip and its noise share, under norm bounding the clip). A simulated
+    attacker skips it, as a hostile client would."""
+    if attacks.skips_client_steps(config, ctx.client_id):
+        return secagg.no_transform
+    return lambda delta: chain.client_update(delta, ctx)[0]
+
+
 def mask_updates(
     config: RunConfig,
     chain: AggregationChain,
@@ -271,10 +282,7 @@ def mask_updates(
         started = time.perf_counter()
         c = rebuild_client(config, session, messages, u.client_id)
         ctx = ClientContext.for_update(plan, u, secure=True, state_dir=state_dir)
-        if attacks.skips_client_steps(config, u.client_id):  # a hostile client does not clip
-            transform = secagg.no_transform
-        else:
-            transform = lambda delta, ctx=ctx: chain.client_update(delta, ctx)[0]  # noqa: E731
+        transform = client_transform(config, chain, ctx)
         try:
             encoded = session.encoding.encode(
                 u.vector,
