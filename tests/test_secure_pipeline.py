@@ -42,4 +42,4 @@ def test_secure_pipeline_learns_as_well_as_plain_federated_averaging(tmp_path):
     # The protocol's client-side steps ran as their own tasks, one per shard and round.
     root = run.pipeline_root
     for step in ("advertise-keys", "share-keys", "confirm-survivors", "unmask-response"):
-        assert len(list(root.glob(f"federated-training-*/**/{step}*"))) == 2 * secure.rounds
+        assert len(list(root.glob(f"federated-training-*/**/{step}*"))) == 2 * secure.training.rounds
