@@ -41,5 +41,6 @@ def test_secure_pipeline_learns_as_well_as_plain_federated_averaging(tmp_path):
     assert "secagg/bytes_per_client" in secure_run.data.metrics
     # The protocol's client-side steps ran as their own tasks, one per shard and round.
     root = run.pipeline_root
+    tasks = 2 * secure.training.rounds  # one per shard and round
     for step in ("advertise-keys", "share-keys", "confirm-survivors", "unmask-response"):
-        assert len(list(root.glob(f"federated-training-*/**/{step}*"))) == 2 * secure.training.rounds
+        assert len(list(root.glob(f"federated-training-*/**/{step}*"))) == tasks
