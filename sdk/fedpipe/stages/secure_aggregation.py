@@ -10,9 +10,11 @@ in. local_train emits the masked inputs and aggregate unmasks only their sum.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from fedpipe import secagg
 from fedpipe.agents import remote_clients
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import ShardUnreadable, load_shard
@@ -106,22 +108,20 @@ def confirm_survivors(
     """Consistency check, client side: each surviving client of the shard signs the
     unmasking request it was sent (and refuses to sign a second, different one)."""
     plan = RoundPlan.load(plan_path)
-    n = plan.cohort.round_number
     # Agents hold no signing identity yet: they run the honest-but-curious protocol
     # (docs/deployment.md), so there is nothing for them to sign.
     clients = [] if remote_clients.enabled(config) else _shard_clients(plan, shard)
-    confirmations, seconds = [], {}
-    if clients:
-        session = sa.session_for(config, plan.cohort, plan.spec.size)
-        messages = sa.load_messages(message_paths, n)
-        request = messages.request
-        for client_id in clients:
-            if client_id not in request.survivors:
-                continue
-            started = time.perf_counter()
-            confirmations.append(sa.client(config, session, client_id).confirm(request))
-            seconds[client_id] = time.perf_counter() - started
-    sa.save_messages(out_path, "confirm", n, confirmations, seconds)
+    _answer_request(
+        config,
+        plan,
+        clients,
+        message_paths,
+        out_path,
+        "confirm",
+        lambda session, messages, client_id: sa.client(config, session, client_id).confirm(
+            messages.request
+        ),
+    )
 
 
 def unmask_response(
@@ -138,21 +138,42 @@ def unmask_response(
     if remote_clients.enabled(config):
         return remote_clients.unmask_response(config, plan_path, shard, message_paths, out_path)
     plan = RoundPlan.load(plan_path)
+    _answer_request(
+        config,
+        plan,
+        _shard_clients(plan, shard),
+        message_paths,
+        out_path,
+        "unmask_response",
+        lambda session, messages, client_id: sa.rebuild_client(
+            config, session, messages, client_id
+        ).unmask(messages.request, messages.confirmations),
+    )
+
+
+def _answer_request(
+    config: RunConfig,
+    plan: RoundPlan,
+    clients: list[int],
+    message_paths: Sequence[str | Path],
+    out_path: str | Path,
+    step: str,
+    answer: Callable[[secagg.Session, sa.Messages, int], Any],
+) -> None:
+    """Each of the clients that the server's request names as a survivor answers it; the
+    answers (and how long each took) are the step's artifact."""
     n = plan.cohort.round_number
-    clients = _shard_clients(plan, shard)
-    responses, seconds = [], {}
+    answers, seconds = [], {}
     if clients:
         session = sa.session_for(config, plan.cohort, plan.spec.size)
         messages = sa.load_messages(message_paths, n)
-        request = messages.request
         for client_id in clients:
-            if client_id not in request.survivors:
+            if client_id not in messages.request.survivors:
                 continue
             started = time.perf_counter()
-            c = sa.rebuild_client(config, session, messages, client_id)
-            responses.append(c.unmask(request, messages.confirmations))
+            answers.append(answer(session, messages, client_id))
             seconds[client_id] = time.perf_counter() - started
-    sa.save_messages(out_path, "unmask_response", n, responses, seconds)
+    sa.save_messages(out_path, step, n, answers, seconds)
 
 
 def masked_inputs(update_paths: Sequence[str | Path]):
