@@ -144,9 +144,13 @@ def test_constructs_the_model_does_not_build_are_refused(tmp_path):
         with dsl.ExitHandler(_say(text="bye")):
             _say(text="hi")
 
+    @dsl.pipeline(name="inner")
+    def inner():
+        _say(text="again")
+
     @dsl.pipeline(name="with-retry")
     def with_retry():
-        _say(text="again").set_retry(num_retries=2)
+        inner().set_retry(num_retries=2)
 
     for function, construct in ((with_exit, "exit handler"), (with_retry, "retryPolicy")):
         spec = _compile(function, tmp_path)
@@ -175,3 +179,19 @@ def test_compile_refuses_an_oversized_segment_unless_allowed(tmp_path):
     kept = CliRunner().invoke(main, [*args, "--allow-oversized", "-o", str(tmp_path / "b")])
     assert kept.exit_code == 0, kept.output
     assert list((tmp_path / "b").glob("segment-*.yaml"))
+
+
+def test_task_retries_use_the_retry_executor_templates(tmp_path):
+    estimates = {}
+    for retries in (0, 2):
+        cfg, _, spec = _segment(tmp_path / str(retries), 2, **{"pipeline.task_retries": retries})
+        compiled = argo_workflow.compile_workflow(spec)
+        executors = [t for t in compiled.templates if t["name"].endswith("system-container-impl")]
+        assert [t["name"].startswith("retry-") for t in executors] == [bool(retries)]
+        assert ("retryStrategy" in executors[0]) == bool(retries)
+        estimates[retries] = argo_workflow.estimate_status(compiled, spec, cfg.shard_count)
+    # A retried pod is a Retry node over its attempt's Pod node: one more node per container
+    # task (a segment's every container task carries the policy).
+    container_tasks = (estimates[0].nodes - 3) // 3  # driver, executor DAG and pod each
+    assert estimates[2].nodes > estimates[0].nodes
+    assert estimates[2].nodes - estimates[0].nodes <= container_tasks

@@ -129,13 +129,113 @@ def _in(name: str) -> str:
     return "{{inputs.parameters." + name + "}}"
 
 
+RETRY_PARAMETERS = (
+    "retry-max-count",
+    "retry-backoff-duration",
+    "retry-backoff-factor",
+    "retry-backoff-max-duration",
+)
+
+
+def _executor_templates(retry: bool) -> list[dict]:
+    """The executor DAG (skips the pod on a cache hit) and the pod template whose image,
+    command and args come from the driver's pod-spec-patch; with a retry policy, named
+    `retry-...`, the retry settings passed through as parameters into a retryStrategy."""
+    prefix = "retry-" if retry else ""
+    retry_params = RETRY_PARAMETERS if retry else ()
+    mounts = [{"mountPath": path, "name": name} for name, path in _SCRATCH]
+    executor = {
+        "dag": {
+            "tasks": [
+                {
+                    "arguments": {
+                        "parameters": [
+                            _param("pod-spec-patch", _in("pod-spec-patch")),
+                            *(_param(p, _in(p)) for p in retry_params),
+                        ]
+                    },
+                    "name": "executor",
+                    "template": f"{prefix}system-container-impl",
+                    "when": _in("cached-decision") + " != true",
+                }
+            ]
+        },
+        "inputs": _inputs(
+            _param("pod-spec-patch"),
+            _param("cached-decision", default="false"),
+            *(_param(p, default="0") for p in retry_params),
+        ),
+        "metadata": {},
+        "name": f"{prefix}system-container-executor",
+        "outputs": {},
+    }
+    impl = {
+        "container": {
+            "command": ["should-be-overridden-during-runtime"],
+            "env": _POD_ENV,
+            "envFrom": _METADATA_ENV_FROM,
+            "image": "gcr.io/ml-pipeline/should-be-overridden-during-runtime",
+            "name": "",
+            "resources": {},
+            "volumeMounts": mounts,
+        },
+        "initContainers": [
+            {
+                "args": ["--copy", "/kfp-launcher/launch"],
+                "command": ["launcher-v2"],
+                "image": LAUNCHER_IMAGE,
+                "name": "kfp-launcher",
+                "resources": {
+                    "limits": {"cpu": "500m", "memory": "128Mi"},
+                    "requests": {"cpu": "100m"},
+                },
+                "volumeMounts": mounts[:1],
+            }
+        ],
+        "inputs": _inputs(_param("pod-spec-patch"), *(_param(p) for p in retry_params)),
+        "metadata": {},
+        "name": f"{prefix}system-container-impl",
+        "outputs": {},
+        "podSpecPatch": _in("pod-spec-patch"),
+        "volumes": [{"emptyDir": {}, "name": name} for name, _ in _SCRATCH],
+    }
+    if retry:
+        impl["retryStrategy"] = {
+            "backoff": {
+                "duration": _in("retry-backoff-duration"),
+                "factor": _in("retry-backoff-factor"),
+                "maxDuration": _in("retry-backoff-max-duration"),
+            },
+            "limit": _in("retry-max-count"),
+        }
+    return [executor, impl]
+
+
+def _retry_values(policy: dict) -> list[dict]:
+    """The retry settings of a task as executor task parameters (durations in seconds)."""
+
+    def seconds(duration: str) -> str:
+        return duration.removesuffix("s")
+
+    def number(value: float) -> str:
+        return f"{value:g}"
+
+    values = [_param("retry-max-count", str(policy.get("maxRetryCount", 0)))]
+    if "backoffDuration" in policy:
+        values.append(_param("retry-backoff-duration", seconds(policy["backoffDuration"])))
+    values.append(_param("retry-backoff-factor", number(policy.get("backoffFactor", 0))))
+    if "backoffMaxDuration" in policy:
+        values.append(_param("retry-backoff-max-duration", seconds(policy["backoffMaxDuration"])))
+    return values
+
+
 def _system_templates(pipeline_name: str, kinds: set[str]) -> list[dict]:
     """The shared templates of the kinds of task the pipeline has, in the order the
     compiler adds them (first use)."""
     templates = []
     common_args = ["--pipeline_name", pipeline_name, "--run_id", "{{workflow.uid}}"]
     run_args = ["--run_name", "{{workflow.name}}", "--run_display_name", ""]
-    if "container" in kinds:
+    if kinds & {"container", "retry"}:
         args = ["--type", "CONTAINER", *common_args, *run_args]
         for flag, param in (
             ("dag_execution_id", "parent-dag-id"),
@@ -194,61 +294,10 @@ def _system_templates(pipeline_name: str, kinds: set[str]) -> list[dict]:
                 },
             }
         )
-        templates.append(
-            {
-                "dag": {
-                    "tasks": [
-                        {
-                            "arguments": {
-                                "parameters": [_param("pod-spec-patch", _in("pod-spec-patch"))]
-                            },
-                            "name": "executor",
-                            "template": "system-container-impl",
-                            "when": _in("cached-decision") + " != true",
-                        }
-                    ]
-                },
-                "inputs": _inputs(
-                    _param("pod-spec-patch"), _param("cached-decision", default="false")
-                ),
-                "metadata": {},
-                "name": "system-container-executor",
-                "outputs": {},
-            }
-        )
-        mounts = [{"mountPath": path, "name": name} for name, path in _SCRATCH]
-        templates.append(
-            {
-                "container": {
-                    "command": ["should-be-overridden-during-runtime"],
-                    "env": _POD_ENV,
-                    "envFrom": _METADATA_ENV_FROM,
-                    "image": "gcr.io/ml-pipeline/should-be-overridden-during-runtime",
-                    "name": "",
-                    "resources": {},
-                    "volumeMounts": mounts,
-                },
-                "initContainers": [
-                    {
-                        "args": ["--copy", "/kfp-launcher/launch"],
-                        "command": ["launcher-v2"],
-                        "image": LAUNCHER_IMAGE,
-                        "name": "kfp-launcher",
-                        "resources": {
-                            "limits": {"cpu": "500m", "memory": "128Mi"},
-                            "requests": {"cpu": "100m"},
-                        },
-                        "volumeMounts": mounts[:1],
-                    }
-                ],
-                "inputs": _inputs(_param("pod-spec-patch")),
-                "metadata": {},
-                "name": "system-container-impl",
-                "outputs": {},
-                "podSpecPatch": _in("pod-spec-patch"),
-                "volumes": [{"emptyDir": {}, "name": name} for name, _ in _SCRATCH],
-            }
-        )
+    if "container" in kinds:
+        templates += _executor_templates(retry=False)
+    if "retry" in kinds:
+        templates += _executor_templates(retry=True)
     if "importer" in kinds:
         args = [
             "--executor_type",
@@ -480,11 +529,13 @@ class _Compiler:
     def task(
         self, name: str, task: dict, parent: str, dag_name: str, iteration: str | None = None
     ) -> list[dict]:
-        for unsupported in ("retryPolicy", "artifactIterator"):
-            if unsupported in task:
-                raise UnsupportedConstruct(f"{unsupported} on task {name}")
+        if "artifactIterator" in task:
+            raise UnsupportedConstruct(f"artifactIterator on task {name}")
         ref = task["componentRef"]["name"]
         component = self.components[ref]
+        retry = task.get("retryPolicy")
+        if retry and "executorLabel" not in component:
+            raise UnsupportedConstruct(f"retryPolicy on the sub-pipeline task {name}")
         task_json = stable_json(task)
         condition = task.get("triggerPolicy", {}).get("condition")
         deps = task.get("dependentTasks", [])
@@ -512,6 +563,8 @@ class _Compiler:
             return [driver, dag]
         executor = self.executors[component["executorLabel"]]
         if "importer" in executor:
+            if retry:
+                raise UnsupportedConstruct(f"retryPolicy on importer task {name}")
             if condition:
                 raise UnsupportedConstruct(f"condition on importer task {name}")
             self.kinds.add("importer")
@@ -530,7 +583,7 @@ class _Compiler:
             if deps:
                 out["depends"] = _depends(deps)
             return [out]
-        self.kinds.add("container")
+        self.kinds.add("retry" if retry else "container")
         key = self.key(ref)
         params = [
             _param("component", _placeholder(f"components-{key}")),
@@ -558,11 +611,12 @@ class _Compiler:
                         _task_output(f"{name}-driver", "cached-decision"),
                         default="false",
                     ),
+                    *(_retry_values(retry) if retry else ()),
                 ]
             },
             "depends": _depends([f"{name}-driver"]),
             "name": name,
-            "template": "system-container-executor",
+            "template": ("retry-" if retry else "") + "system-container-executor",
         }
         if condition:
             executor_task["when"] = _task_output(f"{name}-driver", "condition") + " != false"
@@ -891,17 +945,27 @@ class _StatusBuilder:
             self.template(target, child, values, iteration=None)
             return [child]
         outputs = self.pod_outputs(target["name"], values)
-        child = self.add(
-            name,
-            task["name"],
-            "Pod",
-            target["name"],
-            parent["id"],
-            inputs={"parameters": inputs},
-            outputs={"exitCode": "0", "parameters": outputs},
-            **_POD_FIELDS,
-        )
-        return [child]
+        pod = {
+            "inputs": {"parameters": inputs},
+            "outputs": {"exitCode": "0", "parameters": outputs},
+        }
+        if "retryStrategy" in target:
+            # A retried template is a Retry node over one Pod node per attempt (one here).
+            retry = self.add(name, task["name"], "Retry", target["name"], parent["id"], **pod)
+            attempt = self.add(
+                f"{name}(0)",
+                f"{task['name']}(0)",
+                "Pod",
+                target["name"],
+                parent["id"],
+                **pod,
+                **_POD_FIELDS,
+            )
+            retry["children"] = [attempt["id"]]
+            return [retry]
+        return [
+            self.add(name, task["name"], "Pod", target["name"], parent["id"], **pod, **_POD_FIELDS)
+        ]
 
     def pod_outputs(self, template: str, values: dict) -> list[dict]:
         if template == "system-container-driver":
