@@ -169,66 +169,77 @@ def compile_training(
 
 
 # What a default KFP backend accepts. Argo keeps a Workflow object, spec and status, in one
-# etcd object: Argo's default limit is 1 MiB (status included; above it Argo can offload
-# node status only when configured to), and etcd refuses objects over 1.5 MiB.
+# etcd object: Argo's default limit is 1 MiB (JSON, status included; over it Argo first
+# gzips the node status into status.compressedNodes, then fails the run unless node status
+# offload to a database is configured), and etcd refuses objects over 1.5 MiB.
 ARGO_DEFAULT_LIMIT = 1024 * 1024
 ETCD_LIMIT = 1536 * 1024
-# An Argo node status entry (name, phase, times, inputs/outputs, children): ~1 KiB each.
-NODE_STATUS_BYTES = 1024
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkflowEstimate:
-    """An estimate of the Argo Workflow a KFP backend makes of a compiled pipeline.
+    """The Argo Workflow a KFP backend makes of a compiled pipeline (fedpipe.ops.argo_workflow):
+    the spec part as the backend compiler lays it out, measured; the status part an
+    estimate of every node's entry once the run has finished."""
 
-    The backend's compiler embeds every component and task spec of the IR as JSON in the
-    workflow's templates, so the spec part is taken as the compiled YAML's size (issue 13's
-    figures, from the backend compiler's own sizing logic, put the workflow at 0.93-1.0x
-    the compiled YAML for 20 and 100 rounds). The status part grows with the nodes the run
-    creates: one entry per DAG, loop iteration and container task, shards counted."""
-
-    compiled_bytes: int
+    compiled_bytes: int  # the IR YAML
+    spec_bytes: int  # the Workflow object as created (JSON)
+    templates: int
     nodes: int
+    status_bytes: int  # status.nodes as JSON
+    compressed_status_bytes: int  # the same, gzipped and base64-encoded by Argo
+
+    @property
+    def status_compressed(self) -> bool:
+        """Whether Argo has to compress the node status to stay under its limit."""
+        return self.spec_bytes + self.status_bytes > ARGO_DEFAULT_LIMIT
 
     @property
     def workflow_bytes(self) -> int:
-        return self.compiled_bytes + self.nodes * NODE_STATUS_BYTES
+        """The finished workflow as Argo stores it (node status compressed if it must be)."""
+        status = self.compressed_status_bytes if self.status_compressed else self.status_bytes
+        return self.spec_bytes + status
 
     @property
     def verdict(self) -> str:
-        if self.workflow_bytes > ETCD_LIMIT:
+        if self.spec_bytes > ETCD_LIMIT:
             return "refused"
         if self.workflow_bytes > ARGO_DEFAULT_LIMIT:
             return "over Argo's default limit"
         return "ok"
 
     def describe(self) -> str:
+        status = (
+            f"node status ~{self.status_bytes / 1024:.0f} KiB, compressed by Argo to "
+            f"~{self.compressed_status_bytes / 1024:.0f} KiB"
+            if self.status_compressed
+            else f"node status ~{self.status_bytes / 1024:.0f} KiB"
+        )
         return (
-            f"compiled {self.compiled_bytes / 1024:.0f} KiB, {self.nodes} workflow nodes, "
-            f"estimated Argo workflow {self.workflow_bytes / 1024:.0f} KiB with status "
-            f"(Argo default limit {ARGO_DEFAULT_LIMIT // 1024} KiB, etcd "
-            f"{ETCD_LIMIT // 1024} KiB): {self.verdict}"
+            f"compiled {self.compiled_bytes / 1024:.0f} KiB; Argo workflow spec "
+            f"{self.spec_bytes / 1024:.0f} KiB ({self.templates} templates), {self.nodes} "
+            f"workflow nodes, {status}: estimated Argo workflow "
+            f"{self.workflow_bytes / 1024:.0f} KiB with status (Argo default limit "
+            f"{ARGO_DEFAULT_LIMIT // 1024} KiB, etcd {ETCD_LIMIT // 1024} KiB): {self.verdict}"
         )
 
 
-def _count_nodes(spec: dict, dag: dict, fan_out: int) -> int:
-    nodes = 0
-    for task in dag.get("tasks", {}).values():
-        component = spec["components"][task["componentRef"]["name"]]
-        inner = _count_nodes(spec, component["dag"], fan_out) if "dag" in component else 0
-        if "parameterIterator" in task or "artifactIterator" in task:
-            nodes += 1 + fan_out * (1 + inner)  # the loop, then each iteration's DAG
-        else:
-            nodes += 1 + inner
-    return nodes
-
-
 def estimate_workflow(path: Path, fan_out: int) -> WorkflowEstimate:
-    """Estimate the Argo workflow of a compiled pipeline whose loops fan out `fan_out` ways
-    (the shards of a round)."""
-    spec = next(yaml.safe_load_all(path.read_text()))  # a kubernetes target adds a platform spec
+    """The Argo workflow a KFP backend makes of a compiled pipeline whose loops over
+    parameters fan out `fan_out` ways (the shards of a round). Raises
+    argo_workflow.UnsupportedConstruct for constructs that model does not build."""
+    from fedpipe.ops import argo_workflow
+
+    spec, *platform = yaml.safe_load_all(path.read_text())
+    compiled = argo_workflow.compile_workflow(spec, platform[0] if platform else None)
+    status = argo_workflow.estimate_status(compiled, spec, fan_out)
     return WorkflowEstimate(
-        path.stat().st_size, 1 + _count_nodes(spec, spec["root"]["dag"], fan_out)
+        compiled_bytes=path.stat().st_size,
+        spec_bytes=compiled.spec_bytes,
+        templates=len(compiled.templates),
+        nodes=status.nodes,
+        status_bytes=status.raw_bytes,
+        compressed_status_bytes=status.compressed_bytes,
     )
 
 
