@@ -86,14 +86,19 @@ class AgentContext:
     def runtime(
         self, config: run_config.RunConfig, trainer: Callable[[], Any] | None = None
     ) -> InProcessClients:
-        """The agent as a runtime of one in-process client: itself."""
+        """The agent as a runtime of one in-process client: itself (the protocol steps
+        need no trainer; training passes its own)."""
         return InProcessClients(
             config,
             self,
-            trainer or (lambda: None),
+            trainer or _no_trainer,
             state_dir=self.state_dir,
             secagg_client=self.secagg_client,
         )
+
+
+def _no_trainer() -> Any:
+    raise RuntimeError("a secure-aggregation protocol step does not train")
 
 
 def run(
