@@ -33,10 +33,8 @@ def advertise_keys(
 ) -> None:
     """Step 1, client side: the public keys of every client of the shard."""
     plan = RoundPlan.load(plan_path)
-    answers = runtime.for_config(config).advertise(plan, _shard_clients(plan, shard))
-    sa.save_messages(
-        out_path, "advertise", plan.cohort.round_number, answers.messages, answers.seconds
-    )
+    clients = _shard_clients(plan, shard)
+    _write(out_path, "advertise", plan, runtime.for_config(config).advertise(plan, clients))
 
 
 def share_keys(
@@ -49,12 +47,9 @@ def share_keys(
     """Step 2, client side: each client's encrypted shares for its neighbours (after
     checking every advertisement's signature: a substituted key aborts the round)."""
     plan = RoundPlan.load(plan_path)
-    answers = runtime.for_config(config).share_keys(
-        plan, _shard_clients(plan, shard), advertisement_paths
-    )
-    sa.save_messages(
-        out_path, "share_keys", plan.cohort.round_number, answers.messages, answers.seconds
-    )
+    clients = _shard_clients(plan, shard)
+    answers = runtime.for_config(config).share_keys(plan, clients, advertisement_paths)
+    _write(out_path, "share_keys", plan, answers)
 
 
 def relay_messages(message_paths: Sequence[str | Path], out_path: str | Path) -> None:
@@ -98,9 +93,7 @@ def confirm_survivors(
     plan = RoundPlan.load(plan_path)
     clients = _survivors(plan, shard, message_paths)
     answers = runtime.for_config(config).confirm(plan, clients, message_paths)
-    sa.save_messages(
-        out_path, "confirm", plan.cohort.round_number, answers.messages, answers.seconds
-    )
+    _write(out_path, "confirm", plan, answers)
 
 
 def unmask_response(
@@ -117,9 +110,12 @@ def unmask_response(
     plan = RoundPlan.load(plan_path)
     clients = _survivors(plan, shard, message_paths)
     answers = runtime.for_config(config).unmask(plan, clients, message_paths)
-    sa.save_messages(
-        out_path, "unmask_response", plan.cohort.round_number, answers.messages, answers.seconds
-    )
+    _write(out_path, "unmask_response", plan, answers)
+
+
+def _write(out_path: str | Path, step: str, plan: RoundPlan, answers: runtime.Answers) -> None:
+    """A client-side step's artifact: its clients' messages and how long each took."""
+    sa.save_messages(out_path, step, plan.cohort.round_number, answers.messages, answers.seconds)
 
 
 def _survivors(plan: RoundPlan, shard: int, message_paths: Sequence[str | Path]) -> list[int]:
