@@ -18,6 +18,7 @@ from fedpipe.agents import data_folder
 from fedpipe.agents.local import LocalFederation
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.artifacts.updates import load_shard
+from fedpipe.secagg import rounds as sa
 from fedpipe.simulation.runner import simulate
 
 pytestmark = pytest.mark.pipeline
@@ -57,27 +58,14 @@ def federation(tmp_path_factory):
     fed = LocalFederation(
         root / "federation", CLIENTS, heartbeat_interval_s=0.5, heartbeat_timeout_s=20.0
     )
-    try:
-        fed.start_coordinator()
-        for c in range(CLIENTS):
-            fed.start_agent(c, owners / f"client-{c}")
-        fed.wait_online(range(CLIENTS), timeout_s=180)
+    with fed:
+        fed.start([owners / f"client-{c}" for c in range(CLIENTS)])
         fed.owners = owners
         yield fed
-    finally:
-        fed.stop()
 
 
 def _agents_config(fed: LocalFederation, mlflow_uri: str) -> run_config.RunConfig:
-    return _config(
-        mlflow_uri,
-        {
-            "clients.runtime": "agents",
-            "clients.coordinator": fed.address,
-            "clients.tls_dir": str(fed.tls.root),
-            "clients.task_timeout_s": 240.0,
-        },
-    )
+    return _config(mlflow_uri, fed.run_config(task_timeout_s=240.0))
 
 
 def test_secagg_rounds_through_agents_equal_the_simulated_clients(federation, tmp_path):
@@ -101,6 +89,12 @@ def test_secagg_rounds_through_agents_equal_the_simulated_clients(federation, tm
     np.testing.assert_allclose(result.model.weights, simulated.model.weights, atol=1e-6)
     outcome = json.loads((tmp_path / "agents" / "round_003" / "outcome.json").read_text())
     assert sorted(u["client_id"] for u in outcome["accepted"]) == list(range(CLIENTS))
+    # The active-adversary protocol ran: every advertisement signed and carrying the
+    # agent's certificate, every survivor confirmed the survivor set before unmasking.
+    transcript = tmp_path / "agents" / "round_003" / "secagg_transcript.json"
+    messages = sa.load_messages([transcript], 3)
+    assert all(a.signature and a.certificate for a in messages.advertisements)
+    assert sorted(c.client_id for c in messages.confirmations) == list(range(CLIENTS))
     # Under SecAgg the pipeline's artifacts hold masked inputs only.
     for shard in (tmp_path / "agents").glob("round_*/updates_*.npz"):
         assert {u.encoding for u in load_shard(shard)} <= {"secagg"}

@@ -218,7 +218,7 @@ def test_simulated_attackers_skip_the_client_side_clip_under_secure_aggregation(
     simulated attacker sends its scaled update unclipped (the server cannot tell)."""
     from fedpipe import config
     from fedpipe.secagg import rounds as sa
-    from fedpipe.simulation import attacks
+    from fedpipe.simulation import attacks, mods
 
     cfg = config.from_mapping(
         {
@@ -238,7 +238,8 @@ def test_simulated_attackers_skip_the_client_side_clip_under_secure_aggregation(
 
     def transform(client_id: int):
         ctx = ClientContext(client_id, 1, 10, None, {}, secure=True)
-        return sa.client_transform(cfg, chain, ctx)
+        skips = mods.Attack(cfg, 10).skips_client_steps(client_id)
+        return sa.client_transform(chain, ctx, honest=not skips)
 
     assert np.linalg.norm(transform(honest)(big)) <= 0.1 + 1e-9
     for c in hostile:

@@ -53,7 +53,8 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.state_dir.chmod(0o700)
         data_folder.load(data_uri)  # fail now, not at the first task, on unreadable data
-        self._worker_args = (self.client_id, data_uri, str(self.state_dir))
+        credentials = tuple(str(Path(p).resolve()) for p in (cert, key, ca))  # signs with them
+        self._worker_args = (self.client_id, data_uri, str(self.state_dir), credentials)
         self._worker: futures.ProcessPoolExecutor | None = None
         no_data = np.zeros((0, 0), np.float32)
         self._transport_context = client_tasks.AgentContext(
@@ -181,13 +182,15 @@ class Agent:
 _context: client_tasks.AgentContext | None = None
 
 
-def _worker_init(client_id: int, data_uri: str, state_dir: str) -> None:
+def _worker_init(
+    client_id: int, data_uri: str, state_dir: str, credentials: tuple[str, str, str]
+) -> None:
     from fedpipe.agents.local import die_with_parent
 
     global _context
     die_with_parent()  # a killed agent takes its worker with it
     x, y = data_folder.load(data_uri)
-    _context = client_tasks.AgentContext(client_id, x, y, Path(state_dir))
+    _context = client_tasks.AgentContext(client_id, x, y, Path(state_dir), credentials)
 
 
 def _worker_run(kind: str, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:

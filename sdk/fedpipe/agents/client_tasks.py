@@ -1,23 +1,24 @@
 """What an agent does for each task: the same per-client library code the simulated
-clients run (fedpipe.training.trainer for local training, fedpipe.secagg's client steps),
-on the agent's own data and with secrets from the OS's cryptographic source that never
-leave the agent.
+clients run (fedpipe.clients.runtime.InProcessClients: training, the aggregation chain's
+client part, each secure-aggregation step), on the agent's own data and with secrets from
+the OS's cryptographic source that never leave the agent.
 
 A task is (kind, meta, files) and its answer (meta, files); see `run`. The agent's
-protocol state (its SecAgg entropy for a round and which unmasking request it answered)
-is kept under its state directory, so a restarted agent can finish a round it began and
-still refuses a second, conflicting request.
+protocol state (its SecAgg entropy for a session and its journal: the request it
+confirmed and the one it answered) is kept in a client state store under its state
+directory (fedpipe.secagg.client_state), so a restarted agent can finish a round it began
+and still refuses a second, conflicting request. It signs its advertisements and
+confirmations with the identity its certificate binds (fedpipe.agents.identity) and trusts
+only keys that the federation CA certified: the consistency check holds against an active
+coordinator or pipeline.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
-import os
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,19 @@ import numpy as np
 
 from fedpipe import config as run_config
 from fedpipe import secagg
-from fedpipe.aggregation.chain import build_chain
-from fedpipe.aggregation.layer import ClientContext
+from fedpipe.agents.identity import AgentIdentity
 from fedpipe.artifacts import wire
 from fedpipe.artifacts.round_plan import Cohort, RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate
+from fedpipe.clients.runtime import InProcessClients
 from fedpipe.data.datasets import Dataset
+from fedpipe.privacy.randomness import Randomness
 from fedpipe.secagg import rounds as sa
+from fedpipe.secagg.client_state import ClientState
 
-KINDS = ("ping", "advertise", "share_keys", "train", "unmask")
+KINDS = ("ping", "advertise", "share_keys", "train", "confirm", "unmask")
 TRANSPORT_ONLY = ("ping",)  # an echo of its payload: checks the path, touches no data
+_ANSWERS = {"share_keys": "key_shares", "confirm": "confirmation", "unmask": "response"}
 
 
 @dataclasses.dataclass
@@ -45,6 +49,56 @@ class AgentContext:
     x: np.ndarray
     y: np.ndarray
     state_dir: Path
+    credentials: tuple[str, str, str] | None = None  # certificate, its key, the CA (paths)
+
+    @functools.cached_property
+    def identity(self) -> AgentIdentity:
+        if self.credentials is None:
+            raise ValueError(f"client {self.client_id} has no credentials to sign with")
+        return AgentIdentity.load(self.client_id, *self.credentials)
+
+    def client_data(self, client_id: int) -> tuple[np.ndarray, np.ndarray]:
+        if client_id != self.client_id:
+            raise ValueError(f"agent {self.client_id} holds no data of client {client_id}")
+        return self.x, self.y
+
+    def secagg_client(
+        self,
+        session: secagg.Session,
+        client_id: int,
+        messages: sa.Messages | None = None,
+        *,
+        advertising: bool = False,
+    ) -> secagg.SecAggClient:
+        """The agent's SecAgg client (a rounds.ClientFactory): entropy always from the
+        OS (never from the run's config), its certificate's identity, and the signing
+        keys the CA certified in the advertisements it was sent."""
+        state = ClientState(self.state_dir / "secagg", client_id)
+        fresh = Randomness().token_bytes(32) if advertising else None
+        ads = messages.advertisements if messages else []
+        return state.client(
+            session,
+            fresh,
+            identity=self.identity.key,
+            directory=self.identity.directory(ads),
+        )
+
+    def runtime(
+        self, config: run_config.RunConfig, trainer: Callable[[], Any] | None = None
+    ) -> InProcessClients:
+        """The agent as a runtime of one in-process client: itself (the protocol steps
+        need no trainer; training passes its own)."""
+        return InProcessClients(
+            config,
+            self,
+            trainer or _no_trainer,
+            state_dir=self.state_dir,
+            secagg_client=self.secagg_client,
+        )
+
+
+def _no_trainer() -> Any:
+    raise RuntimeError("a secure-aggregation protocol step does not train")
 
 
 def run(
@@ -60,32 +114,24 @@ def run(
         return _train(ctx, config, meta, files)
     cohort = Cohort(**meta["cohort"])
     session = sa.session_for(config, cohort, int(meta["model_size"]))
-    state = SecAggState(ctx.state_dir, cohort)
-    client = state.client(session, ctx.client_id)
+    runtime = ctx.runtime(config)
     if kind == "advertise":
-        return {"advertisement": client.advertise().to_dict()}, {}
+        ad = runtime.advertise_one(session, ctx.client_id)
+        ad = dataclasses.replace(ad, certificate=ctx.identity.certificate_pem)
+        return {"advertisement": ad.to_dict()}, {}
+    if kind not in _ANSWERS:
+        raise ValueError(f"unknown task kind {kind!r} (known: {', '.join(KINDS)})")
     messages = _messages(files["transcript"], cohort.round_number)
-    if kind == "share_keys":
-        return {"key_shares": client.share_keys(messages.advertisements).to_dict()}, {}
-    if kind == "unmask":
-        client.share_keys(messages.advertisements)
-        client.receive_shares(sa.inbox_of(session, messages, ctx.client_id))
-        request = messages.request
-        digest = hashlib.sha256(json.dumps(request.to_dict(), sort_keys=True).encode()).hexdigest()
-        state.check_unmask(digest)  # before answering: a second, different request is refused
-        response = client.unmask(request)
-        return {"response": response.to_dict()}, {}
-    raise ValueError(f"unknown task kind {kind!r} (known: {', '.join(KINDS)})")
+    step = getattr(runtime, f"{kind}_one")
+    return {_ANSWERS[kind]: step(session, ctx.client_id, messages).to_dict()}, {}
 
 
 def _train(
     ctx: AgentContext, config: run_config.RunConfig, meta: dict[str, Any], files: dict[str, bytes]
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Local training from the round plan's global weights; under secure aggregation the
-    answer is the masked input, never the update itself."""
-    started = time.perf_counter()
+    """Local training from the round plan's global weights, then the chain's client part;
+    under secure aggregation the answer is the masked input, never the update itself."""
     plan = _plan(files["plan"])
-    round_number = plan.cohort.round_number
     model_trainer = _trainer(
         meta["config"],
         ctx.x,
@@ -94,45 +140,15 @@ def _train(
         int(meta["num_classes"]),
         _shape(meta.get("image_shape")),
     )
-    result = model_trainer.train(
-        plan.weights,
-        ctx.x,
-        ctx.y,
-        epochs=plan.training.epochs,
-        batch_size=plan.training.batch_size,
-        learning_rate=plan.training.learning_rate,
-        mu=plan.training.fedprox_mu,
-        seed=[plan.seed, round_number, ctx.client_id],
-    )
-    update = ClientUpdate.of(
-        ctx.client_id,
-        result.delta,
-        num_examples=result.num_examples,
-        train_loss=result.train_loss,
-        duration_s=time.perf_counter() - started,
-    )
-    if sa.enabled(config):
-        session = sa.session_for(config, plan.cohort, plan.spec.size)
-        messages = _messages(files["transcript"], round_number)
-        client = SecAggState(ctx.state_dir, plan.cohort).client(session, ctx.client_id)
-        client.share_keys(messages.advertisements)
-        client.receive_shares(sa.inbox_of(session, messages, ctx.client_id))
-        chain = build_chain(config)
-        client_ctx = ClientContext.for_update(plan, update, secure=True, state_dir=ctx.state_dir)
-        encoded = session.encoding.encode(
-            update.vector,
-            chain.weighting.secure_weight(client_ctx, session.encoding.max_examples),
-            lambda delta: chain.client_update(delta, client_ctx)[0],
-        )
-        vector = client.masked_input(encoded).vector
-        update = ClientUpdate.of(
-            ctx.client_id,
-            vector,
-            num_examples=0,  # it travels inside the masked vector
-            train_loss=update.train_loss,
-            duration_s=time.perf_counter() - started,
-            encoding=sa.ENCODING,
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        transcript = []
+        if "transcript" in files:
+            transcript = [Path(tmp) / "transcript.json"]
+            transcript[0].write_bytes(files["transcript"])
+        sent = ctx.runtime(config, lambda: model_trainer).updates(plan, [ctx.client_id], transcript)
+    if not sent:
+        raise ValueError(f"client {ctx.client_id} withholds its update this round")
+    (update,) = sent
     answer = {
         "num_examples": update.num_examples,
         "train_loss": update.train_loss,
@@ -158,48 +174,6 @@ def update_of(client_id: int, meta: dict[str, Any], files: dict[str, bytes]) -> 
         checksum=meta["checksum"],
         encoding=meta["encoding"],
     )
-
-
-class SecAggState:
-    """One round's SecAgg secrets of this agent, in a 0600 file under its state dir: 32
-    bytes of entropy from os.urandom (every key, mask seed and share derives from it) and
-    the digest of the one unmasking request it answered."""
-
-    def __init__(self, state_dir: Path, cohort: Cohort) -> None:
-        key = json.dumps(dataclasses.asdict(cohort), sort_keys=True).encode()
-        folder = Path(state_dir) / "secagg"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = folder / f"round-{cohort.round_number}-{hashlib.sha256(key).hexdigest()[:24]}"
-
-    def _read(self) -> dict[str, Any]:
-        if self.path.exists():
-            return json.loads(self.path.read_text())
-        state = {"entropy": os.urandom(32).hex(), "answered": None}
-        self._write(state)
-        return state
-
-    def _write(self, state: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-    def client(self, session: secagg.Session, client_id: int) -> secagg.SecAggClient:
-        return secagg.SecAggClient(session, client_id, bytes.fromhex(self._read()["entropy"]))
-
-    def check_unmask(self, request_digest: str) -> None:
-        """Record the request about to be answered; refuse one that differs from the one
-        answered before (the same request again, from a retried task, is answered again)."""
-        state = self._read()
-        if state["answered"] not in (None, request_digest):
-            raise secagg.UnsafeRequest(
-                "this agent already answered a different unmasking request this round"
-            )
-        state["answered"] = request_digest
-        self._write(state)
 
 
 def _messages(transcript: bytes, round_number: int) -> sa.Messages:

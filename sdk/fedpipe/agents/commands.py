@@ -181,20 +181,10 @@ def demo(clients: int, rounds: int, engine: str, sets: tuple[str, ...], workdir:
     root = Path(workdir).resolve()
     owners = data_folder.prepare(base, root / "owners")
     with LocalFederation(root / "federation", clients) as fed:
-        fed.start_coordinator()
-        for c, folder in enumerate(owners):
-            fed.start_agent(c, folder)
-        fed.wait_online(range(clients), timeout_s=300)
+        fed.start(owners, timeout_s=300)
         click.echo(f"coordinator {fed.address}, {clients} agents online; logs in {fed.root}")
         given = any(s.startswith("clients.task_timeout_s=") for s in sets)
-        config = base.replace(
-            {
-                "clients.runtime": "agents",
-                "clients.coordinator": fed.address,
-                "clients.tls_dir": str(fed.tls.root),
-                "clients.task_timeout_s": base.clients.task_timeout_s if given else 600.0,
-            }
-        )
+        config = base.replace(fed.run_config(base.clients.task_timeout_s if given else 600.0))
         if engine == "kfp":
             from fedpipe.ops import local_run
 

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedpipe.agents import provisioning, remote_clients
@@ -137,6 +137,24 @@ class LocalFederation:
         process = self.agents.pop(client_id)
         process.send_signal(sig)
         process.wait(timeout=30)
+
+    def start(self, owners: Sequence[str | Path], timeout_s: float = 180.0) -> LocalFederation:
+        """The coordinator and one agent per data folder (client i reads owners[i]),
+        returned once every agent heartbeats."""
+        self.start_coordinator()
+        for c, folder in enumerate(owners):
+            self.start_agent(c, folder)
+        self.wait_online(range(len(owners)), timeout_s=timeout_s)
+        return self
+
+    def run_config(self, task_timeout_s: float) -> dict[str, object]:
+        """The run config's fields that point the pipeline's client steps at these agents."""
+        return {
+            "clients.runtime": "agents",
+            "clients.coordinator": self.address,
+            "clients.tls_dir": str(self.tls.root),
+            "clients.task_timeout_s": task_timeout_s,
+        }
 
     def remote(self, task_timeout_s: float = 120.0) -> remote_clients.RemoteClients:
         return remote_clients.RemoteClients(self.address, self.tls.root, task_timeout_s)

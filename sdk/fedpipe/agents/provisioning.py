@@ -2,7 +2,8 @@
 orchestrator's certificate (the pipeline's tasks) and one certificate per client.
 
 A client certificate names its client in the subject CN (`client-3`) and in a SAN URI
-(`fedpipe://client/3`); the coordinator maps a connection to a client id from the
+(`fedpipe://client/3`), and binds the agent's secure-aggregation signing key
+(fedpipe.agents.identity); the coordinator maps a connection to a client id from the
 certificate the TLS handshake verified, never from what a message claims.
 """
 
@@ -105,9 +106,14 @@ def issue(
     uris: tuple[str, ...] = (),
     not_before: datetime.datetime | None = None,
     not_after: datetime.datetime | None = None,
+    signing_identity: bool = False,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A leaf certificate: a server one when server_hosts are given (DNS names or IPs in
-    its SAN), else a client one. not_before/not_after default to now .. one year."""
+    its SAN), else a client one, with signing_identity binding the key the agent signs
+    its secure-aggregation messages with. not_before/not_after default to now .. one
+    year."""
+    from fedpipe.agents import identity
+
     key = ec.generate_private_key(ec.SECP256R1())
     start = not_before or _now() - datetime.timedelta(minutes=5)
     end = not_after or _now() + datetime.timedelta(days=365)
@@ -135,6 +141,8 @@ def issue(
     )
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    if signing_identity:
+        builder = builder.add_extension(identity.signing_extension(key), critical=False)
     return builder.sign(authority.key, hashes.SHA256()), key
 
 
@@ -191,7 +199,9 @@ def provision(
     leaves = [("coordinator", COORDINATOR_CN, hosts, ()), ("orchestrator", ORCHESTRATOR_CN, (), ())]
     leaves += [(client_cn(i), client_cn(i), (), (f"fedpipe://client/{i}",)) for i in range(clients)]
     for name, cn, server_hosts, uris in leaves:
-        cert, key = issue(authority, cn, server_hosts=server_hosts, uris=uris)
+        cert, key = issue(
+            authority, cn, server_hosts=server_hosts, uris=uris, signing_identity=bool(uris)
+        )
         write_certificate(layout.cert(name), cert)
         write_key(layout.key(name), key)
     return layout

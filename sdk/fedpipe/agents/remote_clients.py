@@ -1,17 +1,23 @@
-"""The pipeline's side of client agents: the client-side stages (advertise keys, share
-keys, local train, unmask response) send their shard's work through the coordinator to
-the shard's agents and write the same artifacts the simulated clients write, so the
-server-side stages (relay, request unmasking, aggregate) run unchanged.
+"""The pipeline's side of client agents: `AgentClients`, the client runtime
+(fedpipe.clients.runtime.ClientRuntime) whose clients are agents at the data owners. Each
+client-side step (advertise keys, share keys, local train, confirm, unmask response) is
+sent through the coordinator to the shard's agents, and their answers come back as the
+same messages and updates the simulated clients give, so the stages and the server side
+(relay, request unmasking, aggregate) are the same for both.
 
 An agent that does not answer before the task deadline is treated as a client that
 dropped: missing from that step's messages (SecAgg recovers it from the others' shares
-when it dropped after sharing keys) and counted against the quorum.
+when it dropped after sharing keys) and counted against the quorum. An agent that
+refuses a step because the protocol was attacked (a substituted key, inconsistent
+survivor sets, an unsafe request, a tampered share) aborts the round with that error,
+as a simulated client would.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -21,13 +27,15 @@ from typing import Any
 
 import grpc
 
+from fedpipe import secagg
 from fedpipe.agents import client_tasks, transport
 from fedpipe.agents import protocol_pb2 as pb
 from fedpipe.agents import protocol_pb2_grpc as pb_grpc
 from fedpipe.artifacts.round_plan import Cohort, RoundPlan
-from fedpipe.artifacts.updates import save_shard
+from fedpipe.artifacts.updates import ClientUpdate
+from fedpipe.clients.runtime import Answers
 from fedpipe.config import RunConfig
-from fedpipe.secagg import KeyAdvertisement, KeyShares, UnmaskResponse
+from fedpipe.secagg import KeyAdvertisement, KeyShares, SurvivorConfirmation, UnmaskResponse
 from fedpipe.secagg import rounds as sa
 
 
@@ -38,19 +46,13 @@ class Settings:
     task_timeout_s: float
 
 
-def settings(config: RunConfig) -> Settings | None:
-    """The one place the run config's agent fields are read (None: simulated clients)."""
-    if config.clients.runtime != "agents":
-        return None
+def settings(config: RunConfig) -> Settings:
+    """The one place the run config's agent fields are read."""
     return Settings(
         str(config.clients.coordinator),
         str(config.clients.tls_dir),
         float(config.clients.task_timeout_s),
     )
-
-
-def enabled(config: RunConfig) -> bool:
-    return settings(config) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +81,6 @@ class RemoteClients:
     @classmethod
     def for_config(cls, config: RunConfig) -> RemoteClients:
         s = settings(config)
-        if s is None:
-            raise ValueError("clients is not 'agents' in this config")
         return cls(s.address, s.tls_dir, s.task_timeout_s)
 
     def close(self) -> None:
@@ -149,7 +149,115 @@ class RemoteClients:
             return list(pool.map(lambda c: self.dispatch(c, kind, meta, files), client_ids))
 
 
-# -- the client-side stages, through agents ---------------------------------------------
+# -- the client runtime, through agents ------------------------------------------------
+
+# The errors with which an honest agent refuses a step because the protocol was attacked:
+# they abort the round (the pipeline's task fails), as they do for simulated clients.
+ABORTS: dict[str, type[secagg.ProtocolAbort]] = {
+    "SubstitutedKey": secagg.SubstitutedKey,
+    "InconsistentView": secagg.InconsistentView,
+    "UnsafeRequest": secagg.UnsafeRequest,
+    "TamperedShare": secagg.ProtocolAbort,  # its own constructor takes the pair, not a text
+}
+
+
+class AgentClients:
+    """The client runtime whose clients are agents, reached through the coordinator."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def for_config(cls, config: RunConfig) -> AgentClients:
+        return cls(config)
+
+    def _dispatch(
+        self, clients: Sequence[int], kind: str, meta: dict[str, Any], files: dict[str, bytes]
+    ) -> list[Reply]:
+        if not clients:
+            return []
+        with RemoteClients.for_config(self.config) as remote:
+            return remote.dispatch_all(clients, kind, meta, files)
+
+    def online(self, client_ids: Sequence[int]) -> list[int]:
+        """The agents that heartbeat now, among client_ids."""
+        with RemoteClients.for_config(self.config) as remote:
+            online = set(remote.online())
+        return [c for c in client_ids if c in online]
+
+    def _ask(
+        self,
+        plan: RoundPlan,
+        clients: Sequence[int],
+        kind: str,
+        message_paths: Sequence[str | Path] | None,
+        answer: tuple[str, Any],
+        step: str,
+    ) -> Answers:
+        """One protocol step by each agent: the messages of those that answered."""
+        meta = {**_task_meta(self.config, plan.cohort), "model_size": plan.spec.size}
+        files = {} if message_paths is None else {"transcript": _transcript(message_paths)}
+        replies = _answered(
+            self._dispatch(clients, kind, meta, files), step, plan.cohort.round_number
+        )
+        key, cls = answer
+        messages = [cls.from_dict(r.meta[key]) for r in replies]
+        _check_senders(messages, replies)
+        return Answers(messages, {r.client_id: r.seconds for r in replies})
+
+    def advertise(self, plan: RoundPlan, clients: Sequence[int]) -> Answers:
+        advertisement = ("advertisement", KeyAdvertisement)
+        return self._ask(plan, clients, "advertise", None, advertisement, "key advertisement")
+
+    def share_keys(
+        self, plan: RoundPlan, clients: Sequence[int], message_paths: Sequence[str | Path]
+    ) -> Answers:
+        shares = ("key_shares", KeyShares)
+        return self._ask(plan, clients, "share_keys", message_paths, shares, "key shares")
+
+    def confirm(
+        self, plan: RoundPlan, clients: Sequence[int], message_paths: Sequence[str | Path]
+    ) -> Answers:
+        confirmation = ("confirmation", SurvivorConfirmation)
+        return self._ask(
+            plan, clients, "confirm", message_paths, confirmation, "survivor confirmation"
+        )
+
+    def unmask(
+        self, plan: RoundPlan, clients: Sequence[int], message_paths: Sequence[str | Path]
+    ) -> Answers:
+        response = ("response", UnmaskResponse)
+        return self._ask(plan, clients, "unmask", message_paths, response, "unmask response")
+
+    def updates(
+        self, plan: RoundPlan, clients: Sequence[int], secagg_messages: Sequence[str | Path]
+    ) -> list[ClientUpdate]:
+        """Each agent trains on its own data; under secure aggregation it answers with its
+        masked input only."""
+        from fedpipe.data import datasets
+
+        if not clients:
+            return []
+        data = datasets.load(self.config)  # the server's data: only the model's shape is used
+        meta = {
+            **_task_meta(self.config, plan.cohort),
+            "num_features": data.num_features,
+            "num_classes": data.num_classes,
+            "image_shape": list(data.image_shape) if data.image_shape else None,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            plan.save(Path(tmp) / "plan.npz")
+            files = {"plan": (Path(tmp) / "plan.npz").read_bytes()}
+        if sa.enabled(self.config):
+            files["transcript"] = _transcript(secagg_messages)
+        n = plan.cohort.round_number
+        updates = []
+        for r in _answered(self._dispatch(clients, "train", meta, files), "update", n):
+            try:
+                updates.append(client_tasks.update_of(r.client_id, r.meta, r.files))
+            except (KeyError, ValueError) as e:
+                print(f"round {n}: client {r.client_id}'s update is unreadable ({e})", flush=True)
+        return updates
 
 
 def _task_meta(config: RunConfig, cohort: Cohort) -> dict[str, Any]:
@@ -165,117 +273,17 @@ def _transcript(paths: Sequence[str | Path]) -> bytes:
 
 
 def _answered(replies: list[Reply], step: str, round_number: int) -> list[Reply]:
-    """The replies that carry an answer; the silent or failed agents are reported."""
+    """The replies that carry an answer; the silent or failed agents are reported, and an
+    agent's refusal of an attacked protocol step aborts the round."""
     for r in replies:
         if not r.ok:
+            name, _, detail = r.error.partition(": ")
+            if name in ABORTS:
+                raise ABORTS[name](f"agent {r.client_id} refused its {step} ({name}): {detail}")
             print(
                 f"round {round_number}: client {r.client_id} gave no {step} ({r.error})", flush=True
             )
     return [r for r in replies if r.ok]
-
-
-def _clients(plan: RoundPlan, shard: int) -> list[int]:
-    return [] if plan.cohort.stopped else list(plan.cohort.shards[shard])
-
-
-def advertise_keys(config: RunConfig, plan_path: str | Path, shard: int, out: str | Path) -> None:
-    plan = RoundPlan.load(plan_path)
-    meta = {**_task_meta(config, plan.cohort), "model_size": plan.spec.size}
-    with RemoteClients.for_config(config) as remote:
-        replies = remote.dispatch_all(_clients(plan, shard), "advertise", meta, {})
-    n = plan.cohort.round_number
-    ok = _answered(replies, "key advertisement", n)
-    ads = [KeyAdvertisement.from_dict(r.meta["advertisement"]) for r in ok]
-    _check_senders(ads, ok)
-    sa.save_messages(out, "advertise", n, ads, {r.client_id: r.seconds for r in ok})
-
-
-def share_keys(
-    config: RunConfig,
-    plan_path: str | Path,
-    shard: int,
-    advertisement_paths: Sequence[str | Path],
-    out: str | Path,
-) -> None:
-    plan = RoundPlan.load(plan_path)
-    meta = {**_task_meta(config, plan.cohort), "model_size": plan.spec.size}
-    files = {"transcript": _transcript(advertisement_paths)}
-    with RemoteClients.for_config(config) as remote:
-        replies = remote.dispatch_all(_clients(plan, shard), "share_keys", meta, files)
-    n = plan.cohort.round_number
-    ok = _answered(replies, "key shares", n)
-    shares = [KeyShares.from_dict(r.meta["key_shares"]) for r in ok]
-    _check_senders(shares, ok)
-    sa.save_messages(out, "share_keys", n, shares, {r.client_id: r.seconds for r in ok})
-
-
-def local_train(
-    config: RunConfig,
-    plan_path: str | Path,
-    shard: int,
-    updates_path: str | Path,
-    secagg_messages: Sequence[str | Path] = (),
-) -> None:
-    """Each agent of the shard trains on its own data; under secure aggregation it
-    answers with its masked input only."""
-    from fedpipe.data import datasets
-
-    plan = RoundPlan.load(plan_path)
-    data = datasets.load(config)  # the server's data: only the model's shape is used
-    meta = {
-        **_task_meta(config, plan.cohort),
-        "num_features": data.num_features,
-        "num_classes": data.num_classes,
-        "image_shape": list(data.image_shape) if data.image_shape else None,
-    }
-    files = {"plan": Path(plan_path).read_bytes()}
-    if sa.enabled(config):
-        files["transcript"] = _transcript(secagg_messages)
-    with RemoteClients.for_config(config) as remote:
-        replies = remote.dispatch_all(_clients(plan, shard), "train", meta, files)
-    n = plan.cohort.round_number
-    updates = []
-    for r in _answered(replies, "update", n):
-        try:
-            updates.append(client_tasks.update_of(r.client_id, r.meta, r.files))
-        except (KeyError, ValueError) as e:
-            print(f"round {n}: client {r.client_id}'s update is unreadable ({e})", flush=True)
-    save_shard(updates_path, n, shard, updates)
-    if updates:
-        print(
-            f"round {n} shard {shard}: agents {', '.join(str(u.client_id) for u in updates)} "
-            f"answered in {max(r.seconds for r in replies):.2f}s",
-            flush=True,
-        )
-
-
-def unmask_response(
-    config: RunConfig,
-    plan_path: str | Path,
-    shard: int,
-    message_paths: Sequence[str | Path],
-    out: str | Path,
-) -> None:
-    plan = RoundPlan.load(plan_path)
-    n = plan.cohort.round_number
-    clients = _clients(plan, shard)
-    if clients:
-        request = sa.load_messages(message_paths, n).request
-        clients = [c for c in clients if c in request.survivors]
-    meta = {**_task_meta(config, plan.cohort), "model_size": plan.spec.size}
-    files = {"transcript": _transcript(message_paths)}
-    with RemoteClients.for_config(config) as remote:
-        replies = remote.dispatch_all(clients, "unmask", meta, files)
-    ok = _answered(replies, "unmask response", n)
-    responses = [UnmaskResponse.from_dict(r.meta["response"]) for r in ok]
-    _check_senders(responses, ok)
-    sa.save_messages(out, "unmask_response", n, responses, {r.client_id: r.seconds for r in ok})
-
-
-def online_clients(config: RunConfig) -> list[int]:
-    """The client ids of the agents that heartbeat now (selection picks among them)."""
-    with RemoteClients.for_config(config) as remote:
-        return remote.online()
 
 
 def _check_senders(messages: list, replies: list[Reply]) -> None:

@@ -11,8 +11,9 @@ The public half of the identity goes to the PKI directory (`<root>/pki/<id>.pub`
 registry of signing keys that clients trust (see docs/secure_aggregation.md: it is an
 assumption of the protocol that the server cannot rewrite it). Server-side stages never
 read under the root. In the simulation the root is `<run folder>/clients` (a client's
-directory `<run folder>/clients/<id>`); on a device it
-is the agent's own storage (`clients.state_dir`).
+directory `<run folder>/clients/<id>`); for an agent it
+is the agent's own state directory, and its signing identity is bound to its client
+certificate instead (fedpipe.agents.identity): there is no shared PKI folder to trust.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedpipe.secagg.session import ProtocolAbort
+from fedpipe.secagg.client import SecAggClient
+from fedpipe.secagg.session import ProtocolAbort, Session
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -134,3 +136,23 @@ class ClientState:
             )
         journal.put("entropy", fresh.hex())
         return fresh
+
+    def client(
+        self,
+        session: Session,
+        fresh: bytes | None,
+        *,
+        identity: Ed25519PrivateKey,
+        directory: Mapping[int, bytes],
+    ) -> SecAggClient:
+        """The client of a session from this store: its entropy (`fresh` is stored when
+        it advertises) and its journal, with the signing identity it signs with and the
+        directory of signing keys it trusts."""
+        return SecAggClient(
+            session,
+            self.client_id,
+            self.entropy(session.session_id, fresh),
+            identity=identity,
+            directory=directory,
+            journal=self.journal(session.session_id),
+        )

@@ -21,6 +21,9 @@ class KeyAdvertisement:
     cipher_public_key: bytes  # agrees the keys that encrypt shares
     mask_public_key: bytes  # agrees the seeds of pairwise masks
     signature: bytes = b""  # Ed25519, by the client's long-term identity, over signed_bytes
+    # What certifies the signing key, when the clients do not share a PKI directory: an
+    # agent's client certificate (PEM), which the federation CA issued.
+    certificate: bytes = b""
 
     def signed_bytes(self, context: bytes) -> bytes:
         """What the client signs: the session context (session id, round, client) and
@@ -28,12 +31,15 @@ class KeyAdvertisement:
         return context + b"|" + self.cipher_public_key + self.mask_public_key
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "client_id": self.client_id,
             "cipher_public_key": self.cipher_public_key.hex(),
             "mask_public_key": self.mask_public_key.hex(),
             "signature": self.signature.hex(),
         }
+        if self.certificate:
+            d["certificate"] = self.certificate.decode("ascii")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KeyAdvertisement:
@@ -42,6 +48,7 @@ class KeyAdvertisement:
             bytes.fromhex(d["cipher_public_key"]),
             bytes.fromhex(d["mask_public_key"]),
             bytes.fromhex(d.get("signature", "")),
+            d.get("certificate", "").encode("ascii"),
         )
 
 

@@ -2,10 +2,12 @@
 clients' entropy and dropouts, and the artifacts that carry protocol messages between
 the client-side tasks and the server-side stages.
 
-Client-side tasks (advertise_keys, share_keys, local_train, confirm_survivors,
-unmask_response) rebuild a client from its state store (its entropy, signing identity and
-journal, fedpipe.secagg.client_state) and the messages it has seen; the server-side
-stages (request_unmasking, aggregate) read only the messages, never a client's secrets.
+Client-side steps (advertise_keys, share_keys, local_train, confirm_survivors,
+unmask_response, run by a client runtime) rebuild a client from its state store (its
+entropy and journal, fedpipe.secagg.client_state), its signing identity and the keys it
+trusts (a `ClientFactory`: the simulated clients' PKI directory, or an agent's
+certificate) and the messages it has seen; the server-side stages (request_unmasking,
+aggregate) read only the messages, never a client's secrets.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,7 +33,6 @@ from fedpipe.privacy import randomness
 from fedpipe.secagg import graph, shamir
 from fedpipe.secagg.client_state import ClientState, PublicKeyDirectory
 from fedpipe.secagg.encoding import encoding_for
-from fedpipe.simulation import attacks
 
 ENCODING = "secagg"  # the ClientUpdate encoding of a masked update
 _DROPOUT_TAG = 0xD209
@@ -80,22 +81,49 @@ def state_root(config: RunConfig) -> str:
 def client(
     config: RunConfig, session: secagg.Session, client_id: int, *, advertising: bool = False
 ) -> secagg.SecAggClient:
-    """A client from its state store. Advertising (step 1) draws the session's entropy
-    (os.urandom; seeded only in reproducible-simulation mode) and stores it; every later
-    step reloads it, so the client's keys and what it revealed survive a rebuilt task."""
+    """A simulated client from its state store. Advertising (step 1) draws the session's
+    entropy (os.urandom; seeded only in reproducible-simulation mode) and stores it; every
+    later step reloads it, so the client's keys and what it revealed survive a rebuilt
+    task. Its signing key is registered in the simulation's PKI directory."""
     state = ClientState(state_root(config), client_id)
     fresh = None
     if advertising:
         source = randomness.for_config(config)
         fresh = source.token_bytes(32, "secagg-entropy", session.session_id, client_id)
-    return secagg.SecAggClient(
-        session,
-        client_id,
-        state.entropy(session.session_id, fresh),
-        identity=state.identity(),
-        directory=PublicKeyDirectory(state_root(config)),
-        journal=state.journal(session.session_id),
+    return state.client(
+        session, fresh, identity=state.identity(), directory=PublicKeyDirectory(state_root(config))
     )
+
+
+class ClientFactory(Protocol):
+    """How a runtime builds one of its clients for a session: from its state store, with
+    the signing identity it signs with and the directory of keys it trusts (for an agent,
+    certified by the certificates in the advertisements it was sent)."""
+
+    def __call__(
+        self,
+        session: secagg.Session,
+        client_id: int,
+        messages: Messages | None = None,
+        *,
+        advertising: bool = False,
+    ) -> secagg.SecAggClient: ...
+
+
+def simulated_clients(config: RunConfig) -> ClientFactory:
+    """The simulated clients' factory: their store and PKI directory under
+    clients.state_dir."""
+
+    def make(
+        session: secagg.Session,
+        client_id: int,
+        messages: Messages | None = None,
+        *,
+        advertising: bool = False,
+    ) -> secagg.SecAggClient:
+        return client(config, session, client_id, advertising=advertising)
+
+    return make
 
 
 def simulated_dropouts(config: RunConfig, cohort: Cohort) -> frozenset[int]:
@@ -192,15 +220,14 @@ def inbox_of(
     return server.route_shares(messages.key_shares).get(client_id, [])
 
 
-def rebuild_client(
-    config: RunConfig, session: secagg.Session, messages: Messages, client_id: int
+def caught_up(
+    c: secagg.SecAggClient, session: secagg.Session, messages: Messages
 ) -> secagg.SecAggClient:
     """A client back in the state it had after receiving its shares (its own shares are
     regenerated from the entropy in its state store, so nothing secret travels between
     its tasks, and its journal remembers what it confirmed and revealed)."""
-    c = client(config, session, client_id)
     c.share_keys(messages.advertisements)
-    c.receive_shares(inbox_of(session, messages, client_id))
+    c.receive_shares(inbox_of(session, messages, c.client_id))
     return c
 
 
@@ -232,7 +259,7 @@ def bytes_sent(messages: Messages, masked: list[secagg.MaskedInput]) -> float:
     """Mean bytes a client sent over the four steps (keys, ciphertexts, vector, shares)."""
     sent: dict[int, int] = {}
     for a in messages.advertisements:
-        sent[a.client_id] = sent.get(a.client_id, 0) + 64
+        sent[a.client_id] = sent.get(a.client_id, 0) + 64 + len(a.certificate)
     for s in messages.key_shares:
         sent[s.client_id] = sent.get(s.client_id, 0) + sum(len(e.ciphertext) for e in s.shares)
     for m in masked:
@@ -244,14 +271,45 @@ def bytes_sent(messages: Messages, masked: list[secagg.MaskedInput]) -> float:
 
 
 def client_transform(
-    config: RunConfig, chain: AggregationChain, ctx: ClientContext
+    chain: AggregationChain, ctx: ClientContext, *, honest: bool = True
 ) -> secagg.UpdateTransform:
     """What a client applies to its update before quantization: the chain's client part
-    (under DP the clip and its noise share, under norm bounding the clip). A simulated
-    attacker skips it, as a hostile client would."""
-    if attacks.skips_client_steps(config, ctx.client_id):
+    (under DP the clip and its noise share, under norm bounding the clip). A dishonest
+    client (a simulated attacker: fedpipe.simulation.mods) skips it."""
+    if not honest:
         return secagg.no_transform
     return lambda delta: chain.client_update(delta, ctx)[0]
+
+
+def masked_update(
+    c: secagg.SecAggClient,
+    chain: AggregationChain,
+    plan: RoundPlan,
+    update: ClientUpdate,
+    state_dir: Path | None,
+    *,
+    honest: bool = True,
+) -> ClientUpdate:
+    """Step 3 for one client caught up with the key shares: its trained delta encoded
+    (with the chain's client part inside) and masked. The example count travels inside the
+    masked vector, so the record says 0. Raises NonFiniteUpdate for an update it must
+    withhold."""
+    started = time.perf_counter()
+    session = c.session
+    ctx = ClientContext.for_update(plan, update, secure=True, state_dir=state_dir)
+    encoded = session.encoding.encode(
+        update.vector,
+        chain.weighting.secure_weight(ctx, session.encoding.max_examples),
+        client_transform(chain, ctx, honest=honest),
+    )
+    return ClientUpdate.of(
+        update.client_id,
+        c.masked_input(encoded).vector,
+        num_examples=0,
+        train_loss=update.train_loss,
+        duration_s=update.duration_s + time.perf_counter() - started,
+        encoding=ENCODING,
+    )
 
 
 def mask_updates(
@@ -260,11 +318,13 @@ def mask_updates(
     plan: RoundPlan,
     updates: list[ClientUpdate],
     message_paths: Sequence[str | Path],
-    state_dir: Path | None = None,
+    state_dir: Path | None,
+    make_client: ClientFactory,
+    honest: Callable[[int], bool] = lambda client_id: True,
 ) -> list[ClientUpdate]:
-    """Step 3, client side: replace each trained delta by the client's masked input. The
-    example count travels inside the masked vector, so the record says 0. Clients picked
-    by `secagg_simulated_dropout` vanish here, after having shared their keys."""
+    """Step 3, client side: replace each trained delta by the client's masked input.
+    Clients picked by `secagg_simulated_dropout` vanish here, after having shared their
+    keys; `honest(client_id)` is False for a client that skips the chain's client part."""
     if not updates:
         return []
     if not message_paths:
@@ -279,30 +339,11 @@ def mask_updates(
     for u in updates:
         if u.client_id in dropped:
             continue
-        started = time.perf_counter()
-        c = rebuild_client(config, session, messages, u.client_id)
-        ctx = ClientContext.for_update(plan, u, secure=True, state_dir=state_dir)
-        transform = client_transform(config, chain, ctx)
+        c = caught_up(make_client(session, u.client_id, messages), session, messages)
         try:
-            encoded = session.encoding.encode(
-                u.vector,
-                chain.weighting.secure_weight(ctx, session.encoding.max_examples),
-                transform,
-            )
+            masked.append(masked_update(c, chain, plan, u, state_dir, honest=honest(u.client_id)))
         except secagg.NonFiniteUpdate as e:  # the client withholds it: a dropout to the server
             print(f"round {plan.cohort.round_number}: client {u.client_id}: {e}", flush=True)
-            continue
-        vector = c.masked_input(encoded).vector
-        masked.append(
-            ClientUpdate.of(
-                u.client_id,
-                vector,
-                num_examples=0,
-                train_loss=u.train_loss,
-                duration_s=u.duration_s + time.perf_counter() - started,
-                encoding=ENCODING,
-            )
-        )
     return masked
 
 

@@ -26,12 +26,12 @@ class PartitionData:
 
 def simulated_clients(config: RunConfig, state_dir: Path | None = None) -> InProcessClients:
     """The simulated clients of a run; `state_dir` is where they keep what they carry
-    between rounds (one folder shared by the simulated clients of a run)."""
-    model_trainer = trainer.for_config(config)
+    between rounds (one folder shared by the simulated clients of a run). The trainer (and
+    with it the dataset) is loaded only when a client trains."""
     return InProcessClients(
         config,
         PartitionData(config),
-        model_trainer,
-        mods.for_config(config, model_trainer.data.num_classes),
+        lambda: trainer.for_config(config),
+        lambda model_trainer: mods.for_config(config, model_trainer.data.num_classes),
         state_dir,
     )

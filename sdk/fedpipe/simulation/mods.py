@@ -20,6 +20,9 @@ class _Mod:
     def update(self, round_number: int, client_id: int, delta: np.ndarray) -> np.ndarray:
         return delta
 
+    def skips_client_steps(self, client_id: int) -> bool:
+        return False
+
 
 class InjectedOutage(_Mod):
     """A client named in the fault schedule's `outage` entries is out for those rounds."""
@@ -55,6 +58,11 @@ class Attack(_Mod):
 
     def update(self, round_number: int, client_id: int, delta: np.ndarray) -> np.ndarray:
         return attacks.poison_update(self.config, round_number, client_id, delta)
+
+    def skips_client_steps(self, client_id: int) -> bool:
+        """An attacker that crafts its update skips the honest client steps (the clip and
+        the DP noise share before masking); a label flipper trains and sends honestly."""
+        return attacks.skips_client_steps(self.config, client_id)
 
 
 def for_config(config: RunConfig, num_classes: int) -> list[_Mod]:

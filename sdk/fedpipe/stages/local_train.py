@@ -10,12 +10,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedpipe.agents import remote_clients
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import save_shard
+from fedpipe.clients import runtime
 from fedpipe.config import RunConfig
 from fedpipe.simulation import faults
-from fedpipe.simulation.clients import simulated_clients
 
 
 def local_train(
@@ -28,8 +27,6 @@ def local_train(
     """Write one artifact with the updates of every client in the shard; under secure
     aggregation, their masked inputs (secagg_messages: the round's key advertisements and
     key shares). With clients.runtime=agents the shard's agents do it on their own data."""
-    if remote_clients.enabled(config):
-        return remote_clients.local_train(config, plan_path, shard, updates_path, secagg_messages)
     plan = RoundPlan.load(plan_path)
     round_number = plan.cohort.round_number
     fault = (
@@ -37,9 +34,8 @@ def local_train(
     )
     if fault == "lost":
         return
-    state_dir = config.clients.state_dir
-    clients = simulated_clients(config, Path(state_dir) if state_dir else None)
-    sent = clients.updates(plan, plan.cohort.shards[shard], secagg_messages)
+    clients = [] if plan.cohort.stopped else plan.cohort.shards[shard]
+    sent = runtime.for_config(config).updates(plan, clients, secagg_messages)
     if fault == faults.CORRUPT and sent:
         sent[0] = faults.corrupt(sent[0])
         faults.record(config, round_number, f"local_train-{shard}", fault, 1, "corrupted")

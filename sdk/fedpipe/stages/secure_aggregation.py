@@ -5,19 +5,20 @@ it has all advertisements, confirm_survivors after the server's request (each cl
 signs the request it was sent: the consistency check), unmask_response once the
 confirmations are relayed. Server-side: request_unmasking, once the masked updates are
 in. local_train emits the masked inputs and aggregate unmasks only their sum.
+
+The client-side steps ask the client runtime (fedpipe.clients.runtime: simulated clients
+in this task, or the shard's agents) and write the messages it returns.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from fedpipe import secagg
-from fedpipe.agents import remote_clients
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import ShardUnreadable, load_shard
+from fedpipe.clients import runtime
 from fedpipe.config import RunConfig
 from fedpipe.secagg import MaskedInput
 from fedpipe.secagg import rounds as sa
@@ -31,18 +32,9 @@ def advertise_keys(
     config: RunConfig, plan_path: str | Path, shard: int, out_path: str | Path
 ) -> None:
     """Step 1, client side: the public keys of every client of the shard."""
-    if remote_clients.enabled(config):
-        return remote_clients.advertise_keys(config, plan_path, shard, out_path)
     plan = RoundPlan.load(plan_path)
-    ads, seconds = [], {}
     clients = _shard_clients(plan, shard)
-    if clients:
-        session = sa.session_for(config, plan.cohort, plan.spec.size)
-        for client_id in clients:
-            started = time.perf_counter()
-            ads.append(sa.client(config, session, client_id, advertising=True).advertise())
-            seconds[client_id] = time.perf_counter() - started
-    sa.save_messages(out_path, "advertise", plan.cohort.round_number, ads, seconds)
+    _write(out_path, "advertise", plan, runtime.for_config(config).advertise(plan, clients))
 
 
 def share_keys(
@@ -52,21 +44,12 @@ def share_keys(
     advertisement_paths: Sequence[str | Path],
     out_path: str | Path,
 ) -> None:
-    """Step 2, client side: each client's encrypted shares for its neighbours."""
-    if remote_clients.enabled(config):
-        return remote_clients.share_keys(config, plan_path, shard, advertisement_paths, out_path)
+    """Step 2, client side: each client's encrypted shares for its neighbours (after
+    checking every advertisement's signature: a substituted key aborts the round)."""
     plan = RoundPlan.load(plan_path)
-    n = plan.cohort.round_number
     clients = _shard_clients(plan, shard)
-    messages = sa.load_messages(advertisement_paths, n) if clients else sa.Messages()
-    shares, seconds = [], {}
-    if clients:
-        session = sa.session_for(config, plan.cohort, plan.spec.size)
-        for client_id in clients:
-            started = time.perf_counter()
-            shares.append(sa.client(config, session, client_id).share_keys(messages.advertisements))
-            seconds[client_id] = time.perf_counter() - started
-    sa.save_messages(out_path, "share_keys", n, shares, seconds)
+    answers = runtime.for_config(config).share_keys(plan, clients, advertisement_paths)
+    _write(out_path, "share_keys", plan, answers)
 
 
 def relay_messages(message_paths: Sequence[str | Path], out_path: str | Path) -> None:
@@ -108,20 +91,9 @@ def confirm_survivors(
     """Consistency check, client side: each surviving client of the shard signs the
     unmasking request it was sent (and refuses to sign a second, different one)."""
     plan = RoundPlan.load(plan_path)
-    # Agents hold no signing identity yet: they run the honest-but-curious protocol
-    # (docs/deployment.md), so there is nothing for them to sign.
-    clients = [] if remote_clients.enabled(config) else _shard_clients(plan, shard)
-    _answer_request(
-        config,
-        plan,
-        clients,
-        message_paths,
-        out_path,
-        "confirm",
-        lambda session, messages, client_id: sa.client(config, session, client_id).confirm(
-            messages.request
-        ),
-    )
+    clients = _survivors(plan, shard, message_paths)
+    answers = runtime.for_config(config).confirm(plan, clients, message_paths)
+    _write(out_path, "confirm", plan, answers)
 
 
 def unmask_response(
@@ -133,47 +105,26 @@ def unmask_response(
 ) -> None:
     """Step 4, client side: the shares the request asks for, from each surviving client of
     the shard, once the relayed confirmations show that its share holders were all sent
-    this same request (an honest client refuses an unsafe or inconsistent request,
-    failing the task)."""
-    if remote_clients.enabled(config):
-        return remote_clients.unmask_response(config, plan_path, shard, message_paths, out_path)
+    this same request (an honest client refuses an unsafe or inconsistent request, and
+    the round aborts)."""
     plan = RoundPlan.load(plan_path)
-    _answer_request(
-        config,
-        plan,
-        _shard_clients(plan, shard),
-        message_paths,
-        out_path,
-        "unmask_response",
-        lambda session, messages, client_id: sa.rebuild_client(
-            config, session, messages, client_id
-        ).unmask(messages.request, messages.confirmations),
-    )
+    clients = _survivors(plan, shard, message_paths)
+    answers = runtime.for_config(config).unmask(plan, clients, message_paths)
+    _write(out_path, "unmask_response", plan, answers)
 
 
-def _answer_request(
-    config: RunConfig,
-    plan: RoundPlan,
-    clients: list[int],
-    message_paths: Sequence[str | Path],
-    out_path: str | Path,
-    step: str,
-    answer: Callable[[secagg.Session, sa.Messages, int], Any],
-) -> None:
-    """Each of the clients that the server's request names as a survivor answers it; the
-    answers (and how long each took) are the step's artifact."""
-    n = plan.cohort.round_number
-    answers, seconds = [], {}
-    if clients:
-        session = sa.session_for(config, plan.cohort, plan.spec.size)
-        messages = sa.load_messages(message_paths, n)
-        for client_id in clients:
-            if client_id not in messages.request.survivors:
-                continue
-            started = time.perf_counter()
-            answers.append(answer(session, messages, client_id))
-            seconds[client_id] = time.perf_counter() - started
-    sa.save_messages(out_path, step, n, answers, seconds)
+def _write(out_path: str | Path, step: str, plan: RoundPlan, answers: runtime.Answers) -> None:
+    """A client-side step's artifact: its clients' messages and how long each took."""
+    sa.save_messages(out_path, step, plan.cohort.round_number, answers.messages, answers.seconds)
+
+
+def _survivors(plan: RoundPlan, shard: int, message_paths: Sequence[str | Path]) -> list[int]:
+    """The shard's clients that the server's request names as survivors: the ones asked."""
+    clients = _shard_clients(plan, shard)
+    if not clients:
+        return []
+    request = sa.load_messages(message_paths, plan.cohort.round_number).request
+    return [c for c in clients if c in request.survivors]
 
 
 def masked_inputs(update_paths: Sequence[str | Path]):

@@ -6,10 +6,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-from fedpipe.agents import remote_clients
 from fedpipe.artifacts.client_registry import ClientRegistry
 from fedpipe.artifacts.round_plan import Cohort
-from fedpipe.clients import probation, selection
+from fedpipe.clients import probation, runtime, selection
 from fedpipe.clients import weights as client_weights
 from fedpipe.config import RunConfig
 from fedpipe.privacy import accounting, cohort_sampling, randomness
@@ -31,12 +30,12 @@ def select(
     else:
         candidates = probation.eligible(config, registry, round_number)
         size = config.selection.cohort_size
-        if remote_clients.enabled(config):  # only agents that heartbeat now
-            online = set(remote_clients.online_clients(config))
-            kept = [c for c in candidates.clients if c.client_id in online]
+        online = runtime.for_config(config).online([c.client_id for c in candidates.clients])
+        if online is not None:  # only clients that can be reached now (agents that heartbeat)
+            kept = [c for c in candidates.clients if c.client_id in set(online)]
             candidates = dataclasses.replace(candidates, clients=kept)
             size = min(size, len(kept))
-            print(f"round {round_number}: {len(kept)} agents online: {sorted(online)}", flush=True)
+            print(f"round {round_number}: {len(kept)} clients online: {sorted(online)}", flush=True)
         if config.dp_enabled:  # secret Poisson sampling, as the accountant assumes
             clients = cohort_sampling.poisson_cohort(
                 [c.client_id for c in candidates.clients],
