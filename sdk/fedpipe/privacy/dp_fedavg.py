@@ -143,7 +143,9 @@ class DpFedAvg(Weighting):
 
     def on_aggregate(self, aggregate: Aggregate, rnd: RoundContext) -> Aggregate:
         self._bound, self._round = self.clip_norm(rnd.state), rnd.round_number
-        if not rnd.secure:  # under secure aggregation the clients' shares are in the sum
+        # Under secure aggregation the clients' shares are in the sum; an empty cohort
+        # sent none, and its release is the noise alone, drawn here.
+        if not rnd.secure or aggregate.contributors == 0:
             rng = self.noise_source.generator("dp-noise", rnd.round_number)
             noise = rng.normal(0.0, self.value_noise_multiplier * self._bound, aggregate.total.size)
             aggregate.total = aggregate.total + noise
