@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 
 from fedpipe import stages
+from fedpipe.aggregation.layer import Aggregate, RoundContext
 from fedpipe.aggregation.outcome import AggregationOutcome
 from fedpipe.artifacts.client_registry import ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import RunConfig
 from fedpipe.ops import local_run, tracking
+from fedpipe.privacy import dp_fedavg
 from fedpipe.simulation.runner import simulate
 
 # Metrics of the run (and of its logged model) that DP allows: scores of the noised model
@@ -307,13 +309,17 @@ def test_the_release_checks_name_what_they_find(small_config, dp_config, tmp_pat
         _check_report("report", outcome.to_markdown())
 
 
-def test_small_and_empty_poisson_cohorts_are_normal_rounds_that_release_noise(dp_config, tmp_path):
+@pytest.mark.parametrize("secure", ["off", "secagg"])
+def test_small_and_empty_poisson_cohorts_are_normal_rounds_that_release_noise(
+    secure, dp_config, tmp_path
+):
     """At q = 2/400 with the quorum at 2 clients, seed 4 samples cohorts of 0, 1, 4 and 1
     (reproducible-simulation mode, so that they are known): every round completes and is
     accounted, and the empty one moves the model by the noise alone, z C / cohort_size
-    per coordinate."""
+    per coordinate (under secure aggregation too, where no client sent a noise share)."""
     cfg = dp_config.replace(
         {
+            "aggregation.secure.mode": secure,
             "seed": 4,
             "privacy.mode": "reproducible-simulation",
             "data.num_clients": 400,
@@ -337,3 +343,16 @@ def test_small_and_empty_poisson_cohorts_are_normal_rounds_that_release_noise(dp
     step = (after - before).astype(np.float64)
     assert np.std(step) == pytest.approx(0.8 * 1.0 / 2, rel=0.05)
     assert abs(np.mean(step)) < 0.01
+
+
+def test_under_secure_aggregation_the_server_tops_up_the_noise_of_a_small_cohort(dp_config):
+    """m = 3 noise shares make the full noise; a sum of k < m shares gets the missing
+    (m - k) / m of the variance from the server, and a sum of m or more gets none."""
+    cfg = dp_config.replace({"aggregation.secure.mode": "secagg", "aggregation.quorum": 1.0})
+    layer = dp_fedavg.DpFedAvg.from_config(cfg)
+    assert layer.quorum_clients == 3
+    size = 200_000
+    for contributors, share in ((0, 1.0), (1, 2 / 3), (3, 0.0), (4, 0.0)):
+        rnd = RoundContext(1, list(range(contributors)), {}, {}, None, secure=True)
+        added = layer.on_aggregate(Aggregate(np.zeros(size), 1.0, contributors), rnd).total
+        assert np.std(added) == pytest.approx(0.8 * 1.0 * np.sqrt(share), abs=0.01)
