@@ -131,7 +131,7 @@ def test_an_agent_killed_after_sharing_keys_is_a_dropout_and_rejoins(
     result = simulate(config, tmp_path / "run", register=False)
     round_2 = json.loads((tmp_path / "run" / "round_002" / "outcome.json").read_text())
     assert victim not in [u["client_id"] for u in round_2["accepted"]]
-    assert round_2["secure_aggregation"]["dropouts_recovered"] == 1
+    assert round_2["metrics"]["secagg/dropouts_recovered"] == 1
     round_3 = json.loads((tmp_path / "run" / "round_003" / "outcome.json").read_text())
     assert victim in [u["client_id"] for u in round_3["accepted"]]
     assert result.accuracy[-1] > result.accuracy[0]

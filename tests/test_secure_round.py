@@ -35,8 +35,8 @@ def test_secure_rounds_learn_like_plain_ones_and_the_server_sees_only_masked_inp
         delta = plain_updates[u.client_id].vector
         assert abs(np.corrcoef(u.vector[:-1].astype(float), delta)[0, 1]) < 0.1
     outcome = AggregationOutcome.load(tmp_path / "secure/round_002/outcome.json")
-    assert outcome.secure_aggregation["survivors"] == 6
-    assert "| secure aggregation | value |" in outcome.to_markdown()
+    assert outcome.metrics["secagg/survivors"] == 6
+    assert "| secagg/survivors | 6 |" in outcome.to_markdown()
 
 
 def test_dropped_clients_are_recovered_and_the_protocol_is_logged(two_rounds, tmp_path):
@@ -45,9 +45,8 @@ def test_dropped_clients_are_recovered_and_the_protocol_is_logged(two_rounds, tm
     )
     result = simulate(cfg, tmp_path / "sim", register=False)
     outcome = AggregationOutcome.load(tmp_path / "sim/round_001/outcome.json")
-    report = outcome.secure_aggregation
-    assert report["mode"] == "secagg+" and report["dropouts_recovered"] == 1
-    assert report["survivors"] == len(outcome.accepted) == 5
+    assert outcome.metrics["secagg/dropouts_recovered"] == 1
+    assert outcome.metrics["secagg/survivors"] == len(outcome.accepted) == 5
     assert [r.reason for r in outcome.rejected] == ["no update received"]
     assert result.accuracy[-1] > 0.5
     history = tracking.client(cfg).get_metric_history(

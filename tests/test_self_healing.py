@@ -8,6 +8,7 @@ from fedpipe import config
 from fedpipe.aggregation.outcome import AggregationOutcome
 from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
 from fedpipe.clients import probation
+from fedpipe.config import fault_schedule
 from fedpipe.ops import compilation, round_health
 from fedpipe.simulation import faults
 from fedpipe.simulation.runner import simulate
@@ -37,13 +38,17 @@ def test_task_faults_follow_the_rates_and_the_seed():
         }
     )
     drawn = [faults.task_fault(cfg, n, s) for n in range(1, 201) for s in range(10)]
-    for kind, rate in ((faults.CRASH, 0.2), (faults.HANG, 0.1), (faults.CORRUPT, 0.1)):
+    for kind, rate in (
+        (fault_schedule.CRASH, 0.2),
+        (fault_schedule.HANG, 0.1),
+        (fault_schedule.CORRUPT, 0.1),
+    ):
         assert abs(drawn.count(kind) / len(drawn) - rate) < 0.03
     assert drawn == [faults.task_fault(cfg, n, s) for n in range(1, 201) for s in range(10)]
     other_seed = cfg.replace({"seed": 1})
     assert drawn != [faults.task_fault(other_seed, n, s) for n in range(1, 201) for s in range(10)]
     scheduled = config.from_mapping({"simulation.faults.schedule": ["hang@3:1", "outage@2-4:7"]})
-    assert faults.task_fault(scheduled, 3, 1) == faults.HANG
+    assert faults.task_fault(scheduled, 3, 1) == fault_schedule.HANG
     assert faults.task_fault(scheduled, 3, 0) is None
     assert [faults.client_out(scheduled, n, 7) for n in range(1, 6)] == [0, 1, 1, 1, 0]
 
@@ -199,8 +204,8 @@ def test_experiment_table_reports_ratio_accuracy_and_each_recovery(tmp_path):
 
     base = config.from_mapping({**experiment.DEFAULTS, "tracking.uri": "sqlite://"})
     clean = experiment.RunResult("fault-free", 5, 0.90, 100.0, 1, 0, [])
-    crash = round_health.Recovery(3, "aggregate", faults.PIPELINE_CRASH, 12.5)
-    lost = round_health.Recovery(2, "local_train-1", faults.CRASH, None)
+    crash = round_health.Recovery(3, "aggregate", fault_schedule.PIPELINE_CRASH, 12.5)
+    lost = round_health.Recovery(2, "local_train-1", fault_schedule.CRASH, None)
     faulty = experiment.RunResult("faulty", 5, 0.88, 150.0, 2, 0, [crash, lost])
     table = experiment.to_markdown([clean, faulty], base)
     assert "Wall time faulty / fault-free: 1.50; accuracy impact -0.0200." in table

@@ -64,12 +64,10 @@ class AggregationOutcome:
     rejected: list[Rejection]
     skipped: bool  # pass-through round after early stop
     started_at: float  # wall clock when the round began
-    # Every layer's report for the round (fedpipe.aggregation.chain): logged as MLflow and
-    # KFP metrics by evaluate, under these names, in simulate and in the pipeline alike.
+    # Every layer's report for the round (fedpipe.aggregation.chain), and under secure
+    # aggregation the protocol's figures (secagg/*): logged as MLflow and KFP metrics by
+    # evaluate, under these names, in simulate and in the pipeline alike.
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-    # Protocol figures when secure aggregation is on (secure_aggregation.ProtocolReport);
-    # then the server knows neither example counts nor norms of single updates.
-    secure_aggregation: dict | None = None
     flagged: list[ScreeningFlag] = dataclasses.field(default_factory=list)  # norm outliers
 
     def save(self, path: str | Path) -> None:
@@ -84,16 +82,27 @@ class AggregationOutcome:
         raw["flagged"] = [ScreeningFlag(**f) for f in raw.get("flagged", [])]
         return cls(**raw)
 
+    def without_clients(self, metrics: dict[str, float]) -> AggregationOutcome:
+        """The outcome with no client named or counted and only the given metrics: what
+        aggregate writes under DP (fedpipe.ops.release)."""
+        return dataclasses.replace(
+            self, cohort=[], accepted=[], rejected=[], flagged=[], metrics=dict(metrics)
+        )
+
     def to_markdown(self, client_level: bool = True) -> str:
-        """The round report; with client_level off (under DP) only aggregate figures."""
+        """The round report; with client_level off (under DP, where the outcome carries
+        only the released metrics: without_clients) no client and no count of clients."""
         lines = [f"# Round {self.round_number}: aggregation", ""]
         if self.skipped:
             return "\n".join([*lines, "Training stopped earlier: the model passed through.", ""])
-        lines += [
-            f"Cohort {len(self.cohort)} clients; {len(self.accepted)} updates accepted, "
-            f"{len(self.rejected)} rejected or missing.",
-            "",
-        ]
+        if client_level:
+            lines += [
+                f"Cohort {len(self.cohort)} clients; {len(self.accepted)} updates accepted, "
+                f"{len(self.rejected)} rejected or missing.",
+                "",
+            ]
+        else:
+            lines += ["Client-level figures are withheld under DP.", ""]
         if self.metrics:
             lines += ["| aggregation metric | value |", "|---|---:|"]
             lines += [f"| {k} | {v:.6g} |" for k, v in sorted(self.metrics.items())]
@@ -112,9 +121,6 @@ class AggregationOutcome:
         if self.rejected:
             lines += ["", "| rejected client | reason |", "|---:|---|"]
             lines += [f"| {r.client_id} | {r.reason} |" for r in self.rejected]
-        if self.secure_aggregation:
-            lines += ["", "| secure aggregation | value |", "|---|---|"]
-            lines += [f"| {k} | {v} |" for k, v in sorted(self.secure_aggregation.items())]
         if self.flagged:
             lines += ["", "| flagged client | action | reason |", "|---:|---|---|"]
             lines += [f"| {f.client_id} | {f.action} | {f.reason} |" for f in self.flagged]

@@ -2,6 +2,11 @@
 
 Selection policies read it, evaluate writes it. It also records whether the run reached
 its target accuracy, which turns the remaining rounds into pass-throughs.
+
+Under DP the registry is released like any KFP artifact, and the next round needs no
+history (only uniform Poisson sampling is allowed), so it holds no client-level data:
+each record is the bare client id of the population (`data.num_clients`, public), and
+only the round counters and stop flags change (`client_level` is False).
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ RELIABILITY_MEMORY = 0.7  # weight of the past in the reliability score
 @dataclasses.dataclass
 class ClientRecord:
     client_id: int
-    num_examples: int
-    label_histogram: list[int]
+    num_examples: int | None = None  # None under DP: the registry holds only the id
+    label_histogram: list[int] | None = None
     participation: int = 0
     failures: int = 0
     last_round: int | None = None
@@ -46,12 +51,21 @@ class ClientRecord:
 @dataclasses.dataclass
 class ClientRegistry:
     clients: list[ClientRecord]
+    client_level: bool = True  # False under DP: bare ids, no history (module docstring)
     completed_rounds: int = 0
     target_reached_at: int | None = None
     privacy_budget_reached_at: int | None = None  # the last round within target_epsilon
     last_accuracy: float | None = None  # held-out accuracy of the current global model
     simulated_time_s: float = 0.0  # simulated wall clock of the rounds so far
     policy_state: dict = dataclasses.field(default_factory=dict)  # learned selection state
+
+    @classmethod
+    def initial(cls, histograms: list[list[int]], client_level: bool) -> ClientRegistry:
+        """The registry before round 1: each client's size and label histogram, or (not
+        client_level, under DP) only its id."""
+        if not client_level:
+            return cls([ClientRecord(i) for i in range(len(histograms))], client_level=False)
+        return cls([ClientRecord(i, sum(h), h) for i, h in enumerate(histograms)])
 
     @property
     def stopped(self) -> bool:

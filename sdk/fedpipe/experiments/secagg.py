@@ -43,16 +43,18 @@ def run(config: RunConfig, out_dir: Path) -> list[VariantResult]:
         workdir = out_dir / "runs" / _slug(name)
         sim = simulate(config.replace(changes), workdir, run_name=name, register=False)
         reports = [
-            AggregationOutcome.load(workdir / f"round_{n:03d}" / "outcome.json").secure_aggregation
+            AggregationOutcome.load(workdir / f"round_{n:03d}" / "outcome.json").metrics
             for n in range(1, config.training.rounds + 1)
         ]
-        reports = [r for r in reports if r]
+        reports = [r for r in reports if "secagg/survivors" in r]
         results.append(
             VariantResult(
                 name,
                 sim.accuracy,
-                sum(r["dropouts_recovered"] for r in reports),
-                sum(r["bytes_per_client"] for r in reports) / len(reports) if reports else 0.0,
+                int(sum(r["secagg/dropouts_recovered"] for r in reports)),
+                sum(r["secagg/bytes_per_client"] for r in reports) / len(reports)
+                if reports
+                else 0.0,
             )
         )
     _write(results, out_dir)

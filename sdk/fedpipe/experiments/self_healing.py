@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedpipe.artifacts.global_model import GlobalModel
-from fedpipe.config import RunConfig
+from fedpipe.config import RunConfig, fault_schedule
 from fedpipe.ops import local_run, round_health, tracking
 from fedpipe.simulation import faults
 from fedpipe.training import trainer
@@ -142,7 +142,7 @@ def figure(results: list[RunResult]) -> Figure:
     recovery.bar(
         [f"r{f.round_number} {f.site}\n{f.kind}" for f in found],
         [f.recovery_s for f in found],
-        color=["#c44e52" if f.kind == faults.PIPELINE_CRASH else "#dd8452" for f in found],
+        color=["#c44e52" if f.kind == fault_schedule.PIPELINE_CRASH else "#dd8452" for f in found],
     )
     recovery.set(ylabel="fault to round completed (s)", title="recovery time per fault")
     recovery.tick_params(axis="x", labelsize=7)

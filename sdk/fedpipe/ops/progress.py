@@ -167,10 +167,9 @@ def round_line(event: dict) -> str:
     n, total = event["round"], event["rounds"]
     if event.get("skipped"):
         return f"round {n:>3}/{total}: skipped ({event.get('stop') or 'stopped'})"
-    text = (
-        f"round {n:>3}/{total}: accuracy {event['accuracy']:.4f}  loss {event['loss']:.4f}  "
-        f"clients {event['accepted']} accepted, {event['rejected']} rejected"
-    )
+    text = f"round {n:>3}/{total}: accuracy {event['accuracy']:.4f}  loss {event['loss']:.4f}"
+    if event.get("accepted") is not None:  # None under DP: the counts are not released
+        text += f"  clients {event['accepted']} accepted, {event['rejected']} rejected"
     if event.get("epsilon") is not None:
         text += f"  ε {event['epsilon']:.2f}"
     if event.get("stop"):

@@ -37,15 +37,20 @@ class RoundHealth:
             "health/faults": len(self.faults),
         }
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, client_level: bool = True) -> str:
+        """The health section of the round report; with client_level off (under DP) only
+        the tasks' figures: no count of lost clients, no fault sites (an outage names its
+        client)."""
+        lost = f"clients lost {self.clients_lost}, " if client_level else ""
         lines = [
             "",
             "## Health",
             "",
             f"Tasks retried {self.tasks_retried} ({self.failed_attempts} failed attempts), "
-            f"clients lost {self.clients_lost}, time lost {self.time_lost_s:.1f}s.",
+            f"{lost}time lost {self.time_lost_s:.1f}s, {len(self.faults)} faults injected.",
         ]
-        lines += [f"- injected {f}" for f in self.faults]
+        if client_level:
+            lines += [f"- injected {f}" for f in self.faults]
         return "\n".join([*lines, ""])
 
 

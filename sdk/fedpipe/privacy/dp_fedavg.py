@@ -143,10 +143,15 @@ class DpFedAvg(Weighting):
 
     def on_aggregate(self, aggregate: Aggregate, rnd: RoundContext) -> Aggregate:
         self._bound, self._round = self.clip_norm(rnd.state), rnd.round_number
-        if not rnd.secure:  # under secure aggregation the clients' shares are in the sum
+        # Under secure aggregation the sum holds the shares of its k contributors, k / m of
+        # the noise; a Poisson cohort sampled below m (or empty) gets the rest from here.
+        share = 1.0
+        if rnd.secure:
+            share = max(0, self.quorum_clients - aggregate.contributors) / self.quorum_clients
+        if share > 0:
             rng = self.noise_source.generator("dp-noise", rnd.round_number)
-            noise = rng.normal(0.0, self.value_noise_multiplier * self._bound, aggregate.total.size)
-            aggregate.total = aggregate.total + noise
+            stddev = self.value_noise_multiplier * self._bound * math.sqrt(share)
+            aggregate.total = aggregate.total + rng.normal(0.0, stddev, aggregate.total.size)
             self._rng = rng
         return aggregate
 

@@ -27,9 +27,7 @@ from fedpipe.config.fault_schedule import (
     AGGREGATE_CRASH,
     CORRUPT,
     CRASH,
-    CRASH_ALWAYS,
     HANG,
-    KINDS,
     OUTAGE,
     PIPELINE_CRASH,
     TASK_KINDS,
@@ -40,19 +38,6 @@ if TYPE_CHECKING:
     from fedpipe.config import RunConfig
 
 # The fault kinds and the schedule grammar are part of this module's interface.
-__all__ = [
-    "AGGREGATE_CRASH",
-    "CORRUPT",
-    "CRASH",
-    "CRASH_ALWAYS",
-    "HANG",
-    "KINDS",
-    "OUTAGE",
-    "PIPELINE_CRASH",
-    "TASK_KINDS",
-    "ScheduledFault",
-]
-
 _TASK_FAULT_TAG = 0xFA17  # separates the fault stream from every other seeded stream
 
 

@@ -7,13 +7,14 @@ the chain's server parts that need individual updates are refused by its builder
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from fedpipe.aggregation import streaming, vector_math
 from fedpipe.aggregation.chain import build_chain
-from fedpipe.aggregation.layer import RoundContext
+from fedpipe.aggregation.layer import Aggregate, RoundContext
 from fedpipe.aggregation.outcome import (
     AggregationOutcome,
     ClientStats,
@@ -24,6 +25,7 @@ from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate, ShardUnreadable, load_shard
 from fedpipe.config import RunConfig
+from fedpipe.ops import release
 from fedpipe.secagg import rounds as secure_aggregation
 from fedpipe.simulation import faults
 
@@ -89,20 +91,26 @@ def aggregate(
         secure=chain.secure,
     )
     secure, flags = None, []
+    required = _quorum(config, len(cohort.clients))
     if chain.streams:  # one shard in memory at a time, whatever the cohort size
         streamed = streaming.weighted_sum(chain, update_paths, rnd)
         stats, rejected, combined = streamed.accepted, streamed.rejected, streamed.aggregate
-        require_quorum(stats, rejected, len(cohort.clients), config.min_valid_updates)
+        require_quorum(stats, rejected, len(cohort.clients), required)
     else:
         received, missing = _collect(cohort.clients, update_paths)
-        if chain.secure:
+        if chain.secure and cohort.clients:
             secure = secure_aggregation.unmask_sum(config, chain, plan, received, secagg_messages)
             accepted, rejected = secure.accepted, secure.rejected + missing
         else:
             screened = chain.screen(received, rnd)
             accepted, rejected, flags = screened.kept, screened.rejected + missing, screened.flags
-        require_quorum(accepted, rejected, len(cohort.clients), config.min_valid_updates)
-        combined = secure.aggregate if secure else chain.combine(accepted, rnd)
+        require_quorum(accepted, rejected, len(cohort.clients), required)
+        if secure:
+            combined = secure.aggregate
+        elif accepted:
+            combined = chain.combine(accepted, rnd)
+        else:  # an empty DP cohort: the DP layer releases its noise alone (_quorum)
+            combined = Aggregate(np.zeros(model.weights.size, np.float64), 0.0, 0)
     weights, state, delta, metrics = chain.finish(combined, rnd, model.weights)
     GlobalModel(weights, model.spec, state, cohort.round_number).save(new_model_path)
     if secure:
@@ -127,9 +135,17 @@ def aggregate(
         skipped=False,
         started_at=cohort.started_at,
         metrics=metrics,
-        secure_aggregation=dataclasses.asdict(secure.report) if secure else None,
         flagged=flags,
     )
+    if not release.client_level(config):
+        # The outcome is a pipeline artifact a KFP UI reader can open: under DP it names
+        # no client and counts none (the task's log, the server's view, keeps the counts).
+        print(
+            f"round {cohort.round_number}: {len(stats)} updates of {len(cohort.clients)} "
+            "sampled clients aggregated",
+            flush=True,
+        )
+        outcome = outcome.without_clients(release.round_metrics(config, metrics))
     outcome.save(outcome_path)
     for r in outcome.rejected:
         print(f"round {cohort.round_number}: client {r.client_id} rejected: {r.reason}", flush=True)
@@ -140,6 +156,20 @@ def aggregate(
                 flush=True,
             )
     return outcome
+
+
+def _quorum(config: RunConfig, sampled: int) -> int:
+    """Valid updates the round needs. Under DP the Poisson cohort's size is random, and a
+    round whose success depended on it would break what the accountant assumes (and its
+    failure would tell that few clients were sampled): the quorum counts only clients
+    that were sampled, so a small or empty cohort is a normal round. DP-FedAvg sums the
+    clipped updates that arrive, adds its noise and divides by the expected cohort size:
+    an empty cohort releases the noise alone. (Releasing noise alone whenever the sample
+    falls below the quorum would not do: one more sampled client would then move the
+    release by the whole cohort's sum, not by one clip norm.)"""
+    if config.dp_enabled:
+        return min(config.min_valid_updates, sampled)
+    return config.min_valid_updates
 
 
 def _injected_crash(config: RunConfig, round_number: int, new_model_path: str | Path) -> None:

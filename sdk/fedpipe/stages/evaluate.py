@@ -15,7 +15,7 @@ from fedpipe.artifacts.client_registry import ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.clients import history as client_history
 from fedpipe.config import RunConfig
-from fedpipe.ops import progress, round_health, tracking
+from fedpipe.ops import progress, release, round_health, tracking
 from fedpipe.privacy import accounting as privacy_accounting
 from fedpipe.simulation import client_systems
 from fedpipe.training import forward
@@ -66,7 +66,8 @@ def _round_metrics(
     health: round_health.RoundHealth,
 ) -> dict[str, float]:
     """The round's global metrics: scores, participation, every aggregation layer's report
-    (DP: the clip norm and epsilon; secure aggregation: protocol figures), round health."""
+    (DP: the clip norm and epsilon; secure aggregation: protocol figures), round health;
+    under DP only those the release policy allows (fedpipe.ops.release)."""
     values = {
         "accuracy": result.accuracy,
         "loss": result.loss,
@@ -88,12 +89,12 @@ def _round_metrics(
     ]
     if local_eps and local_eps[0] is not None:  # DP-SGD: the worst silo's sample-level epsilon
         values["local_epsilon_max"] = max(local_eps)
-    return {k: float(v) for k, v in values.items()}
+    return release.round_metrics(config, {k: float(v) for k, v in values.items()})
 
 
 def _client_metrics(config: RunConfig, outcome: AggregationOutcome) -> dict[str, float]:
     """Per-client figures, for debugging a federation; never released under DP."""
-    if config.dp_enabled:
+    if not release.client_level(config):
         return {}
     values = {}
     for c in outcome.accepted:
@@ -141,8 +142,12 @@ def evaluate(
         )
         return RoundEvaluation(result.accuracy, result.loss, result.confusion_matrix, metrics)
 
-    round_sim_s = client_history.record_round(config, registry, outcome, result.accuracy)
-    _update_registry(registry, outcome)
+    round_sim_s = 0.0
+    if registry.client_level:
+        round_sim_s = client_history.record_round(config, registry, outcome, result.accuracy)
+        _update_registry(registry, outcome)
+    else:  # under DP the registry keeps no history (fedpipe.ops.release)
+        registry.completed_rounds, registry.last_accuracy = n, result.accuracy
     if (
         config.training.target_accuracy is not None
         and result.accuracy >= config.training.target_accuracy
@@ -155,12 +160,14 @@ def evaluate(
     seconds = time.time() - outcome.started_at
     health = round_health.of_round(config, outcome)
     metrics = _round_metrics(config, outcome, result, seconds, registry, health)
-    report = outcome.to_markdown(client_level=not config.dp_enabled) + health.to_markdown()
+    client_level = release.client_level(config)
+    report = outcome.to_markdown(client_level) + health.to_markdown(client_level)
     _log_round(config, mlflow_run_id, n, {**metrics, **_client_metrics(config, outcome)}, report)
     print(
         f"round {n:>3}/{config.training.rounds}: accuracy {result.accuracy:.4f}  "
         f"loss {result.loss:.4f}  "
-        f"clients {len(outcome.accepted)}/{len(outcome.cohort)}  {seconds:.1f}s"
+        + (f"clients {len(outcome.accepted)}/{len(outcome.cohort)}  " if client_level else "")
+        + f"{seconds:.1f}s"
         + (f"  (simulated {round_sim_s:.1f}s)" if client_systems.heterogeneous(config) else "")
         + ("  (target reached)" if registry.target_reached_at == n else "")
         + ("  (privacy budget reached)" if registry.privacy_budget_reached_at == n else ""),
@@ -172,8 +179,8 @@ def evaluate(
         rounds=config.training.rounds,
         accuracy=result.accuracy,
         loss=result.loss,
-        accepted=len(outcome.accepted),
-        rejected=len(outcome.rejected),
+        accepted=len(outcome.accepted) if client_level else None,
+        rejected=len(outcome.rejected) if client_level else None,
         tasks_retried=health.tasks_retried,
         epsilon=metrics.get("epsilon"),
         stop=registry.stop_reason if registry.stopped else None,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from fedpipe import preflight
 from fedpipe.aggregation.chain import build_chain
-from fedpipe.artifacts.client_registry import ClientRecord, ClientRegistry
+from fedpipe.artifacts.client_registry import ClientRegistry
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.config import ConfigError, RunConfig
 from fedpipe.data import partition
-from fedpipe.ops import progress, tracking
+from fedpipe.ops import progress, release, tracking
 from fedpipe.privacy import randomness
 from fedpipe.training import forward, trainer
 
@@ -44,12 +44,7 @@ def initialize(
     GlobalModel(weights, model_trainer.spec, state, round_number=0).save(model_path)
 
     histograms = partition.label_histograms(config)
-    registry = ClientRegistry(
-        clients=[
-            ClientRecord(client_id=i, num_examples=sum(h), label_histogram=h)
-            for i, h in enumerate(histograms)
-        ]
-    )
+    registry = ClientRegistry.initial(histograms, release.client_level(config))
     initial, _ = forward.heldout_evaluation(config, weights, model_trainer.spec)
     registry.last_accuracy = initial.accuracy
     registry.save(registry_path)
@@ -66,7 +61,7 @@ def initialize(
     mlflow_client = tracking.client(config)
     mlflow_client.log_metric(run_id, "accuracy", initial.accuracy, step=0)
     mlflow_client.log_metric(run_id, "loss", initial.loss, step=0)
-    if not config.dp_enabled:  # per-client label counts are client-level data
+    if release.client_level(config):  # per-client label counts are client-level data
         mlflow_client.log_dict(
             run_id, {str(i): h for i, h in enumerate(histograms)}, "clients/label_histograms.json"
         )

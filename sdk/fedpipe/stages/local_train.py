@@ -13,7 +13,7 @@ from pathlib import Path
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import save_shard
 from fedpipe.clients import runtime
-from fedpipe.config import RunConfig
+from fedpipe.config import RunConfig, fault_schedule
 from fedpipe.simulation import faults
 
 
@@ -36,7 +36,7 @@ def local_train(
         return
     clients = [] if plan.cohort.stopped else plan.cohort.shards[shard]
     sent = runtime.for_config(config).updates(plan, clients, secagg_messages)
-    if fault == faults.CORRUPT and sent:
+    if fault == fault_schedule.CORRUPT and sent:
         sent[0] = faults.corrupt(sent[0])
         faults.record(config, round_number, f"local_train-{shard}", fault, 1, "corrupted")
     save_shard(updates_path, round_number, shard, sent)
@@ -56,12 +56,14 @@ def _injected_fault(config: RunConfig, round_number: int, shard: int, updates_pa
     site = f"local_train-{shard}"
     attempt = faults.start_attempt(config, round_number, site)
     fault = faults.task_fault(config, round_number, shard)
-    if fault == faults.CRASH_ALWAYS or (fault in (faults.CRASH, faults.HANG) and attempt == 1):
+    if fault == fault_schedule.CRASH_ALWAYS or (
+        fault in (fault_schedule.CRASH, fault_schedule.HANG) and attempt == 1
+    ):
         if not faults.final_attempt(config, attempt):
             faults.fail_task(config, round_number, site, fault, attempt)
-        if fault == faults.HANG:  # held until the deadline, then given up on
+        if fault == fault_schedule.HANG:  # held until the deadline, then given up on
             time.sleep(config.simulation.faults.task_hang_s)
         faults.record(config, round_number, site, fault, attempt, "no retries left: shard lost")
         save_shard(updates_path, round_number, shard, [])
         return "lost"
-    return fault if fault == faults.CORRUPT and attempt == 1 else None
+    return fault if fault == fault_schedule.CORRUPT and attempt == 1 else None

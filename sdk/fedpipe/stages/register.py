@@ -156,8 +156,9 @@ def register(
             plots.accuracy_per_round(history, config.training.target_accuracy),
             "accuracy_per_round.png",
         )
-        mlflow.log_figure(plots.client_participation(registry), "client_participation.png")
-        mlflow.log_dict(dataclasses.asdict(registry), "clients/registry.json")
+        if registry.client_level:  # under DP the registry holds no history to show
+            mlflow.log_figure(plots.client_participation(registry), "client_participation.png")
+            mlflow.log_dict(dataclasses.asdict(registry), "clients/registry.json")
         _log_datasets(config, data)
         info = mlflow.keras.log_model(
             model_trainer.model,

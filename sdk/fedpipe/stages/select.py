@@ -47,7 +47,10 @@ def select(
             rng = selection.round_rng(config.seed, round_number)
             clients = policy.select(candidates, size, rng) if size else []
         shards = selection.split_into_shards(clients, config.selection.clients_per_shard) or [[]]
-        weights = client_weights.cohort_weights(config, registry, clients)
+        # DP-FedAvg weighs clients equally; its registry holds no example counts.
+        weights = (
+            [] if config.dp_enabled else client_weights.cohort_weights(config, registry, clients)
+        )
         cohort = Cohort(round_number, clients, shards, False, time.time(), weights, session_id)
     cohort.save(cohort_path)
     return list(range(len(cohort.shards)))
