@@ -175,12 +175,6 @@ def _matches(haystack: np.ndarray, needle: Needle, offset: int) -> bool:
     return bool(close[significant].mean() >= 0.99)
 
 
-def holds(haystack: np.ndarray, needle: Needle) -> bool:
-    """Whether a stretch of `haystack` matches the needle within its tolerance (possibly a
-    part of it cut by either end of the haystack)."""
-    return bool(Index([needle]).found(haystack))
-
-
 def _arrays_in_json(value: object) -> Iterator[np.ndarray | bytes]:
     if isinstance(value, dict):
         for v in value.values():
