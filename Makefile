@@ -38,14 +38,15 @@ components: $(STAMP)
 MNIST_DIR ?= ../shared/data/mnist
 
 # One run prints every ratio of docs/performance.md: round vs compute floor, SecAgg server
-# vs plain sum, DP aggregate vs plain, cohort scaling (kfp.local: round_time.py without
-# --skip-kfp).
+# vs plain sum, DP aggregate vs plain, cohort scaling, agents vs in-process clients
+# (kfp.local: round_time.py without --skip-kfp).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/round_time.py --skip-kfp --skip-plain --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/secagg.py
 	$(BIN)/python benchmarks/dp_overhead.py --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/scale.py --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/coordinator.py
+	$(BIN)/python benchmarks/agents_round.py --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/compiled_size.py
 	$(BIN)/python benchmarks/task_overhead.py
 

@@ -52,7 +52,8 @@ class Agent:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.state_dir.chmod(0o700)
-        data_folder.load(data_uri)  # fail now, not at the first task, on unreadable data
+        # Fail now, not at the first task, on unreadable data (a remote URI is fetched now).
+        data_folder.load(data_uri, self.state_dir)
         credentials = tuple(str(Path(p).resolve()) for p in (cert, key, ca))  # signs with them
         self._worker_args = (self.client_id, data_uri, str(self.state_dir), credentials)
         self._worker: futures.ProcessPoolExecutor | None = None
@@ -112,6 +113,9 @@ class Agent:
         """Register, then heartbeat and answer tasks until stop()."""
         self.register()
         threading.Thread(target=self._heartbeats, daemon=True, name="heartbeat").start()
+        # Start the worker now: its TensorFlow import and data load (tens of seconds on a
+        # busy machine) then overlap the wait for the first round instead of delaying it.
+        self._pool().submit(_worker_warm_up)
         while not self._stop.is_set():
             try:
                 self.serve_one(POLL_S)
@@ -160,6 +164,13 @@ class Agent:
         data once and keeps its trainer between tasks; a crashed worker is replaced."""
         if kind in client_tasks.TRANSPORT_ONLY:  # needs neither data nor a model
             return client_tasks.run(self._transport_context, kind, meta, files)
+        try:
+            return self._pool().submit(_worker_run, kind, meta, files).result()
+        except futures.process.BrokenProcessPool:
+            self._worker = None
+            raise
+
+    def _pool(self) -> futures.ProcessPoolExecutor:
         if self._worker is None:
             self._worker = futures.ProcessPoolExecutor(
                 max_workers=1,
@@ -167,11 +178,7 @@ class Agent:
                 initializer=_worker_init,
                 initargs=self._worker_args,
             )
-        try:
-            return self._worker.submit(_worker_run, kind, meta, files).result()
-        except futures.process.BrokenProcessPool:
-            self._worker = None
-            raise
+        return self._worker
 
     def stop(self) -> None:
         self._stop.set()
@@ -189,8 +196,16 @@ def _worker_init(
 
     global _context
     die_with_parent()  # a killed agent takes its worker with it
-    x, y = data_folder.load(data_uri)
+    x, y = data_folder.load(data_uri, state_dir)
     _context = client_tasks.AgentContext(client_id, x, y, Path(state_dir), credentials)
+
+
+def _worker_warm_up() -> None:
+    """What every training task needs first, whatever the run: TensorFlow and Keras."""
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    from fedpipe.training import trainer  # noqa: F401
 
 
 def _worker_run(kind: str, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:

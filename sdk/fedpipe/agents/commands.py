@@ -99,7 +99,13 @@ def coordinator(
 
 
 @click.command()
-@click.option("--data", required=True, help="This owner's data: a folder (or s3:// gs:// URI).")
+@click.option(
+    "--data",
+    required=True,
+    help="This owner's data: a folder, or an s3://bucket/prefix or gs://bucket/prefix read "
+    "with this process's own credentials (environment) and cached, verified, under "
+    "--state-dir. The folder holds data.npz (x, y) or MNIST-style IDX files.",
+)
 @click.option("--coordinator", "address", required=True, metavar="HOST:PORT")
 @_with_tls
 @click.option(

@@ -1,6 +1,10 @@
 """An agent's own data: a directory holding `data.npz` (arrays x, y) or MNIST-style IDX
-files. Object-store URIs (s3://, gs://) are read through fedpipe.data.storage with the
-agent's own credentials."""
+files, or the same files under an object-store prefix (s3://bucket/prefix,
+gs://bucket/prefix). Those are read through fedpipe.data.storage with the agent's own
+credentials (its environment: boto3's chain and AWS_ENDPOINT_URL for S3,
+GOOGLE_APPLICATION_CREDENTIALS or STORAGE_EMULATOR_HOST for GCS) into a cache in the
+agent's private state folder, checked against the remote listing and the digests taken
+at download each time the agent loads it."""
 
 from __future__ import annotations
 
@@ -14,11 +18,20 @@ from fedpipe.data import datasets, storage
 DATA_FILE = "data.npz"
 
 
-def load(uri: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of one data owner: x float32 (examples, features), y int64 labels."""
+CACHE_DIR = "data-cache"
+
+
+def load(uri: str, state_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of one data owner: x float32 (examples, features), y int64 labels. A remote
+    URI is copied to state_dir/data-cache (default: the user's fedpipe cache)."""
     scheme = urlparse(uri).scheme
     if scheme in ("s3", "gs"):  # the agent's own credentials, from its environment
-        return load(str(storage.local_folder(uri)))
+        cache = None
+        if state_dir is not None:
+            cache = Path(state_dir) / CACHE_DIR
+            cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+            cache.chmod(0o700)
+        return load(str(storage.local_folder(uri, cache)))
     root = Path(uri[len("file://") :] if scheme == "file" else uri)
     if (root / DATA_FILE).exists():
         with np.load(root / DATA_FILE, allow_pickle=False) as bundle:

@@ -46,8 +46,10 @@ class LocalFederation:
         self.coordinator: subprocess.Popen | None = None
         self.agents: dict[int, subprocess.Popen] = {}
 
-    def _spawn(self, args: list[str], log: Path) -> subprocess.Popen:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def _spawn(
+        self, args: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         with open(log, "ab") as out:
             return subprocess.Popen(
                 [sys.executable, *_CLI, *args],
@@ -106,8 +108,10 @@ class LocalFederation:
         *,
         cert: Path | None = None,
         key: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen:
-        """Start client_id's agent (by default with its own certificate)."""
+        """Start client_id's agent (by default with its own certificate); `env` is added to
+        this agent's environment only (its object-store credentials, say)."""
         name = provisioning.client_cn(client_id)
         process = self._spawn(
             [
@@ -126,6 +130,7 @@ class LocalFederation:
                 str(self.state_dir(client_id)),
             ],
             self.agent_log(client_id),
+            env,
         )
         self.agents[client_id] = process
         return process
