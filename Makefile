@@ -17,8 +17,10 @@ $(STAMP): requirements.lock requirements-dev.lock setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fedpipe run
 
+# Two xdist workers, one test file at a time each (a file's module fixtures stay in one
+# process); tests/conftest.py puts the kfp.local files first.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m long

@@ -76,7 +76,7 @@ def test_dp_under_secagg_plus_logs_epsilon_and_clip_norm_every_round_in_both_run
         {
             "data.num_clients": 6,
             "selection.cohort_size": 6,
-            "selection.clients_per_shard": 3,
+            "selection.clients_per_shard": 6,  # one shard: fewer secagg tasks per round
             "training.rounds": 2,
             "training.local_epochs": 1,
             "aggregation.secure.mode": "secagg+",

@@ -29,7 +29,7 @@ def stack_run(s3, mlflow_server, tmp_path_factory):
             "data.num_clients": 4,
             "selection.cohort_size": 4,
             "selection.clients_per_shard": 4,
-            "training.rounds": 2,
+            "training.rounds": 1,
             "training.local_epochs": 1,
             "training.batch_size": 32,
             "tracking.uri": mlflow_server,
@@ -55,7 +55,7 @@ def test_pipeline_reads_s3_data_logs_to_the_server_and_promotes(stack_run, s3):
     experiment = client.get_experiment_by_name("cluster-stack")
     (mlflow_run,) = client.search_runs([experiment.experiment_id])
     accuracy = client.get_metric_history(mlflow_run.info.run_id, "accuracy")
-    assert [m.step for m in accuracy] == [0, 1, 2]
+    assert [m.step for m in accuracy] == [0, 1]
     assert accuracy[-1].value > accuracy[0].value + 0.3
     assert mlflow_run.data.params["data.data_dir"] == "s3://datasets/mnist"
 

@@ -1,4 +1,5 @@
-"""End to end: the compiled pipeline with secure aggregation on, through kfp.local."""
+"""End to end: the compiled pipeline with secure aggregation on, through kfp.local (one
+round here; tests/test_chain.py runs secagg+ with DP over two)."""
 
 import pytest
 
@@ -15,7 +16,7 @@ def test_secure_pipeline_learns_as_well_as_plain_federated_averaging(tmp_path):
             "data.num_clients": 6,
             "selection.cohort_size": 6,
             "selection.clients_per_shard": 3,
-            "training.rounds": 2,
+            "training.rounds": 1,
             "training.local_epochs": 2,
             "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "tracking.registered_model_name": "fedpipe-secure-e2e",
@@ -34,10 +35,10 @@ def test_secure_pipeline_learns_as_well_as_plain_federated_averaging(tmp_path):
         if r.info.run_name != "plain"
     ]
     accuracy = client.get_metric_history(secure_run.info.run_id, "accuracy")
-    assert [m.step for m in accuracy] == [0, 1, 2]
+    assert [m.step for m in accuracy] == [0, 1]
     assert abs(accuracy[-1].value - reference.accuracy[-1]) <= 0.01
     survivors = client.get_metric_history(secure_run.info.run_id, "secagg/survivors")
-    assert [m.value for m in survivors] == [6.0, 6.0]
+    assert [m.value for m in survivors] == [6.0]
     assert "secagg/bytes_per_client" in secure_run.data.metrics
     # The protocol's client-side steps ran as their own tasks, one per shard and round.
     root = run.pipeline_root
