@@ -22,7 +22,7 @@ LIMIT_BYTES = 300_000
 
 def measure(rounds: int, secure: str, per_segment: int | None) -> tuple[int, int, str]:
     """(largest compiled file, its estimated Argo workflow, verdict) of a training."""
-    overrides = {"rounds": rounds, "secure_aggregation": secure}
+    overrides = {"training.rounds": rounds, "aggregation.secure.mode": secure}
     if per_segment:
         overrides["pipeline.rounds_per_segment"] = per_segment
     cfg = config.load(None, overrides)
