@@ -88,7 +88,8 @@ class LoopTiming:
 class SimulationTiming(LoopTiming):
     mlflow_round_seconds: list[float]  # evaluate's `round_seconds` metric: select..scoring
     accuracy: list[float]  # held-out accuracy after each round: the curve must not move
-    stage_seconds: dict[str, float]  # median per round of each stage (summed over shards)
+    stage_seconds: dict[str, float]  # median per round of each stage (first start to last end)
+    round_cpu_seconds: list[float]  # process CPU seconds (all threads) of each round
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,23 +120,24 @@ def reference_config(data_dir: Path, workdir: Path, rounds: int) -> RunConfig:
 
 
 @contextlib.contextmanager
-def timed_stages() -> Iterator[dict[str, list[float]]]:
-    """Record the wall time of every call of each fedpipe.stages function while inside.
+def timed_stages() -> Iterator[dict[str, list[tuple[float, float, float, float]]]]:
+    """Record (wall start, wall end, CPU start, CPU end) of every call of each
+    fedpipe.stages function while inside (CPU: the process's, all threads).
 
     simulate() looks the stages up on the fedpipe.stages module at each call, so wrapping
     the module attributes times exactly what it runs, with no copy of its loop here.
     """
-    calls: dict[str, list[float]] = defaultdict(list)
+    calls: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
     originals = {name: getattr(stages, name) for name in ROUND_STAGES}
 
     def timing(name: str, stage: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(stage)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             try:
                 return stage(*args, **kwargs)
             finally:
-                calls[name].append(time.perf_counter() - started)
+                calls[name].append((started, time.perf_counter(), cpu, time.process_time()))
 
         return timed
 
@@ -157,19 +159,22 @@ def time_simulation(config: RunConfig, workdir: Path) -> SimulationTiming:
         started = time.perf_counter()
         result = simulate(config, workdir / "simulation", run_name="round-time", register=False)
         total = time.perf_counter() - started
-    per_round = np.zeros(config.training.rounds)
-    stage_medians = {}
+    stage_medians, spans = {}, {}
     for name in ROUND_STAGES:
         if not calls[name] or len(calls[name]) % config.training.rounds:
             raise RuntimeError(
                 f"stage {name} ran {len(calls[name])} times in {config.training.rounds} rounds: "
                 "simulate() no longer calls it through the fedpipe.stages module?"
             )
-        by_round = np.reshape(calls[name], (config.training.rounds, -1)).sum(
-            axis=1
-        )  # shards summed
-        stage_medians[name] = float(np.median(by_round))
-        per_round += by_round
+        # Shards may train at the same time: a stage's round is its first start to last end.
+        by_round = np.reshape(calls[name], (config.training.rounds, -1, 4))
+        spans[name] = by_round
+        stage_medians[name] = float(
+            np.median(by_round[:, :, 1].max(axis=1) - by_round[:, :, 0].min(axis=1))
+        )
+    # A round: select's start to evaluate's end.
+    per_round = spans["evaluate"][:, -1, 1] - spans["select"][:, 0, 0]
+    cpu_round = spans["evaluate"][:, -1, 3] - spans["select"][:, 0, 2]
     history = tracking.client(config).get_metric_history(result.mlflow_run_id, "round_seconds")
     return SimulationTiming(
         round_seconds=per_round.tolist(),
@@ -178,23 +183,25 @@ def time_simulation(config: RunConfig, workdir: Path) -> SimulationTiming:
         mlflow_round_seconds=[m.value for m in sorted(history, key=lambda m: m.step)],
         stage_seconds=stage_medians,
         accuracy=result.accuracy,
+        round_cpu_seconds=cpu_round.tolist(),
     )
 
 
 FLOOR_TARGET = 1.3  # simulate's median round / the floor
 
 
-def time_floor(config: RunConfig, repeats: int) -> list[float]:
-    """Seconds of one epoch over the whole training pool in one graph call, `repeats`
-    times (after one warm-up call): what a round's training costs without federation."""
+def time_floor(config: RunConfig, repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of one epoch over the whole training pool in one graph call,
+    `repeats` times (after one warm-up call): what a round's training costs without
+    federation."""
     from fedpipe.training import trainer
 
     model_trainer = trainer.for_config(config)
     data = model_trainer.data
     weights = model_trainer.initial_weights()
-    seconds = []
+    seconds, cpu_seconds = [], []
     for i in range(repeats + 1):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         model_trainer.train(
             weights,
             data.x_train,
@@ -206,7 +213,8 @@ def time_floor(config: RunConfig, repeats: int) -> list[float]:
             seed=[config.seed, i],
         )
         seconds.append(time.perf_counter() - started)
-    return seconds[1:]
+        cpu_seconds.append(time.process_time() - cpu)
+    return seconds[1:], cpu_seconds[1:]
 
 
 def time_plain_keras(config: RunConfig) -> LoopTiming:
@@ -289,9 +297,11 @@ def report(
     plain: LoopTiming | None,
     pipeline: PipelineTiming | None,
     floor: list[float],
+    floor_cpu: list[float],
 ) -> str:
     floor_median = statistics.median(floor)
     floor_ratio = simulation.median / floor_median
+    cpu_ratio = statistics.median(simulation.round_cpu_seconds) / statistics.median(floor_cpu)
     loops = [simulation] + ([plain] if plain else [])
     rows = [
         ("", "simulate", "plain Keras" if plain else ""),
@@ -312,6 +322,10 @@ def report(
         f"median {floor_median:.3f} s",
         f"ratio simulate / floor (median s/round): {floor_ratio:.2f}  "
         f"({'meets' if floor_ratio <= FLOOR_TARGET else 'MISSES'} the target <= {FLOOR_TARGET})",
+        f"CPU seconds (process, all threads), median: round "
+        f"{statistics.median(simulation.round_cpu_seconds):.3f}, floor "
+        f"{statistics.median(floor_cpu):.3f}, ratio {cpu_ratio:.2f} (less sensitive to "
+        "other processes' load than wall time; the round may use both cores at once)",
         f"simulate accuracy by round: {', '.join(f'{a:.4f}' for a in simulation.accuracy)}",
     ]
     if plain:
@@ -347,6 +361,7 @@ def results_json(
     seconds: float,
     load_at_start: list[float],
     floor: list[float],
+    floor_cpu: list[float],
 ) -> dict[str, Any]:
     return {
         "setting": {"config": str(CONFIG_PATH.relative_to(REPO)), "training.rounds": args.rounds},
@@ -361,6 +376,8 @@ def results_json(
         "ratio_simulate_over_plain": simulation.median / plain.median if plain else None,
         "floor_seconds": floor,
         "floor_median_seconds": statistics.median(floor),
+        "floor_cpu_seconds": floor_cpu,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "ratio_simulate_over_floor": simulation.median / statistics.median(floor),
         "kfp_local": None if pipeline is None else pipeline.to_dict(),
         "benchmark_seconds": seconds,
@@ -397,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simulate: {args.rounds} rounds of {CONFIG_PATH.name}", flush=True)
         simulation = time_simulation(config, work)
         print("compute floor: one epoch over all training examples", flush=True)
-        floor = time_floor(config, args.rounds)
+        floor, floor_cpu = time_floor(config, args.rounds)
         plain = None
         if not args.skip_plain:
             print(f"plain Keras FedAvg: {args.rounds} rounds", flush=True)
@@ -409,10 +426,13 @@ def main(argv: list[str] | None = None) -> int:
             kfp_config = reference_config(args.data_dir, kfp_work, args.kfp_rounds)
             pipeline = time_pipeline(kfp_config, kfp_work)
     seconds = time.perf_counter() - started
-    print("\n" + report(simulation, plain, pipeline, floor))
+    print("\n" + report(simulation, plain, pipeline, floor, floor_cpu))
+    print(f"load average at start {load_at_start}, at end {[round(x, 2) for x in os.getloadavg()]}")
     print(f"\nbenchmark ran in {seconds:.1f}s")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    results = results_json(args, simulation, plain, pipeline, seconds, load_at_start, floor)
+    results = results_json(
+        args, simulation, plain, pipeline, seconds, load_at_start, floor, floor_cpu
+    )
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")
     return 0

@@ -9,8 +9,8 @@ from fedpipe.aggregation.vector_math import l2_norm
 
 def clip_l2(vector: np.ndarray, bound: float) -> tuple[np.ndarray, float]:
     """The vector (as float64) scaled down to L2 norm at most `bound`, and its original norm."""
-    norm = l2_norm(vector)  # without BLAS: see aggregation/vector_math.py
     scaled = vector.astype(np.float64)
+    norm = l2_norm(scaled)  # without BLAS: see aggregation/vector_math.py
     if norm > bound:
         scaled *= bound / norm
     return scaled, norm

@@ -18,6 +18,8 @@ _CHUNK = 1 << 16  # float64 words of a chunk: 512 KiB
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
     """sum(a * b), accumulated in float64 chunk by chunk (no full float64 copies)."""
+    if a.dtype == b.dtype == np.float64:
+        return float(np.einsum("i,i->", a, b))
     buffer_a, buffer_b = np.empty(min(a.size, _CHUNK)), np.empty(min(b.size, _CHUNK))
     total = 0.0
     for start in range(0, a.size, _CHUNK):

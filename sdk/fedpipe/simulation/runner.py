@@ -7,6 +7,9 @@ the same artifacts mean the simulation and the pipeline give the same model.
 from __future__ import annotations
 
 import dataclasses
+import os
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fedpipe import preflight, stages
@@ -16,6 +19,7 @@ from fedpipe.config import RunConfig
 from fedpipe.secagg import rounds as secure_aggregation
 from fedpipe.simulation import faults
 from fedpipe.stages.register import Registration
+from fedpipe.training import trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +48,7 @@ def simulate(
         update_paths = [out / f"updates_{s}.npz" for s in shard_ids]
         secure = secure_aggregation.enabled(config)
         messages = _share_keys(config, out, shard_ids) if secure else []
-        for shard, path in zip(shard_ids, update_paths, strict=True):
-            faults.retrying(
-                config, stages.local_train, config, out / "plan.npz", shard, path, messages
-            )
+        _train_shards(config, out / "plan.npz", shard_ids, update_paths, messages)
         if secure:
             messages = _unmask(config, out, shard_ids, messages, update_paths)
         faults.retrying(
@@ -75,6 +76,50 @@ def simulate(
         else None
     )
     return SimulationResult(GlobalModel.load(model), run_id, accuracy, registration)
+
+
+def _train_shards(
+    config: RunConfig,
+    plan: Path,
+    shard_ids: list[int],
+    update_paths: list[Path],
+    messages: list[Path],
+) -> None:
+    """Local training of the round's shards, as many at a time as there are cores (as the
+    pipeline runs them in parallel tasks). TensorFlow releases the GIL while a graph runs,
+    so threads use the cores; each thread trains with its own model (trainer.worker_slot),
+    and a client's update depends only on the plan, its data and its seed, so the result
+    is the same as training the shards one after the other."""
+
+    workers = min(len(shard_ids), _cores())
+    slots: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for slot in range(workers):
+        slots.put(slot)
+
+    def train(shard: int, path: Path) -> None:
+        slot = slots.get()  # a model no other running thread uses
+        try:
+            with trainer.worker_slot(slot):
+                faults.retrying(config, stages.local_train, config, plan, shard, path, messages)
+        finally:
+            slots.put(slot)
+
+    if workers <= 1:
+        for shard, path in zip(shard_ids, update_paths, strict=True):
+            train(shard, path)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [
+            pool.submit(train, shard, path)
+            for shard, path in zip(shard_ids, update_paths, strict=True)
+        ]
+        for future in futures:
+            future.result()
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _share_keys(config: RunConfig, out: Path, shard_ids: list[int]) -> list[Path]:

@@ -7,9 +7,12 @@ simulation as fast as a hand-written FedAvg loop.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -188,7 +191,29 @@ def score(probs: np.ndarray, y: np.ndarray, num_classes: int) -> Evaluation:
     )
 
 
-@functools.lru_cache(maxsize=2)
+_slot = threading.local()
+
+
+@contextlib.contextmanager
+def worker_slot(slot: int) -> Iterator[None]:
+    """Inside, this thread's `for_config` trainers are those of `slot`: threads that train
+    at the same time (the simulation's shards) each need their own model and variables.
+    Training does not depend on which trainer runs it (weights are loaded per client,
+    shuffles are seeded per client, ops are deterministic), so results are the same."""
+    previous = getattr(_slot, "value", 0)
+    _slot.value = slot
+    try:
+        yield
+    finally:
+        _slot.value = previous
+
+
 def for_config(config: RunConfig) -> Trainer:
-    """The process-wide trainer of a run's model (built on first use)."""
+    """The trainer of a run's model for this thread's worker slot (slot 0 unless inside
+    `worker_slot`), built on first use and reused by the process."""
+    return _trainer(config, getattr(_slot, "value", 0))
+
+
+@functools.lru_cache(maxsize=4)
+def _trainer(config: RunConfig, slot: int) -> Trainer:
     return Trainer(config)
