@@ -145,6 +145,11 @@ def run(
             for index, task in enumerate(tasks):
                 finished(index, run_cell(base, *task, Path(scratch)))
         else:
+            from fedpipe.ops import tracking
+
+            # Create the MLflow store and experiment here: workers racing to migrate a new
+            # SQLite store fail ("duplicate column name").
+            tracking.experiment_id(base)
             spawn = multiprocessing.get_context("spawn")  # no forked copies of loaded libraries
             with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
                 futures = {
