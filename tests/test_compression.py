@@ -166,3 +166,19 @@ def test_topk_is_refused_under_secure_aggregation() -> None:
     with pytest.raises(config.ConfigError, match="save no bytes"):
         preflight.check(secure.replace({"aggregation.compression.kind": "q4"}))
     assert preflight.check(config.from_mapping({"aggregation.compression.kind": "q4"}))
+
+
+def test_compression_summary_is_the_mean_and_std_of_the_seeds():
+    from fedpipe.experiments import compression as experiment
+
+    cells = [
+        experiment.Cell("none", 0, 0.90, 400.0, 400),
+        experiment.Cell("none", 1, 0.92, 400.0, 400),
+        experiment.Cell("q8", 0, 0.89, 100.0, 400),
+        experiment.Cell("q8", 1, 0.89, 100.0, 400),
+    ]
+    none, q8 = experiment.summary(cells, 0.1)
+    assert none["accuracy_mean"] == pytest.approx(0.91)
+    assert none["accuracy_std"] == pytest.approx(np.std([0.90, 0.92], ddof=1))
+    assert q8["accuracy_std"] == 0.0 and q8["reduction"] == 4.0  # the seeds agree
+    assert q8["accuracy_minus_none"] == pytest.approx(-0.02)

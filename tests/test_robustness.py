@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -207,10 +209,36 @@ def test_stages_apply_the_attack_and_screening_excludes_the_scaled_clients(small
     assert AggregationOutcome.load(work / "outcome").flagged == outcome.flagged
 
 
-def test_robustness_experiment_writes_table_plot_and_logs_to_mlflow(mlflow_uri, tmp_path):
+def test_robustness_table_is_the_mean_and_std_of_the_seeds_rows():
+    from fedpipe.experiments import robustness
+
+    def cell(seed, defence, attack, fraction, accuracy):
+        return robustness.Cell(seed, defence, attack, fraction, 0, accuracy, accuracy, 1.0)
+
+    cells = [
+        cell(0, "median", "none", 0.0, 0.80),
+        cell(1, "median", "none", 0.0, 0.84),
+        cell(0, "median", "scaling", 0.1, 0.70),
+        cell(1, "median", "scaling", 0.1, 0.70),
+    ]
+    summary = robustness.summary(cells)
+    assert summary[("median", "none", 0.0)].mean == pytest.approx(0.82)
+    assert summary[("median", "none", 0.0)].std == pytest.approx(np.std([0.80, 0.84], ddof=1))
+    assert summary[("median", "scaling", 0.1)].std == 0.0  # the seeds agree
+    row = robustness.to_markdown(cells).splitlines()[-1]
+    assert row.startswith("| median | 0.820 ± 0.028 |  |  | 0.700 ± 0.000 |")
+    assert "mean ± sample std over seeds 0, 1" in robustness.to_markdown(cells)
+
+
+def test_robustness_experiment_over_two_seeds_logs_the_table_to_mlflow(mlflow_uri, tmp_path):
+    """A tiny run with two seeds: each cell once per seed in the CSV, the table and the
+    MLflow metrics their mean and std, the MLflow run holding the same table."""
+    import csv
+
     from click.testing import CliRunner
 
     from fedpipe.cli import main
+    from fedpipe.experiments import robustness
     from fedpipe.ops import tracking
 
     out = tmp_path / "robustness"
@@ -222,14 +250,23 @@ def test_robustness_experiment_writes_table_plot_and_logs_to_mlflow(mlflow_uri, 
     ]
     result = CliRunner().invoke(
         main,
-        ["experiment", "robustness", "--defences", "median", "-o", str(out)]
+        ["experiment", "robustness", "--defences", "median", "--seeds", "0,1", "--jobs", "2"]
+        + ["-o", str(out)]
         + [arg for s in sets for arg in ("--set", s)],
     )
     assert result.exit_code == 0, result.output
-    rows = (out / "robustness.csv").read_text().splitlines()
-    assert len(rows) == 1 + 9 and rows[0].startswith("defence,attack,attack_fraction,attackers")
-    assert "| median |" in (out / "robustness.md").read_text()
-    assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    with (out / "robustness.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 9 and {r["seed"] for r in rows} == {"0", "1"}
+    per_seed = {}
+    for r in rows:
+        per_seed.setdefault((r["attack"], float(r["attack_fraction"])), []).append(
+            float(r["accuracy"])
+        )
+    assert all(len(accs) == 2 for accs in per_seed.values())
+    table = (out / "robustness.md").read_text()
+    assert "| median |" in table and (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+
     cfg = config.from_mapping(
         {"tracking.uri": mlflow_uri, "tracking.experiment": "fedpipe-robustness"}
     )
@@ -237,6 +274,35 @@ def test_robustness_experiment_writes_table_plot_and_logs_to_mlflow(mlflow_uri, 
     run = client.search_runs(
         [tracking.experiment_id(cfg)], "tags.`fedpipe.experiment` = 'robustness'"
     )[0]
-    assert "accuracy/median/scaling/30pct" in run.data.metrics
+    assert run.data.params["seeds"] == "[0, 1]"
+    for (attack, fraction), accs in per_seed.items():
+        key = f"median/{attack}/{round(fraction * 100)}pct"
+        assert run.data.metrics[f"accuracy/{key}"] == pytest.approx(np.mean(accs))
+        std = run.data.metrics[f"accuracy_std/{key}"]
+        assert std == pytest.approx(np.std(accs, ddof=1))
+        assert (std == 0) == (accs[0] == accs[1])
+        assert f"{np.mean(accs):.3f} ± {np.std(accs, ddof=1):.3f}" in table
+    # Different seeds split the data differently: not every cell agrees across seeds.
+    assert any(accs[0] != accs[1] for accs in per_seed.values())
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "robustness")}
     assert artifacts == {f"robustness/robustness.{ext}" for ext in ("csv", "md", "png")}
+    logged = client.download_artifacts(run.info.run_id, "robustness/robustness.md", tmp_path)
+    assert (
+        Path(logged).read_text()
+        == table
+        == robustness.to_markdown([robustness.Cell(**_typed(r)) for r in rows])
+    )
+
+
+def _typed(row: dict) -> dict:
+    """A robustness.csv row as Cell fields."""
+    return {
+        "seed": int(row["seed"]),
+        "defence": row["defence"],
+        "attack": row["attack"],
+        "attack_fraction": float(row["attack_fraction"]),
+        "attackers": int(row["attackers"]),
+        "accuracy": float(row["accuracy"]),
+        "worst_accuracy": float(row["worst_accuracy"]),
+        "seconds": float(row["seconds"]),
+    }

@@ -1,6 +1,9 @@
 """Fault injection, retries, probation and round health, in-process (the pipeline test
 runs the same faults through kfp.local)."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import yaml
 
@@ -199,20 +202,50 @@ def test_compiled_pipeline_retries_every_task_and_keys_initialize_on_the_trainin
     assert set(_task_retries(yaml.safe_load(plain.read_text())).values()) == {0}
 
 
-def test_experiment_table_reports_ratio_accuracy_and_each_recovery(tmp_path):
+def _two_seeds(experiment):
+    """Per-seed results of the experiment's two runs: seed 1 slower, the same accuracy."""
+    crash = [
+        round_health.Recovery(3, "aggregate", fault_schedule.PIPELINE_CRASH, r) for r in (12.5, 8.5)
+    ]
+    lost = round_health.Recovery(2, "local_train-1", fault_schedule.CRASH, None)
+    return [
+        experiment.RunResult(0, "fault-free", 5, 0.90, 100.0, 1, 0, []),
+        experiment.RunResult(0, "faulty", 5, 0.88, 150.0, 2, 0, [crash[0], lost]),
+        experiment.RunResult(1, "fault-free", 5, 0.90, 120.0, 1, 0, []),
+        experiment.RunResult(1, "faulty", 5, 0.90, 132.0, 2, 1, [crash[1]]),
+    ]
+
+
+def test_experiment_table_is_the_mean_and_std_of_the_seeds(tmp_path):
     from fedpipe.experiments import self_healing as experiment
 
     base = config.from_mapping({**experiment.DEFAULTS, "tracking.uri": "sqlite://"})
-    clean = experiment.RunResult("fault-free", 5, 0.90, 100.0, 1, 0, [])
-    crash = round_health.Recovery(3, "aggregate", fault_schedule.PIPELINE_CRASH, 12.5)
-    lost = round_health.Recovery(2, "local_train-1", fault_schedule.CRASH, None)
-    faulty = experiment.RunResult("faulty", 5, 0.88, 150.0, 2, 0, [crash, lost])
-    table = experiment.to_markdown([clean, faulty], base)
-    assert "Wall time faulty / fault-free: 1.50; accuracy impact -0.0200." in table
-    assert "| pipeline_crash | 3 | aggregate | 12.5 |" in table
-    assert "| crash | 2 | local_train-1 | - |" in table
-    assert experiment.to_csv([clean, faulty]).count("\n") == 5
-    experiment.figure([clean, faulty]).savefig(tmp_path / "plot.png")
+    results = _two_seeds(experiment)
+    table = experiment.to_markdown(results, base)
+    assert "seeds 0, 1" in table and "Mean ± sample standard deviation" in table
+    # Wall time of fault-free: seeds 100 and 120; the seeds agree on its accuracy (std 0).
+    wall, acc = np.mean([100.0, 120.0]), np.std([100.0, 120.0], ddof=1)
+    assert f"| fault-free | 2 | 5.0 ± 0.0 | 1.0 ± 0.0 | 0.0 ± 0.0 | {wall:.1f} ± {acc:.1f} " in (
+        table
+    )
+    assert "| 0.9000 ± 0.0000 |" in table
+    faulty_wall = f"141.0 ± {np.std([150, 132], ddof=1):.1f}"
+    assert (
+        f"| faulty | 2 | 5.0 ± 0.0 | 2.0 ± 0.0 | 0.5 ± 0.7 | {faulty_wall} | 0.8900 ± 0.0141 |"
+        in (table)
+    )
+    ratio = [150 / 100, 132 / 120]
+    assert f"Wall time faulty / fault-free: {np.mean(ratio):.2f} ± {np.std(ratio, ddof=1):.2f}" in (
+        table
+    )
+    assert "accuracy impact -0.0100 (seeds from -0.0200 to +0.0000)" in table
+    assert "| pipeline_crash | 2 | 2 | 10.5 ± 2.8 | 8.5 - 12.5 |" in table
+    assert "| crash | 1 | 0 | - | - |" in table
+    # The CSV keeps every seed's rows: a row per run and one per fault of it.
+    rows = experiment.to_csv(results).splitlines()
+    assert rows[0].startswith("seed,run,") and len(rows) == 1 + 4 + 3
+    assert "1,faulty,pipeline_crash,3,aggregate,8.5,,,,," in rows
+    experiment.figure(results).savefig(tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
     # The faulty config adds the crash rate, retries and the run crash to the same task.
     cfg = experiment.faulty(base, 0.2, 3, 2)
@@ -225,3 +258,38 @@ def test_experiment_table_reports_ratio_accuracy_and_each_recovery(tmp_path):
         2,
         ("pipeline_crash@3",),
     )
+
+
+def test_experiment_report_logs_the_table_and_seed_spread_to_mlflow(mlflow_uri, tmp_path):
+    from fedpipe.experiments import self_healing as experiment
+    from fedpipe.ops import tracking
+
+    base = config.from_mapping({**experiment.DEFAULTS, "tracking.uri": mlflow_uri})
+    results = _two_seeds(experiment)
+    run_id = experiment.report(results, base, tmp_path / "out")
+    client = tracking.client(base)
+    run = client.get_run(run_id)
+    assert run.data.tags["fedpipe.experiment"] == "self-healing"
+    assert run.data.params["seeds"] == "[0, 1]"
+    assert run.data.metrics["wall_s/faulty"] == pytest.approx(141.0)
+    assert run.data.metrics["wall_s_std/faulty"] == pytest.approx(np.std([150, 132], ddof=1))
+    assert run.data.metrics["accuracy_std/fault-free"] == 0.0
+    assert {a.path for a in client.list_artifacts(run_id)} == {
+        "table.csv",
+        "table.md",
+        "self_healing.png",
+    }
+    logged = client.download_artifacts(run_id, "table.md", str(tmp_path))
+    assert Path(logged).read_text() == experiment.to_markdown(results, base)
+
+
+@pytest.mark.parametrize("seeds", ["0,0", "1,x", ","])
+def test_experiment_seeds_option_refuses_a_bad_list_before_running(seeds, tmp_path):
+    from click.testing import CliRunner
+
+    from fedpipe.cli import main
+
+    args = ["experiment", "self-healing", "--seeds", seeds, "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--seeds" in result.output
+    assert not (tmp_path / "out").exists()

@@ -303,8 +303,53 @@ def experiment() -> None:
     """Experiments: each writes a table (CSV + markdown) and a plot, and logs them to MLflow."""
 
 
+def _seed_list(ctx: click.Context, param: click.Parameter, raw: str) -> list[int]:
+    from fedpipe.experiments import seeds
+
+    try:
+        return seeds.parse(raw)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+def experiment_options(name: str, *, seeds: bool = True) -> Any:
+    """The options every experiment command shares: --set, --seeds (each setting runs once
+    per seed, the table gives mean ± std) and -o/--output (runs/experiments/<name>)."""
+
+    def decorate(command: Any) -> Any:
+        command = click.option(
+            "-o",
+            "--output",
+            type=click.Path(file_okay=False),
+            default=str(RUNS_DIR / "experiments" / name),
+            show_default=True,
+            help="Folder for the table, the per-seed rows and the plots.",
+        )(command)
+        if seeds:
+            command = click.option(
+                "--seeds",
+                "seed_list",
+                default="0,1,2",
+                show_default=True,
+                callback=_seed_list,
+                help="Comma-separated run seeds: each setting runs once per seed.",
+            )(command)
+        return set_option(command)
+
+    return decorate
+
+
+def _experiment_config(defaults: dict[str, Any], sets: tuple[str, ...]) -> run_config.RunConfig:
+    """An experiment's settings with --set on top, relative paths made absolute."""
+    try:
+        loaded = run_config.load(None, {**defaults, **_parse_sets(sets)})
+        return run_config.resolve_local_paths(loaded, Path.cwd())
+    except run_config.ConfigError as e:
+        raise click.UsageError(str(e)) from e
+
+
 @experiment.command(name="privacy-utility")
-@set_option
+@experiment_options("privacy-utility", seeds=False)
 @click.option(
     "--noise",
     "noise_multipliers",
@@ -315,23 +360,13 @@ def experiment() -> None:
     help="A DP noise multiplier to try (repeat the option).",
 )
 @click.option("--clip-norm", type=float, default=0.5, show_default=True, help="DP clip norm.")
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False),
-    default=str(RUNS_DIR / "experiments" / "privacy-utility"),
-    show_default=True,
-)
 def privacy_utility(
     sets: tuple[str, ...], noise_multipliers: tuple[float, ...], clip_norm: float, output: str
 ) -> None:
     """Held-out accuracy against epsilon for a few noise multipliers (DP-FedAvg)."""
     from fedpipe.experiments import privacy_utility as experiment_module
 
-    try:
-        base = run_config.load(None, {**experiment_module.DEFAULTS, **_parse_sets(sets)})
-        base = run_config.resolve_local_paths(base, Path.cwd())
-    except run_config.ConfigError as e:
-        raise click.UsageError(str(e)) from e
+    base = _experiment_config(experiment_module.DEFAULTS, sets)
     experiment_module.run(base, list(noise_multipliers), clip_norm, Path(output))
     click.echo((Path(output) / "table.md").read_text())
 
@@ -393,61 +428,57 @@ def experiment_secagg(config_path: str | None, sets: tuple[str, ...], out: str) 
 
 
 @experiment.command()
-@set_option
+@experiment_options("robustness")
 @click.option(
     "--defences",
     default=None,
     help="Comma-separated subset of the defences, e.g. fedavg,median (default: all).",
 )
 @click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False),
-    default=str(RUNS_DIR / "experiments" / "robustness"),
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Simulations run at once, each in its own process.",
 )
-def robustness(sets: tuple[str, ...], defences: str | None, output: str) -> None:
+def robustness(
+    sets: tuple[str, ...], seed_list: list[int], defences: str | None, jobs: int, output: str
+) -> None:
     """Accuracy of each aggregator under each attack at 0, 10 and 30% attackers, on the
-    experiment's non-IID MNIST setting (--set overrides any of its fields)."""
+    experiment's non-IID MNIST setting (--set overrides any of its fields), over seeds."""
     from fedpipe.experiments import robustness as experiment_module
 
-    try:
-        base = run_config.resolve_local_paths(
-            run_config.load(None, {**experiment_module.SETTINGS, **_parse_sets(sets)}), Path.cwd()
-        )
-    except run_config.ConfigError as e:
-        raise click.UsageError(str(e)) from e
+    base = _experiment_config(experiment_module.SETTINGS, sets)
     names = tuple(defences.split(",")) if defences else experiment_module.DEFENCES
-    cells = experiment_module.run(base, names)
+    cells = experiment_module.run(base, names, seed_list, Path(output), jobs)
     paths = experiment_module.write(cells, base, Path(output))
     click.echo(experiment_module.to_markdown(cells))
     click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 @experiment.command(name="self-healing")
-@set_option
+@experiment_options("self-healing")
 @click.option("--crash-rate", type=float, default=0.2, show_default=True, help="Task crashes.")
 @click.option("--crash-round", type=int, default=3, show_default=True, help="Run crashes here.")
 @click.option("--retries", type=int, default=2, show_default=True, help="Retries per task.")
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False),
-    default=str(RUNS_DIR / "experiments" / "self-healing"),
-    show_default=True,
-)
 def self_healing(
-    sets: tuple[str, ...], crash_rate: float, crash_round: int, retries: int, output: str
+    sets: tuple[str, ...],
+    seed_list: list[int],
+    crash_rate: float,
+    crash_round: int,
+    retries: int,
+    output: str,
 ) -> None:
-    """A fault-free and a faulty pipeline run of the same task (kfp.local): recovery time
-    per fault, wall-time ratio, final accuracy of both."""
+    """A fault-free and a faulty pipeline run of the same task (kfp.local), once per seed:
+    recovery time per fault, wall-time ratio, final accuracy of both."""
     from fedpipe.experiments import self_healing as experiment_module
 
+    base = _experiment_config(experiment_module.DEFAULTS, sets)
     try:
-        base = run_config.load(None, {**experiment_module.DEFAULTS, **_parse_sets(sets)})
-        base = run_config.resolve_local_paths(base, Path.cwd())
         experiment_module.faulty(base, crash_rate, crash_round, retries)  # refuse bad values now
     except run_config.ConfigError as e:
         raise click.UsageError(str(e)) from e
-    experiment_module.run(base, crash_rate, crash_round, retries, Path(output))
+    experiment_module.run(base, crash_rate, crash_round, retries, Path(output), seed_list)
     click.echo((Path(output) / "table.md").read_text())
 
 
@@ -461,33 +492,19 @@ def _add_agent_commands() -> None:
 _add_agent_commands()
 
 
-def _int_list(raw: str) -> list[int]:
-    try:
-        return [int(s) for s in raw.split(",") if s.strip()]
-    except ValueError as e:
-        raise click.BadParameter(f"{raw!r}: expected comma-separated integers") from e
-
-
 @experiment.command(name="compression")
 @config_option
-@set_option
+@experiment_options("compression")
 @click.option(
     "--kinds", default="none,q8,q4,topk", show_default=True, help="Compressors to compare."
 )
 @click.option("--topk-fraction", type=float, default=0.1, show_default=True, help="Top-k's share.")
-@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated run seeds.")
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False),
-    default=str(RUNS_DIR / "experiments" / "compression"),
-    show_default=True,
-)
 def experiment_compression(
     config_path: str | None,
     sets: tuple[str, ...],
+    seed_list: list[int],
     kinds: str,
     topk_fraction: float,
-    seeds: str,
     output: str,
 ) -> None:
     """Held-out accuracy against bytes per client per round for each update compressor
@@ -499,13 +516,12 @@ def experiment_compression(
     unknown = sorted(set(names) - set(run_config.COMPRESSIONS))
     if unknown:
         raise click.BadParameter(f"unknown compressor {unknown[0]!r}", param_hint="--kinds")
-    experiment_module.run(base, names, topk_fraction, _int_list(seeds), Path(output))
+    experiment_module.run(base, names, topk_fraction, seed_list, Path(output))
     click.echo((Path(output) / "table.md").read_text())
 
 
 @experiment.command(name="privacy-attacks")
-@set_option
-@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
+@experiment_options("privacy-attacks")
 @click.option(
     "--epsilons",
     default="inf,8,3,1",
@@ -528,15 +544,9 @@ def experiment_compression(
     default=None,
     help="Run one of the two attacks.",
 )
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False),
-    default=str(RUNS_DIR / "experiments" / "privacy-attacks"),
-    show_default=True,
-)
 def experiment_privacy_attacks(
     sets: tuple[str, ...],
-    seeds: str,
+    seed_list: list[int],
     epsilons: str,
     iterations: int,
     clip_norm: float,
@@ -549,19 +559,18 @@ def experiment_privacy_attacks(
     DP-FedAvg at several epsilons), over several seeds. --set applies to both settings."""
     from fedpipe.experiments import privacy_attacks as experiment_module
 
-    overrides = _parse_sets(sets)
+    bases = [
+        _experiment_config(d, sets)
+        for d in (experiment_module.INVERSION, experiment_module.MEMBERSHIP)
+    ]
     try:
-        bases = [
-            run_config.resolve_local_paths(run_config.load(None, {**d, **overrides}), Path.cwd())
-            for d in (experiment_module.INVERSION, experiment_module.MEMBERSHIP)
-        ]
         targets = [float(e) for e in epsilons.split(",") if e.strip()]
-    except (run_config.ConfigError, ValueError) as e:
+    except ValueError as e:
         raise click.UsageError(str(e)) from e
     text = experiment_module.run(
         bases[0],
         bases[1],
-        seeds=_int_list(seeds),
+        seeds=seed_list,
         epsilons=targets,
         iterations=iterations,
         clip_norm=clip_norm,

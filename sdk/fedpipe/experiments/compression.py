@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedpipe.config import RunConfig
+from fedpipe.experiments import seeds
 from fedpipe.ops import tracking
 from fedpipe.simulation.runner import simulate
 
@@ -65,21 +66,19 @@ def label(kind: str, topk_fraction: float) -> str:
 
 def summary(cells: list[Cell], topk_fraction: float) -> list[dict]:
     """Per compressor: mean and spread of accuracy over seeds, bytes, and both against none."""
-    kinds = list(dict.fromkeys(c.kind for c in cells))
-    baseline = [c for c in cells if c.kind == "none"]
-    base_acc = statistics.fmean(c.accuracy for c in baseline) if baseline else None
+    groups = seeds.group(cells, lambda c: c.kind)
+    base_acc = seeds.spread(c.accuracy for c in groups["none"]).mean if "none" in groups else None
     rows = []
-    for kind in kinds:
-        group = [c for c in cells if c.kind == kind]
-        accs = [c.accuracy for c in group]
+    for kind, group in groups.items():
+        accuracy = seeds.spread(c.accuracy for c in group)
         sent = statistics.fmean(c.bytes_per_client_round for c in group)
-        mean = statistics.fmean(accs)
+        mean = accuracy.mean
         rows.append(
             {
                 "compression": label(kind, topk_fraction),
                 "seeds": len(group),
                 "accuracy_mean": mean,
-                "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "accuracy_std": accuracy.std,
                 "bytes_per_client_round": sent,
                 "reduction": group[0].float32_bytes / sent,
                 "accuracy_minus_none": None if base_acc is None else mean - base_acc,
@@ -88,12 +87,12 @@ def summary(cells: list[Cell], topk_fraction: float) -> list[dict]:
     return rows
 
 
-def to_markdown(rows: list[dict], base: RunConfig, seeds: list[int]) -> str:
+def to_markdown(rows: list[dict], base: RunConfig, seed_list: list[int]) -> str:
     lines = [
         f"# Compression: {base.data.dataset}, {base.data.num_clients} clients, "
         f"{base.data.partitioner}, {base.training.rounds} rounds, {base.model.name}, "
         f"E={base.training.local_epochs}, B={base.training.batch_size}, "
-        f"seeds {', '.join(map(str, seeds))}",
+        f"seeds {', '.join(map(str, seed_list))}",
         "",
         "| compression | seeds | accuracy (mean ± std) | bytes / client / round "
         "| fewer bytes | accuracy - none (points) |",
@@ -129,18 +128,18 @@ def figure(cells: list[Cell], topk_fraction: float) -> Figure:
 
 
 def run(
-    base: RunConfig, kinds: list[str], topk_fraction: float, seeds: list[int], output: Path
+    base: RunConfig, kinds: list[str], topk_fraction: float, seed_list: list[int], output: Path
 ) -> list[dict]:
     """Run every cell, write cells.json, table.md and compression.png, log them to MLflow."""
     output.mkdir(parents=True, exist_ok=True)
     cells = [
         run_cell(base, kind, topk_fraction, seed, output / "simulations")
-        for seed in seeds
+        for seed in seed_list
         for kind in kinds
     ]
     rows = summary(cells, topk_fraction)
     (output / "cells.json").write_text(json.dumps([dataclasses.asdict(c) for c in cells], indent=1))
-    (output / "table.md").write_text(to_markdown(rows, base, seeds))
+    (output / "table.md").write_text(to_markdown(rows, base, seed_list))
     figure(cells, topk_fraction).savefig(output / "compression.png", dpi=120)
     metrics = {}
     for r in rows:
@@ -149,6 +148,10 @@ def run(
         metrics[f"bytes_per_client_round/{key}"] = r["bytes_per_client_round"]
     files = [output / n for n in ("cells.json", "table.md", "compression.png")]
     tracking.log_experiment(
-        base, NAME, files, metrics=metrics, params={"seeds": seeds, "topk_fraction": topk_fraction}
+        base,
+        NAME,
+        files,
+        metrics=metrics,
+        params={"seeds": seed_list, "topk_fraction": topk_fraction},
     )
     return rows

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedpipe.config import RunConfig
+from fedpipe.experiments.seeds import mean_std
 from fedpipe.ops import tracking
 from fedpipe.privacy import accounting as privacy_accounting
 from fedpipe.privacy import inversion, membership
@@ -305,12 +306,6 @@ def run_membership(
     return rows, curves
 
 
-def _mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
 def inversion_markdown(rows: list[InversionRow]) -> str:
     lines = [
         "| what the attacker sees | images | PSNR dB | SSIM | labels recovered "
@@ -320,12 +315,12 @@ def inversion_markdown(rows: list[InversionRow]) -> str:
     for label in dict.fromkeys(r.setting for r in rows):
         group = [r for r in rows if r.setting == label]
         lines.append(
-            f"| {label} | {group[0].images} | {_mean_std([r.psnr for r in group])} | "
-            f"{_mean_std([r.ssim for r in group])} | "
-            f"{_mean_std([r.label_recovery for r in group])} | "
-            f"{_mean_std([r.baseline_psnr for r in group])} | "
-            f"{_mean_std([r.baseline_ssim for r in group])} | "
-            f"{_mean_std([r.final_loss for r in group])} |"
+            f"| {label} | {group[0].images} | {mean_std([r.psnr for r in group])} | "
+            f"{mean_std([r.ssim for r in group])} | "
+            f"{mean_std([r.label_recovery for r in group])} | "
+            f"{mean_std([r.baseline_psnr for r in group])} | "
+            f"{mean_std([r.baseline_ssim for r in group])} | "
+            f"{mean_std([r.final_loss for r in group])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -341,9 +336,9 @@ def membership_markdown(rows: list[MembershipRow]) -> str:
         z = "-" if g[0].noise_multiplier is None else f"{g[0].noise_multiplier:.3f}"
         lines.append(
             f"| {'inf (no DP)' if math.isinf(eps) else f'{eps:g}'} | {z} | "
-            f"{_mean_std([r.accuracy for r in g])} | {_mean_std([r.loss_auc for r in g])} | "
-            f"{_mean_std([r.loss_tpr for r in g])} | {_mean_std([r.calibrated_auc for r in g])} | "
-            f"{_mean_std([r.calibrated_tpr for r in g])} |"
+            f"{mean_std([r.accuracy for r in g])} | {mean_std([r.loss_auc for r in g])} | "
+            f"{mean_std([r.loss_tpr for r in g])} | {mean_std([r.calibrated_auc for r in g])} | "
+            f"{mean_std([r.calibrated_tpr for r in g])} |"
         )
     return "\n".join(lines) + "\n"
 

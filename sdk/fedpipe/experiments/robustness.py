@@ -2,7 +2,9 @@
 attack at each fraction of attacking clients, on non-IID MNIST.
 
 Every cell is a full `fedpipe.simulation.runner.simulate` run (the pipeline's own stages), so
-the attacks go through local_train and the aggregators through the aggregate stage.
+the attacks go through local_train and the aggregators through the aggregate stage. Each
+cell runs once per seed (the seed moves the data split, the initial weights and which clients
+attack); the table gives mean ± std over the seeds, the CSV every seed's row.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedpipe.config import RunConfig
+from fedpipe.experiments import seeds
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -60,6 +65,7 @@ SETTINGS = {
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
+    seed: int
     defence: str
     attack: str
     attack_fraction: float
@@ -86,71 +92,126 @@ def cell_config(base: RunConfig, defence: str, attack: str, fraction: float) -> 
     )
 
 
-def run(base: RunConfig, defences: tuple[str, ...] = DEFENCES) -> list[Cell]:
-    """Simulate every cell (no attack once per aggregator) and return their accuracies."""
+def run_cell(
+    base: RunConfig, defence: str, attack: str, fraction: float, seed: int, scratch: Path
+) -> Cell:
+    """One simulation: a defence against an attack at a fraction of attackers, one seed."""
     from fedpipe.simulation import attacks
     from fedpipe.simulation.runner import simulate
 
-    cells = []
-    conditions = [("none", 0.0)] + [(a, p) for a in ATTACKS for p in FRACTIONS if p > 0]
+    cfg = cell_config(base.replace({"seed": seed}), defence, attack, fraction)
+    name = f"{defence}-{attack}-{round(fraction * 100)}pct-seed{seed}"
+    started = time.perf_counter()
+    result = simulate(cfg, scratch / name, run_name=name, register=False)
+    return Cell(
+        seed,
+        defence,
+        attack,
+        fraction,
+        len(attacks.attackers(cfg)),
+        result.accuracy[-1],
+        min(result.accuracy),
+        time.perf_counter() - started,
+    )
+
+
+def run(
+    base: RunConfig,
+    defences: tuple[str, ...] = DEFENCES,
+    seed_list: tuple[int, ...] | list[int] = (0,),
+    output: Path | None = None,
+    jobs: int = 1,
+) -> list[Cell]:
+    """Simulate every cell (no attack once per aggregator) once per seed, every seed of a
+    cell before the next cell, in `jobs` worker processes; with an output folder, the
+    tables so far are rewritten there after every simulation, so a long run that is
+    stopped keeps what it finished (whole rows of seeds first)."""
+    tasks = [
+        (defence, attack, fraction, seed)
+        for defence in defences
+        for attack, fraction in _columns()
+        for seed in seed_list
+    ]
+    done: dict[int, Cell] = {}
+
+    def finished(index: int, cell: Cell) -> None:
+        print(f"robustness: {cell}", flush=True)
+        done[index] = cell
+        if output is not None:
+            write_tables([done[i] for i in sorted(done)], output)
+
     with tempfile.TemporaryDirectory(prefix="fedpipe-robustness-") as scratch:
-        for defence in defences:
-            for attack, fraction in conditions:
-                cfg = cell_config(base, defence, attack, fraction)
-                name = f"{defence}-{attack}-{round(fraction * 100)}pct"
-                started = time.perf_counter()
-                result = simulate(cfg, Path(scratch) / name, run_name=name, register=False)
-                cell = Cell(
-                    defence,
-                    attack,
-                    fraction,
-                    len(attacks.attackers(cfg)),
-                    result.accuracy[-1],
-                    min(result.accuracy),
-                    time.perf_counter() - started,
-                )
-                print(f"robustness: {cell}", flush=True)
-                cells.append(cell)
-    return cells
+        if jobs == 1:
+            for index, task in enumerate(tasks):
+                finished(index, run_cell(base, *task, Path(scratch)))
+        else:
+            from fedpipe.ops import tracking
+
+            # Create the MLflow store and experiment here: workers racing to migrate a new
+            # SQLite store fail ("duplicate column name").
+            tracking.experiment_id(base)
+            spawn = multiprocessing.get_context("spawn")  # no forked copies of loaded libraries
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
+                futures = {
+                    pool.submit(run_cell, base, *task, Path(scratch)): index
+                    for index, task in enumerate(tasks)
+                }
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
+    return [done[i] for i in sorted(done)]
 
 
 def _columns() -> list[tuple[str, float]]:
     return [("none", 0.0)] + [(a, p) for a in ATTACKS for p in FRACTIONS if p > 0]
 
 
+def summary(cells: list[Cell]) -> dict[tuple[str, str, float], seeds.Spread]:
+    """Accuracy after the last round over the seeds, per (defence, attack, fraction)."""
+    groups = seeds.group(cells, lambda c: (c.defence, c.attack, c.attack_fraction))
+    return {key: seeds.spread(c.accuracy for c in group) for key, group in groups.items()}
+
+
 def to_markdown(cells: list[Cell]) -> str:
-    """Aggregators as rows, attack x fraction as columns, accuracy in the cells."""
-    by_key = {(c.defence, c.attack, c.attack_fraction): c.accuracy for c in cells}
+    """Aggregators as rows, attack x fraction as columns, accuracy (mean ± std over the
+    seeds) in the cells."""
+    by_key = summary(cells)
     columns = _columns()
+    seed_list = list(dict.fromkeys(c.seed for c in cells))
     header = ["defence"] + [
         "no attack" if a == "none" else f"{a} {round(p * 100)}%" for a, p in columns
     ]
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * len(columns) + "|"]
+    lines = [
+        f"Held-out accuracy after the last round, mean ± sample std over seeds "
+        f"{', '.join(map(str, seed_list))}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" + "|---:" * len(columns) + "|",
+    ]
     for defence in dict.fromkeys(c.defence for c in cells):
         values = [by_key.get((defence, a, p)) for a, p in columns]
         lines.append(
-            f"| {defence} | " + " | ".join("" if v is None else f"{v:.4f}" for v in values) + " |"
+            f"| {defence} | " + " | ".join("" if v is None else v.format() for v in values) + " |"
         )
     return "\n".join(lines) + "\n"
 
 
 def plot(cells: list[Cell]) -> Figure:
-    """One panel per attack: accuracy against the attacker fraction, a line per defence."""
+    """One panel per attack: mean accuracy against the attacker fraction, a line per
+    defence, the band its seeds' range."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 3.6), layout="constrained")
     axes = fig.subplots(1, len(ATTACKS), sharey=True)
     defences = list(dict.fromkeys(c.defence for c in cells))
-    by_key = {(c.defence, c.attack, c.attack_fraction): c.accuracy for c in cells}
+    by_key = summary(cells)
     for ax, attack in zip(axes, ATTACKS, strict=True):
         for defence in defences:
-            points = [
-                (p * 100, by_key[(defence, "none" if p == 0 else attack, p)])
-                for p in FRACTIONS
-                if (defence, "none" if p == 0 else attack, p) in by_key
-            ]
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o", label=defence)
+            keys = [(defence, "none" if p == 0 else attack, p) for p in FRACTIONS]
+            points = [(k[2] * 100, by_key[k]) for k in keys if k in by_key]
+            xs = [x for x, _ in points]
+            (line,) = ax.plot(xs, [s.mean for _, s in points], marker="o", label=defence)
+            lows, highs = [s.low for _, s in points], [s.high for _, s in points]
+            ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
         ax.set(title=attack, xlabel="attacking clients (%)", ylim=(0, 1), xticks=[0, 10, 30])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out accuracy after the last round")
@@ -158,10 +219,8 @@ def plot(cells: list[Cell]) -> Figure:
     return fig
 
 
-def write(cells: list[Cell], base: RunConfig, output: Path) -> tuple[Path, Path, Path]:
-    """Write the table (CSV + markdown) and the plot, and log all three to MLflow."""
-    from fedpipe.ops import tracking
-
+def write_tables(cells: list[Cell], output: Path) -> tuple[Path, Path, Path]:
+    """robustness.csv (a row per cell and seed), robustness.md (mean ± std) and the plot."""
     output.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, png_path = (
         output / "robustness.csv",
@@ -174,18 +233,28 @@ def write(cells: list[Cell], base: RunConfig, output: Path) -> tuple[Path, Path,
         writer.writerows(dataclasses.asdict(c) for c in cells)
     md_path.write_text(to_markdown(cells))
     plot(cells).savefig(png_path, dpi=120)
-    # MLflow metric names allow no "+": fedavg+screening becomes fedavg_screening.
-    metrics = {
-        f"accuracy/{c.defence.replace('+', '_')}/{c.attack}/{round(c.attack_fraction * 100)}pct": (
-            c.accuracy
-        )
-        for c in cells
-    }
+    return csv_path, md_path, png_path
+
+
+def write(cells: list[Cell], base: RunConfig, output: Path) -> tuple[Path, Path, Path]:
+    """Write the tables and the plot, and log all three to MLflow with the mean and std of
+    every cell as metrics."""
+    from fedpipe.ops import tracking
+
+    paths = write_tables(cells, output)
+    metrics = {}
+    for (defence, attack, fraction), spread in summary(cells).items():
+        # MLflow metric names allow no "+": fedavg+screening becomes fedavg_screening.
+        key = f"{defence.replace('+', '_')}/{attack}/{round(fraction * 100)}pct"
+        metrics[f"accuracy/{key}"] = spread.mean
+        metrics[f"accuracy_std/{key}"] = spread.std
+    seed_list = list(dict.fromkeys(c.seed for c in cells))
     tracking.log_experiment(
         base,
         "robustness",
-        [csv_path, md_path, png_path],
+        list(paths),
         metrics=metrics,
+        params={"seeds": seed_list},
         artifact_dir="robustness",
     )
-    return csv_path, md_path, png_path
+    return paths

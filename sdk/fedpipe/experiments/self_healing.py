@@ -3,7 +3,9 @@ the same task (a share of local-train tasks crash, the whole run crashes at one 
 is re-run, resuming), both through kfp.local, since a crash is a process exit.
 
 Measures, per injected fault, the time from the fault to the completion of its round
-(recovery time), the rounds redone, and the wall-time and accuracy cost of the faults.
+(recovery time), the rounds redone, and the wall-time and accuracy cost of the faults. Both
+runs are repeated once per seed (the seed moves the data split, the model's initial weights
+and which tasks crash); the table gives mean ± std over the seeds.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedpipe.artifacts.global_model import GlobalModel
-from fedpipe.config import RunConfig, fault_schedule
+from fedpipe.config import RunConfig
+from fedpipe.experiments import seeds
 from fedpipe.ops import local_run, round_health, tracking
 from fedpipe.simulation import faults
 from fedpipe.training import trainer
@@ -38,6 +41,7 @@ DEFAULTS = {
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
+    seed: int
     label: str
     completed_rounds: int
     accuracy: float  # held-out accuracy of the final model
@@ -76,6 +80,7 @@ def run_pipeline(cfg: RunConfig, label: str, root: Path) -> RunResult:
     state = faults.with_state_dir(cfg, root)
     completions = Counter(round_health.completions(state))
     return RunResult(
+        cfg.seed,
         label,
         model.round_number,
         accuracy.accuracy,
@@ -86,90 +91,166 @@ def run_pipeline(cfg: RunConfig, label: str, root: Path) -> RunResult:
     )
 
 
+def _pairs(results: list[RunResult]) -> list[tuple[RunResult, RunResult]]:
+    """(fault-free, faulty) of each seed."""
+    by_seed = seeds.group(results, lambda r: r.seed)
+    return [(runs[0], runs[1]) for runs in by_seed.values() if len(runs) == 2]
+
+
 def to_markdown(results: list[RunResult], base: RunConfig) -> str:
-    clean, faulty_run = results
+    """Per run (fault-free, faulty): mean ± std over the seeds of each column; the cost of
+    the faults per seed; the recovery time of each kind of fault over every seed."""
+    runs = seeds.group(results, lambda r: r.label)
+    seed_list = list(dict.fromkeys(r.seed for r in results))
     lines = [
         f"# Self-healing: {base.data.dataset}, {base.data.num_clients} clients, "
-        f"{base.shard_count} local-train tasks a round, {base.training.rounds} rounds",
+        f"{base.shard_count} local-train tasks a round, {base.training.rounds} rounds, "
+        f"seeds {', '.join(map(str, seed_list))}",
         "",
-        "| run | completed rounds | pipeline runs | rounds redone | wall time (s) | accuracy |",
-        "|---|---:|---:|---:|---:|---:|",
+        "Mean ± sample standard deviation over the seeds.",
+        "",
+        "| run | seeds | completed rounds | pipeline runs | rounds redone | wall time (s) "
+        "| accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {r.label} | {r.completed_rounds} | {r.pipeline_runs} | {r.rounds_redone} | "
-        f"{r.wall_s:.1f} | {r.accuracy:.4f} |"
-        for r in results
-    ]
+    for label, group in runs.items():
+        lines.append(
+            f"| {label} | {len(group)} | "
+            f"{seeds.mean_std([r.completed_rounds for r in group], 1)} | "
+            f"{seeds.mean_std([r.pipeline_runs for r in group], 1)} | "
+            f"{seeds.mean_std([r.rounds_redone for r in group], 1)} | "
+            f"{seeds.mean_std([r.wall_s for r in group], 1)} | "
+            f"{seeds.mean_std([r.accuracy for r in group], 4)} |"
+        )
+    pairs = _pairs(results)
+    if pairs:
+        ratio = seeds.mean_std([bad.wall_s / clean.wall_s for clean, bad in pairs], 2)
+        impact = seeds.spread(bad.accuracy - clean.accuracy for clean, bad in pairs)
+        lines += [
+            "",
+            f"Wall time faulty / fault-free: {ratio}; accuracy impact {impact.mean:+.4f} "
+            f"(seeds from {impact.low:+.4f} to {impact.high:+.4f}).",
+        ]
+    recoveries = seeds.group(
+        [f for r in results if r.label == "faulty" for f in r.recoveries], lambda f: f.kind
+    )
     lines += [
         "",
-        f"Wall time faulty / fault-free: {faulty_run.wall_s / clean.wall_s:.2f}; "
-        f"accuracy impact {faulty_run.accuracy - clean.accuracy:+.4f}.",
-        "",
-        "| fault | round | task | recovery time (s) |",
-        "|---|---:|---|---:|",
+        "| fault | injected (all seeds) | recovered | recovery time (s) | min - max (s) |",
+        "|---|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {r.kind} | {r.round_number} | {r.site} | "
-        f"{'-' if r.recovery_s is None else f'{r.recovery_s:.1f}'} |"
-        for r in faulty_run.recoveries
-    ]
+    for kind, found in recoveries.items():
+        times = [f.recovery_s for f in found if f.recovery_s is not None]
+        spread = seeds.spread(times) if times else None
+        lines.append(
+            f"| {kind} | {len(found)} | {len(times)} | "
+            f"{'-' if spread is None else spread.format(1)} | "
+            f"{'-' if spread is None else f'{spread.low:.1f} - {spread.high:.1f}'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def to_csv(results: list[RunResult]) -> str:
-    lines = ["run,fault,round,task,recovery_s,completed_rounds,wall_s,accuracy"]
+    """The per-seed rows: one per run, then one per injected fault of that run."""
+    lines = [
+        "seed,run,fault,round,task,recovery_s,completed_rounds,pipeline_runs,rounds_redone,"
+        "wall_s,accuracy"
+    ]
     for r in results:
-        lines.append(f"{r.label},,,,,{r.completed_rounds},{r.wall_s},{r.accuracy}")
+        lines.append(
+            f"{r.seed},{r.label},,,,,{r.completed_rounds},{r.pipeline_runs},{r.rounds_redone},"
+            f"{r.wall_s},{r.accuracy}"
+        )
         lines += [
-            f"{r.label},{f.kind},{f.round_number},{f.site},"
-            f"{'' if f.recovery_s is None else f.recovery_s},,,"
+            f"{r.seed},{r.label},{f.kind},{f.round_number},{f.site},"
+            f"{'' if f.recovery_s is None else f.recovery_s},,,,,"
             for f in r.recoveries
         ]
     return "\n".join(lines) + "\n"
 
 
 def figure(results: list[RunResult]) -> Figure:
-    """Left: wall time and accuracy of both runs; right: recovery time of each fault."""
+    """Left: wall time of both runs (mean and each seed); right: recovery time of each
+    fault, by kind, a point per fault over every seed."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4), layout="constrained")
     wall, recovery = fig.subplots(1, 2)
-    bars = wall.bar([r.label for r in results], [r.wall_s for r in results], color="#4c72b0")
-    wall.bar_label(bars, labels=[f"acc {r.accuracy:.3f}" for r in results])
-    wall.set(ylabel="wall time (s)", title="whole run")
-    faulty_run = results[-1]
-    found = [f for f in faulty_run.recoveries if f.recovery_s is not None]
-    recovery.bar(
-        [f"r{f.round_number} {f.site}\n{f.kind}" for f in found],
-        [f.recovery_s for f in found],
-        color=["#c44e52" if f.kind == fault_schedule.PIPELINE_CRASH else "#dd8452" for f in found],
+    runs = seeds.group(results, lambda r: r.label)
+    stats = {label: seeds.spread(r.wall_s for r in group) for label, group in runs.items()}
+    bars = wall.bar(
+        list(runs),
+        [s.mean for s in stats.values()],
+        yerr=[s.std for s in stats.values()],
+        color="#4c72b0",
+        capsize=4,
     )
+    for x, group in enumerate(runs.values()):
+        wall.plot([x] * len(group), [r.wall_s for r in group], "k.", alpha=0.6)
+    wall.bar_label(
+        bars, labels=[f"acc {seeds.mean_std([r.accuracy for r in g])}" for g in runs.values()]
+    )
+    wall.set(ylabel="wall time (s)", title="whole run (bar: mean ± std, dots: seeds)")
+    found = seeds.group(
+        [f for r in results if r.label == "faulty" for f in r.recoveries if f.recovery_s],
+        lambda f: (f.kind, "aggregate" if f.site == "aggregate" else "local_train"),
+    )
+    for x, group in enumerate(found.values()):
+        recovery.plot([x] * len(group), [f.recovery_s for f in group], "o", alpha=0.7)
+    recovery.set_xticks(range(len(found)), [f"{kind}\n{site}" for kind, site in found])
     recovery.set(ylabel="fault to round completed (s)", title="recovery time per fault")
-    recovery.tick_params(axis="x", labelsize=7)
     return fig
 
 
-def run(
-    base: RunConfig, crash_rate: float, crash_round: int, retries: int, output: Path
-) -> list[RunResult]:
-    """Run both, write table.csv, table.md and self_healing.png to output, log them to
-    MLflow."""
+def write(results: list[RunResult], base: RunConfig, output: Path) -> list[Path]:
+    """table.csv (per-seed rows), table.md (mean ± std) and self_healing.png."""
     output.mkdir(parents=True, exist_ok=True)
-    results = [
-        run_pipeline(base, "fault-free", output / "fault_free"),
-        run_pipeline(faulty(base, crash_rate, crash_round, retries), "faulty", output / "faulty"),
-    ]
-    (output / "table.csv").write_text(to_csv(results))
-    (output / "table.md").write_text(to_markdown(results, base))
-    figure(results).savefig(output / "self_healing.png", dpi=120)
-    clean, faulty_run = results
-    metrics = {
-        "wall_time_ratio": faulty_run.wall_s / clean.wall_s,
-        "accuracy_impact": faulty_run.accuracy - clean.accuracy,
-    }
-    for r in results:
-        metrics[f"accuracy/{r.label}"] = r.accuracy
-        metrics[f"wall_s/{r.label}"] = r.wall_s
     files = [output / name for name in ("table.csv", "table.md", "self_healing.png")]
-    tracking.log_experiment(base, NAME, files, metrics=metrics)
+    files[0].write_text(to_csv(results))
+    files[1].write_text(to_markdown(results, base))
+    figure(results).savefig(files[2], dpi=120)
+    return files
+
+
+def report(results: list[RunResult], base: RunConfig, output: Path) -> str:
+    """Write the tables and the plot and log them to one MLflow run, with the mean and std
+    over the seeds of the headline figures as metrics; returns the run id."""
+    files = write(results, base, output)
+    metrics: dict[str, float] = {}
+    pairs = _pairs(results)
+    for key, values in (
+        ("wall_time_ratio", [bad.wall_s / clean.wall_s for clean, bad in pairs]),
+        ("accuracy_impact", [bad.accuracy - clean.accuracy for clean, bad in pairs]),
+    ):
+        spread = seeds.spread(values)
+        metrics[key], metrics[f"{key}_std"] = spread.mean, spread.std
+    for label, group in seeds.group(results, lambda r: r.label).items():
+        for key in ("accuracy", "wall_s"):
+            spread = seeds.spread(getattr(r, key) for r in group)
+            metrics[f"{key}/{label}"], metrics[f"{key}_std/{label}"] = spread.mean, spread.std
+    seed_list = list(dict.fromkeys(r.seed for r in results))
+    return tracking.log_experiment(base, NAME, files, metrics=metrics, params={"seeds": seed_list})
+
+
+def run(
+    base: RunConfig,
+    crash_rate: float,
+    crash_round: int,
+    retries: int,
+    output: Path,
+    seed_list: list[int],
+) -> list[RunResult]:
+    """Run both, once per seed (each seed in its own pipeline roots), rewriting the tables
+    after every seed so a stopped run keeps the seeds it finished, then log them to MLflow."""
+    results: list[RunResult] = []
+    for seed in seed_list:
+        cfg = base.replace({"seed": seed})
+        work = output / f"seed{seed}"
+        results += [
+            run_pipeline(cfg, "fault-free", work / "fault_free"),
+            run_pipeline(faulty(cfg, crash_rate, crash_round, retries), "faulty", work / "faulty"),
+        ]
+        write(results, base, output)
+        print(f"self-healing: seed {seed} done", flush=True)
+    report(results, base, output)
     return results
