@@ -32,14 +32,21 @@ MNIST_2NN_PARAMS = 199_210  # 784-200-200-10, the MNIST reference setting's mode
 
 
 def host_agents(root: Path, address: str, count: int) -> None:
-    """The helper process: `count` agents as threads until stdin closes."""
+    """The helper process: `count` agents as threads until stdin closes (no training
+    worker: the benchmark's tasks are answered by the transport alone)."""
     tls = provisioning.Layout(root / "tls")
     folder = data_folder.write(root / "data", np.zeros((4, 4), np.float32), np.zeros(4))
     agents = []
     for c in range(count):
         name = provisioning.client_cn(c)
         a = agent_module.Agent(
-            str(folder), address, tls.cert(name), tls.key(name), tls.ca_cert, root / f"s{c}"
+            str(folder),
+            address,
+            tls.cert(name),
+            tls.key(name),
+            tls.ca_cert,
+            root / f"s{c}",
+            warm_up=False,
         )
         threading.Thread(target=a.serve_forever, daemon=True).start()
         agents.append(a)

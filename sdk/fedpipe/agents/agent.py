@@ -47,8 +47,10 @@ class Agent:
         key: str | Path,
         ca: str | Path,
         state_dir: str | Path,
+        warm_up: bool = True,
     ) -> None:
         self.client_id = client_id_from_certificate(cert)
+        self.warm_up = warm_up
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.state_dir.chmod(0o700)
@@ -115,7 +117,8 @@ class Agent:
         threading.Thread(target=self._heartbeats, daemon=True, name="heartbeat").start()
         # Start the worker now: its TensorFlow import and data load (tens of seconds on a
         # busy machine) then overlap the wait for the first round instead of delaying it.
-        self._pool().submit(_worker_warm_up)
+        if self.warm_up:
+            self._pool().submit(_worker_warm_up)
         while not self._stop.is_set():
             try:
                 self.serve_one(POLL_S)
