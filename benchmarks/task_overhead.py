@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (pair.split("=", 1) for pair in args.sets)}
     if args.rounds is not None:
-        overrides["rounds"] = args.rounds
+        overrides["training.rounds"] = args.rounds
     with tempfile.TemporaryDirectory(prefix="fedpipe-bench-") as tmp:
         root = (args.keep or Path(tmp)).resolve()  # the run's MLflow store goes under it
         root.mkdir(parents=True, exist_ok=True)
@@ -86,9 +86,11 @@ def main() -> None:
             )
         wall = time.perf_counter() - started
         log = log_path.read_text()
+        # kfp.local's own log lines go to each training's kfp-local.log, not the terminal.
+        runner_log = "\n".join(p.read_text() for p in sorted(root.rglob("kfp-local.log")))
     if child.returncode != 0:
         sys.exit(f"pipeline failed (exit {child.returncode}):\n{log[-3000:]}")
-    durations = task_durations(log)
+    durations = task_durations(runner_log)
     described = json.dumps(overrides) if overrides else "the demo's config"
     print(f"kfp.local pipeline run ({described}): {wall:.1f}s wall")
     print(f"{'task kind':<22}{'tasks':>6}{'median s':>10}{'max s':>8}")
