@@ -229,6 +229,24 @@ def _retry_values(policy: dict) -> list[dict]:
     return values
 
 
+def _driver_args(
+    driver_type: str,
+    run_args: list[str],
+    spec_input: str,
+    *outputs: tuple[str, str],
+) -> list[str]:
+    """A driver's arguments, the same for the container and the DAG driver but for the
+    one spec it reads (container or runtime config) and the outputs it writes before the
+    condition."""
+    args = ["--type", driver_type, *run_args]
+    for param in ("parent-dag-id", "component", "task", spec_input, "iteration-index"):
+        flag = "dag_execution_id" if param == "parent-dag-id" else param.replace("-", "_")
+        args += [f"--{flag}", _in(param)]
+    for flag, param in (*outputs, ("condition_path", "condition")):
+        args += [f"--{flag}", _output_path(param)]
+    return args
+
+
 def _system_templates(pipeline_name: str, kinds: set[str]) -> list[dict]:
     """The shared templates of the kinds of task the pipeline has, in the order the
     compiler adds them (first use)."""
@@ -236,21 +254,13 @@ def _system_templates(pipeline_name: str, kinds: set[str]) -> list[dict]:
     common_args = ["--pipeline_name", pipeline_name, "--run_id", "{{workflow.uid}}"]
     run_args = ["--run_name", "{{workflow.name}}", "--run_display_name", ""]
     if kinds & {"container", "retry"}:
-        args = ["--type", "CONTAINER", *common_args, *run_args]
-        for flag, param in (
-            ("dag_execution_id", "parent-dag-id"),
-            ("component", "component"),
-            ("task", "task"),
-            ("container", "container"),
-            ("iteration_index", "iteration-index"),
-        ):
-            args += [f"--{flag}", _in(param)]
-        for flag, param in (
+        args = _driver_args(
+            "CONTAINER",
+            common_args + run_args,
+            "container",
             ("cached_decision_path", "cached-decision"),
             ("pod_spec_patch_path", "pod-spec-patch"),
-            ("condition_path", "condition"),
-        ):
-            args += [f"--{flag}", _output_path(param)]
+        )
         args += ["--kubernetes_config", _in("kubernetes-config"), *_PROXY_ARGS]
         templates.append(
             {
@@ -339,21 +349,13 @@ def _system_templates(pipeline_name: str, kinds: set[str]) -> list[dict]:
                 "outputs": {},
             }
         )
-    args = ["--type", _in("driver-type"), *common_args, *run_args]
-    for flag, param in (
-        ("dag_execution_id", "parent-dag-id"),
-        ("component", "component"),
-        ("task", "task"),
-        ("runtime_config", "runtime-config"),
-        ("iteration_index", "iteration-index"),
-    ):
-        args += [f"--{flag}", _in(param)]
-    for flag, param in (
+    args = _driver_args(
+        _in("driver-type"),
+        common_args + run_args,
+        "runtime-config",
         ("execution_id_path", "execution-id"),
         ("iteration_count_path", "iteration-count"),
-        ("condition_path", "condition"),
-    ):
-        args += [f"--{flag}", _output_path(param)]
+    )
     templates.append(
         {
             "container": {
