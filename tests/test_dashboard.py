@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fedpipe.dashboard import agents, charts
+from fedpipe.dashboard import agents, charts, runs
 from fedpipe.simulation.runner import simulate
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -175,6 +175,21 @@ def test_chart_draws_one_point_per_round_and_says_when_empty():
     )
     assert 'data-points="3"' in svg and 'class="reference"' in svg and "target 0.9" in svg
     assert "no data yet" in charts.line_chart("Loss", [charts.Series("loss", [])])
+
+
+def test_a_dp_run_says_its_client_counts_are_withheld_not_zero():
+    from collections import defaultdict
+
+    from fedpipe.dashboard.app import WITHHELD, run_view
+
+    row = runs.RunRow("r", "0", "dp", "FINISHED", 0, 2, 2, 0.8)
+    series = defaultdict(list, {runs.ACCURACY: [(1, 0.7), (2, 0.8)], runs.EPSILON: [(2, 1.5)]})
+    dp = runs.RunDetail(row, series, 3.0, None, 1e-5, [])
+    view = run_view(dp)
+    assert view["fields"]["clients"] == WITHHELD and WITHHELD in view["charts"]["participation"]
+    counted = dict(series, **{runs.ACCEPTED: [(1, 4.0)], runs.REJECTED: [(1, 1.0)]})
+    plain = runs.RunDetail(row, defaultdict(list, counted), None, None, None, [])
+    assert run_view(plain)["fields"]["clients"] == "4 accepted, 1 rejected"
 
 
 def test_agents_section_is_empty_without_a_coordinator_and_sorted_with_one():

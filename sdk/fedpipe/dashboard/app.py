@@ -36,20 +36,30 @@ def _privacy(detail: runs.RunDetail) -> str:
     return f"ε = {eps}{target}, δ = {detail.dp_delta:g}"
 
 
+WITHHELD = "withheld under DP: no client-level figure is released"
+
+
+def _clients(detail: runs.RunDetail) -> str:
+    if detail.dp_delta is not None and runs.ACCEPTED not in detail.series:
+        return WITHHELD  # not "0 accepted": the counts exist, they are not published
+    return (
+        f"{int(detail.last(runs.ACCEPTED) or 0)} accepted, "
+        f"{int(detail.last(runs.REJECTED) or 0)} rejected"
+    )
+
+
 def run_view(detail: runs.RunDetail) -> dict:
     """The run page's live figures and charts (page render and JSON refresh alike)."""
     row, s = detail.row, detail.series
     planned = f" / {row.rounds_planned}" if row.rounds_planned else ""
     health = detail.health_totals()
+    clients = _clients(detail)
     fields = {
         "status": row.status,
         "rounds": f"{row.rounds_done}{planned}",
         "accuracy": _number(row.accuracy),
         "loss": _number(detail.last(runs.LOSS)),
-        "clients": (
-            f"{int(detail.last(runs.ACCEPTED) or 0)} accepted, "
-            f"{int(detail.last(runs.REJECTED) or 0)} rejected"
-        ),
+        "clients": clients,
         "privacy": _privacy(detail),
         "health": (
             f"{int(health['tasks_retried'])} tasks retried "
@@ -72,6 +82,7 @@ def run_view(detail: runs.RunDetail) -> dict:
             "Client participation",
             [Series("accepted", s[runs.ACCEPTED]), Series("rejected", s[runs.REJECTED])],
             y_min=0.0,
+            empty=WITHHELD if clients == WITHHELD else "no data yet",
         ),
         "privacy": line_chart(
             "Privacy budget spent (ε)",

@@ -50,8 +50,9 @@ def line_chart(
     reference: Reference | None = None,
     y_min: float | None = None,
     y_max: float | None = None,
+    empty: str = "no data yet",
 ) -> str:
-    """An SVG line chart of per-round series; a note instead when there is nothing yet."""
+    """An SVG line chart of per-round series; the `empty` note when there is nothing to draw."""
     drawn = [s for s in series if s.points]
     head = (
         f'<svg class="chart-svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -59,7 +60,8 @@ def line_chart(
         f'<text class="chart-title" x="{LEFT}" y="16">{escape(title)}</text>'
     )
     if not drawn:
-        return head + f'<text class="empty" x="{LEFT}" y="{HEIGHT / 2}">no data yet</text></svg>'
+        note = f'<text class="empty" x="{LEFT}" y="{HEIGHT / 2}">{escape(empty)}</text>'
+        return head + note + "</svg>"
     xs = [x for s in drawn for x, _ in s.points]
     ys = [y for s in drawn for _, y in s.points] + ([reference.value] if reference else [])
     x_low, x_high = min(xs), max(max(xs), min(xs) + 1)
