@@ -39,7 +39,8 @@ def stack_run(s3, mlflow_server, tmp_path_factory):
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(storage.CACHE_ENV, str(root / "cache"))  # inherited by the task processes
-        run = local_run.run_pipeline(cfg, root / "pipeline_root")
+        # Cold tasks, as the cluster's pods: each imports MLflow and reaches the server itself.
+        run = local_run.run_pipeline(cfg, root / "pipeline_root", cold_tasks=True)
     return cfg, run, root
 
 

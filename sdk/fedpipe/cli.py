@@ -70,8 +70,19 @@ def main() -> None:
     "its last finished segment (without it, every run is a new training).",
 )
 @click.option("--verbose", is_flag=True, help="Stream the raw task logs too.")
+@click.option(
+    "--cold-tasks",
+    is_flag=True,
+    help="Start every task in a new Python, as a cluster pod does (by default tasks fork "
+    "from one interpreter that has imported TensorFlow and MLflow once).",
+)
 def run(
-    config_path: str | None, sets: tuple[str, ...], pipeline_root: str, resume: bool, verbose: bool
+    config_path: str | None,
+    sets: tuple[str, ...],
+    pipeline_root: str,
+    resume: bool,
+    verbose: bool,
+    cold_tasks: bool,
 ) -> None:
     """Run a training through Kubeflow's local runner (no cluster), segment by segment."""
     from rich.console import Console
@@ -82,7 +93,12 @@ def run(
     console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
     try:
         outcome = local_run.run_pipeline(
-            cfg, Path(pipeline_root), resume=resume, console=console, verbose=verbose
+            cfg,
+            Path(pipeline_root),
+            resume=resume,
+            console=console,
+            verbose=verbose,
+            cold_tasks=cold_tasks,
         )
     except local_run.TaskFailed as e:
         console.print("training failed:", style="red")

@@ -18,7 +18,7 @@ from typing import Any
 
 from fedpipe.clients import runtime as client_runtime
 from fedpipe.config import RunConfig
-from fedpipe.ops import compilation, progress, segments
+from fedpipe.ops import compilation, progress, segments, warm_tasks
 from fedpipe.ops.tracking import redact_uri
 from fedpipe.simulation import faults
 
@@ -150,11 +150,14 @@ def run_pipeline(
     resume: bool = False,
     console: Any = None,
     verbose: bool = False,
+    cold_tasks: bool = False,
 ) -> LocalRun:
     """Run a training as chained segment pipelines with kfp.local. A fresh run is a new
     training (its own MLflow run and registered version) even with the same config; with
     resume, the last unfinished training of this config in this pipeline root continues
-    from its last finished segment, reusing the tasks the crashed segment finished."""
+    from its last finished segment, reusing the tasks the crashed segment finished.
+    Tasks fork from a warm interpreter (fedpipe.ops.warm_tasks) unless cold_tasks: then
+    each starts a new Python, as a cluster pod does."""
     from rich.console import Console
 
     started = time.perf_counter()
@@ -186,7 +189,11 @@ def run_pipeline(
     os.environ[progress.PROGRESS_ENV] = str(events)
     display.start(state.next_round - 1)
     try:
-        with progress.EventWatcher(events, display.handle, offset):
+        with contextlib.ExitStack() as stack:
+            if not cold_tasks:
+                warm = stack.enter_context(warm_tasks.WarmTasks(folder / "warm-tasks.log"))
+                tasks.launcher = warm.command
+            stack.enter_context(progress.EventWatcher(events, display.handle, offset))
             state = segments.chain(config, state, backend)
     finally:
         display.stop()

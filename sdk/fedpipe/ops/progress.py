@@ -80,8 +80,10 @@ class TaskLogs:
         pipeline_root: Path,
         on_attempt: Callable[[TaskAttempt], None] | None = None,
         echo: Callable[[str], None] | None = None,
+        launcher: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self.log_dir = log_dir
+        self.launcher = launcher  # rewrites a task's command (fedpipe.ops.warm_tasks)
         self.pipeline_root = pipeline_root
         self.on_attempt = on_attempt
         self.echo = echo
@@ -103,6 +105,8 @@ class TaskLogs:
         log = self.log_dir / pipeline_run / ((task or pipeline_run).replace("/", "__") + ".log")
         log.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **(env_vars or {})}
+        if self.launcher is not None:
+            full_command = self.launcher(full_command)
         with log.open("a") as f:
             f.write(f"--- attempt started {time.strftime('%H:%M:%S')} ---\n")
             f.flush()
