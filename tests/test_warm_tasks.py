@@ -40,6 +40,21 @@ def killed():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@dsl.component
+def finishes_at_exit(path: str):
+    import atexit
+    import threading
+    import time
+
+    def note(text: str, delay: float = 0.0) -> None:
+        time.sleep(delay)
+        with open(path, "a") as f:
+            f.write(text)
+
+    threading.Thread(target=note, args=("thread ", 0.5)).start()
+    atexit.register(note, "atexit")
+
+
 def _run(component, logs: progress.TaskLogs, root: Path, **arguments):
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -90,6 +105,14 @@ def test_exit_codes_and_signals_of_warm_tasks_are_those_of_cold_tasks(warm, tmp_
         assert "about to exit 3" in logs.attempts[1].log.read_text()
     # kfp.local's `sh -ec` ends with 128 + 9 when the executor is killed by SIGKILL.
     assert codes["warm"] == codes["cold"] == [0, 3, 128 + signal.SIGKILL]
+
+
+def test_a_warm_task_ends_as_a_process_does_threads_joined_then_atexit(warm, tmp_path):
+    # MLflow's asynchronous logging is flushed by an atexit handler: a warm task must run them.
+    root = tmp_path / "root"
+    logs = progress.TaskLogs(tmp_path / "logs", root, launcher=warm.command)
+    _run(finishes_at_exit, logs, root, path=str(tmp_path / "exit.txt"))
+    assert (tmp_path / "exit.txt").read_text() == "thread atexit"
 
 
 def test_killing_a_tasks_client_kills_the_task(warm, tmp_path):

@@ -15,6 +15,7 @@ user. The server ends with the process that started it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import json
@@ -28,6 +29,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -152,7 +154,12 @@ def _run_task(request: dict, fds: list[int]) -> None:
     except BaseException:
         traceback.print_exc()
     finally:
-        with contextlib.suppress(Exception):
+        # What the interpreter does at exit, which os._exit skips: wait for the task's
+        # non-daemon threads, run its atexit handlers (MLflow flushes its asynchronous
+        # logging there), flush the streams.
+        with contextlib.suppress(BaseException):
+            threading._shutdown()
+            atexit._run_exitfuncs()
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
