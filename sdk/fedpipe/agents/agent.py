@@ -69,6 +69,7 @@ class Agent:
         self._sequence = int(self._sequence_file.read_text()) if self._sequence_file.exists() else 0
         self._sequence_lock = threading.Lock()
         self._stop = threading.Event()
+        self._polling = threading.Event()  # a FetchTask poll is open
         self.heartbeat_interval_s = 1.0
 
     def next_sequence(self) -> int:
@@ -105,7 +106,11 @@ class Agent:
                 delay = min(delay * 2, 10.0)
 
     def _heartbeats(self) -> None:
+        """Heartbeats while no task poll is open (the coordinator counts an open poll as
+        one): while the agent runs a task, and between polls."""
         while not self._stop.wait(self.heartbeat_interval_s):
+            if self._polling.is_set():
+                continue
             try:
                 self.stub.Heartbeat(pb.HeartbeatRequest(envelope=self.envelope()), timeout=5)
             except grpc.RpcError as e:
@@ -133,7 +138,11 @@ class Agent:
         stream = self.stub.FetchTask(
             pb.TaskPoll(envelope=self.envelope(), wait_s=wait_s), timeout=wait_s + 30
         )
-        task, payload = transport.collect(stream, "task")
+        self._polling.set()
+        try:
+            task, payload = transport.collect(stream, "task")
+        finally:
+            self._polling.clear()
         if task is None:
             return False
         started = time.perf_counter()
