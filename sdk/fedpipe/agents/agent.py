@@ -57,7 +57,13 @@ class Agent:
         # Fail now, not at the first task, on unreadable data (a remote URI is fetched now).
         data_folder.load(data_uri, self.state_dir)
         credentials = tuple(str(Path(p).resolve()) for p in (cert, key, ca))  # signs with them
-        self._worker_args = (self.client_id, data_uri, str(self.state_dir), credentials)
+        self._worker_args = (
+            self.client_id,
+            data_uri,
+            str(self.state_dir),
+            credentials,
+            os.getpid(),
+        )
         self._worker: futures.ProcessPoolExecutor | None = None
         no_data = np.zeros((0, 0), np.float32)
         self._transport_context = client_tasks.AgentContext(
@@ -202,12 +208,18 @@ _context: client_tasks.AgentContext | None = None
 
 
 def _worker_init(
-    client_id: int, data_uri: str, state_dir: str, credentials: tuple[str, str, str]
+    client_id: int,
+    data_uri: str,
+    state_dir: str,
+    credentials: tuple[str, str, str],
+    agent_pid: int,
 ) -> None:
     from fedpipe.agents.local import die_with_parent
 
     global _context
     die_with_parent()  # a killed agent takes its worker with it
+    if os.getppid() != agent_pid:  # it died while this worker started, before the signal
+        os._exit(1)
     x, y = data_folder.load(data_uri, state_dir)
     _context = client_tasks.AgentContext(client_id, x, y, Path(state_dir), credentials)
 
