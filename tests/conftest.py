@@ -1,4 +1,6 @@
+import datetime
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,54 @@ def small_config(mlflow_uri: str) -> config.RunConfig:
             "tracking.registered_model_name": "fedpipe-test",
         }
     )
+
+
+@pytest.fixture(scope="session")
+def agents_config() -> Callable[..., config.RunConfig]:
+    """A factory: agents_config(mlflow_uri, changes) is the agent tests' run, 5 clients
+    in shards of 3 (two per round), SecAgg+, 3 rounds of 2 local epochs, with changes."""
+
+    def make(mlflow_uri: str, changes: dict | None = None) -> config.RunConfig:
+        return config.from_mapping(
+            {
+                "data.num_clients": 5,
+                "selection.cohort_size": 5,
+                "selection.clients_per_shard": 3,
+                "training.rounds": 3,
+                "training.local_epochs": 2,
+                "aggregation.secure.mode": "secagg+",
+                "tracking.uri": mlflow_uri,
+                "tracking.registered_model_name": "fedpipe-agents-test",
+                **(changes or {}),
+            }
+        )
+
+    return make
+
+
+@pytest.fixture
+def expired_certificate(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
+    """A factory: issue(tls, client_id, signing_identity=False) writes a client certificate
+    of the federation CA in `tls` (fedpipe.agents.provisioning.provision) that expired a
+    day ago, and its key; returns their paths."""
+    from fedpipe.agents import provisioning
+
+    def issue(tls, client_id: int, *, signing_identity: bool = False) -> tuple[Path, Path]:
+        authority = provisioning.Authority.load(tls.ca_cert, tls.ca_key)
+        now = datetime.datetime.now(datetime.UTC)
+        cert, key = provisioning.issue(
+            authority,
+            provisioning.client_cn(client_id),
+            not_before=now - datetime.timedelta(days=30),
+            not_after=now - datetime.timedelta(days=1),
+            signing_identity=signing_identity,
+        )
+        paths = tmp_path / "expired.pem", tmp_path / "expired.key"
+        provisioning.write_certificate(paths[0], cert)
+        provisioning.write_key(paths[1], key)
+        return paths
+
+    return issue
 
 
 # Real servers on 127.0.0.1, started once per session by the tests that use them (see

@@ -3,11 +3,8 @@ federation CA: what a peer accepts and what it refuses (no processes: the checks
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from fedpipe.agents import identity, provisioning
 from fedpipe.secagg import KeyAdvertisement, SubstitutedKey
@@ -41,7 +38,9 @@ def test_the_certificate_binds_the_key_its_private_key_derives(tls):
     )
 
 
-def test_a_key_the_ca_did_not_certify_for_that_client_is_refused(tls, tmp_path):
+def test_a_key_the_ca_did_not_certify_for_that_client_is_refused(
+    tls, tmp_path, expired_certificate
+):
     agents = [_identity(tls, c) for c in range(3)]
     # Another client's genuine certificate for client 1's advertisement.
     with pytest.raises(SubstitutedKey, match="names client 2, not client 1"):
@@ -58,16 +57,7 @@ def test_a_key_the_ca_did_not_certify_for_that_client_is_refused(tls, tmp_path):
     with pytest.raises(SubstitutedKey, match="names client None"):
         agents[0].directory([_ad(agents[1], tls.cert("orchestrator").read_bytes())])[1]
     # An expired one.
-    authority = provisioning.Authority.load(tls.ca_cert, tls.ca_key)
-    now = datetime.datetime.now(datetime.UTC)
-    cert, _ = provisioning.issue(
-        authority,
-        provisioning.client_cn(1),
-        not_before=now - datetime.timedelta(days=30),
-        not_after=now - datetime.timedelta(days=1),
-        signing_identity=True,
-    )
-    expired = cert.public_bytes(serialization.Encoding.PEM)
+    expired = expired_certificate(tls, 1, signing_identity=True)[0].read_bytes()
     with pytest.raises(SubstitutedKey, match="expired"):
         agents[0].directory([_ad(agents[1], expired)])[1]
     # A client absent from the advertisements has no key at all.

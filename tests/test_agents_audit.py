@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedpipe import config as run_config
 from fedpipe.agents import data_folder
 from fedpipe.agents.local import LocalFederation
 from fedpipe.aggregation.chain import build_chain
@@ -33,7 +32,6 @@ from tests import leak_scan
 
 pytestmark = pytest.mark.pipeline
 
-CLIENTS = 5
 ROUNDS = 2
 
 _opened: list[str] = []
@@ -43,22 +41,6 @@ _auditing = False
 def _audit(event: str, args: tuple) -> None:
     if _auditing and event == "open" and isinstance(args[0], str | Path):
         _opened.append(str(args[0]))
-
-
-def _config(mlflow_uri: str) -> run_config.RunConfig:
-    return run_config.from_mapping(
-        {
-            "data.num_clients": CLIENTS,
-            "selection.cohort_size": CLIENTS,
-            "selection.clients_per_shard": 3,
-            "training.rounds": ROUNDS,
-            "training.local_epochs": 2,
-            "aggregation.secure.mode": "secagg+",
-            "privacy.mode": "reproducible-simulation",
-            "tracking.uri": mlflow_uri,
-            "tracking.registered_model_name": "fedpipe-agents-audit",
-        }
-    )
 
 
 def _true_updates(config, run: Path, owners: Path) -> dict[int, list[tuple]]:
@@ -133,15 +115,25 @@ def _mlflow_records(uri: str, out: Path) -> Path:
     return out
 
 
-def test_nothing_the_coordinator_pipeline_or_mlflow_stored_holds_an_update(tmp_path, monkeypatch):
+def test_nothing_the_coordinator_pipeline_or_mlflow_stored_holds_an_update(
+    tmp_path, monkeypatch, agents_config
+):
     global _auditing
     owners = tmp_path / "owners"
     mlflow_dir, run, pipeline_tmp = tmp_path / "mlflow", tmp_path / "run", tmp_path / "tmp"
     mlflow_dir.mkdir()
     pipeline_tmp.mkdir()
-    config = _config(f"sqlite:///{mlflow_dir / 'mlflow.db'}")
+    config = agents_config(
+        f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+        {
+            "training.rounds": ROUNDS,
+            "privacy.mode": "reproducible-simulation",
+            "tracking.registered_model_name": "fedpipe-agents-audit",
+        },
+    )
     data_folder.prepare(config, owners)
-    fed = LocalFederation(tmp_path / "federation", CLIENTS, heartbeat_interval_s=0.5)
+    num_clients = config.data.num_clients
+    fed = LocalFederation(tmp_path / "federation", num_clients, heartbeat_interval_s=0.5)
     with fed:
         # The coordinator and the pipeline's side write their temporary files where the
         # scan looks; the agents keep theirs elsewhere.
@@ -150,23 +142,16 @@ def test_nothing_the_coordinator_pipeline_or_mlflow_stored_holds_an_update(tmp_p
         fed.start_coordinator()
         monkeypatch.setenv("TMPDIR", str(tmp_path / "agents-tmp"))
         (tmp_path / "agents-tmp").mkdir()
-        for c in range(CLIENTS):
+        for c in range(num_clients):
             fed.start_agent(c, owners / f"client-{c}")
         monkeypatch.setenv("TMPDIR", str(pipeline_tmp))
-        fed.wait_online(range(CLIENTS), timeout_s=300)
-        agents_config = config.replace(
-            {
-                "clients.runtime": "agents",
-                "clients.coordinator": fed.address,
-                "clients.tls_dir": str(fed.tls.root),
-                "clients.task_timeout_s": 300.0,
-            }
-        )
-        assert str(owners) not in agents_config.to_json()
+        fed.wait_online(range(num_clients), timeout_s=300)
+        remote = config.replace(fed.run_config(task_timeout_s=300.0))
+        assert str(owners) not in remote.to_json()
         sys.addaudithook(_audit)
         _auditing = True
         try:
-            result = simulate(agents_config, run, register=True)
+            result = simulate(remote, run, register=True)
         finally:
             _auditing = False
     assert result.accuracy[-1] > result.accuracy[0]

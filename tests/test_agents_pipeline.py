@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +24,7 @@ from fedpipe.simulation.runner import simulate
 
 pytestmark = pytest.mark.pipeline
 
-CLIENTS = 5
-
-
-def _config(mlflow_uri: str, changes: dict | None = None) -> run_config.RunConfig:
-    return run_config.from_mapping(
-        {
-            "data.num_clients": CLIENTS,
-            "selection.cohort_size": CLIENTS,
-            "selection.clients_per_shard": 3,
-            "training.rounds": 3,
-            "training.local_epochs": 2,
-            "aggregation.secure.mode": "secagg+",
-            "tracking.uri": mlflow_uri,
-            "tracking.registered_model_name": "fedpipe-agents-test",
-            **(changes or {}),
-        }
-    )
+CLIENTS = 5  # agents_config's data.num_clients
 
 
 _opened: list[str] = []
@@ -51,10 +36,10 @@ def _audit(event: str, args: tuple) -> None:
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
+def federation(tmp_path_factory, agents_config):
     root = tmp_path_factory.mktemp("agents")
     owners = root / "owners"  # one folder per data owner, written once, then only agents read
-    data_folder.prepare(_config("sqlite://"), owners)
+    data_folder.prepare(agents_config("sqlite://"), owners)
     fed = LocalFederation(
         root / "federation", CLIENTS, heartbeat_interval_s=0.5, heartbeat_timeout_s=20.0
     )
@@ -64,12 +49,13 @@ def federation(tmp_path_factory):
         yield fed
 
 
-def _agents_config(fed: LocalFederation, mlflow_uri: str) -> run_config.RunConfig:
-    return _config(mlflow_uri, fed.run_config(task_timeout_s=240.0))
+@pytest.fixture
+def config(federation, agents_config, mlflow_uri) -> run_config.RunConfig:
+    """The run, its client steps pointed at the federation's agents."""
+    return agents_config(mlflow_uri, federation.run_config(task_timeout_s=240.0))
 
 
-def test_secagg_rounds_through_agents_equal_the_simulated_clients(federation, tmp_path):
-    config = _agents_config(federation, f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_secagg_rounds_through_agents_equal_the_simulated_clients(federation, config, tmp_path):
     assert str(federation.owners) not in config.to_json()
     sys.addaudithook(_audit)
     _opened.clear()
@@ -103,7 +89,7 @@ def test_secagg_rounds_through_agents_equal_the_simulated_clients(federation, tm
 
 
 def test_an_agent_killed_after_sharing_keys_is_a_dropout_and_rejoins(
-    federation, tmp_path, monkeypatch
+    federation, config, tmp_path, monkeypatch
 ):
     """SIGKILL agent 4 in round 2 after key sharing, before local train: the round completes
     by dropout recovery; restarted, it serves round 3."""
@@ -127,7 +113,6 @@ def test_an_agent_killed_after_sharing_keys_is_a_dropout_and_rejoins(
 
     monkeypatch.setattr(stages, "local_train", kill_then_train)
     monkeypatch.setattr(stages, "aggregate", aggregate_then_restart)
-    config = _agents_config(federation, f"sqlite:///{tmp_path / 'mlflow.db'}")
     result = simulate(config, tmp_path / "run", register=False)
     round_2 = json.loads((tmp_path / "run" / "round_002" / "outcome.json").read_text())
     assert victim not in [u["client_id"] for u in round_2["accepted"]]
@@ -139,15 +124,66 @@ def test_an_agent_killed_after_sharing_keys_is_a_dropout_and_rejoins(
     assert np.all(np.isfinite(model.weights))
 
 
-def test_the_compiled_pipeline_drives_the_agents_through_kfp_local(federation, tmp_path):
-    """The same with the compiled pipeline's tasks as kfp.local subprocesses: two rounds
-    lift the held-out accuracy from chance (about 0.1) to a registered model."""
-    from fedpipe.ops import local_run
+class _KillAfterSharingKeys(threading.Thread):
+    """Watches the logs while kfp.local runs the pipeline: SIGKILLs the victim's agent once
+    it answered its first share_keys task, and restarts it once the coordinator gave up on
+    the train task it sent the dead agent (so the restarted agent does not finish round 1
+    from its saved protocol state: round 1 is a dropout). The thread lives until `done`:
+    the agent it starts dies with it (LocalFederation's parent-death signal follows the
+    starting thread)."""
 
-    config = _agents_config(federation, f"sqlite:///{tmp_path / 'mlflow.db'}").replace(
-        {"training.rounds": 2}
-    )
-    outcome = local_run.run_pipeline(config, tmp_path / "pipeline_root")
-    assert GlobalModel.load(outcome.model_path).round_number == 2
+    def __init__(self, fed: LocalFederation, victim: int) -> None:
+        super().__init__(daemon=True, name="kill-after-sharing-keys")
+        self.fed, self.victim = fed, victim
+        self.agent_log, self.coordinator_log = fed.agent_log(victim), fed.coordinator_log
+        self.offsets = (self.agent_log.stat().st_size, self.coordinator_log.stat().st_size)
+        self.done = threading.Event()
+        self.restarted = False
+
+    def _since_start(self, log: Path, offset: int) -> str:
+        return log.read_bytes()[offset:].decode(errors="replace")
+
+    def run(self) -> None:
+        shared = re.compile(r"task \w+ \(share_keys\) answered")
+        gave_up = re.compile(rf"client {self.victim} task \w+ \(train\): ")
+        while not self.done.wait(0.1):
+            if self.victim in self.fed.agents:
+                if shared.search(self._since_start(self.agent_log, self.offsets[0])):
+                    self.fed.kill_agent(self.victim)
+            elif gave_up.search(self._since_start(self.coordinator_log, self.offsets[1])):
+                self.fed.start_agent(self.victim, self.fed.owners / f"client-{self.victim}")
+                self.restarted = True
+                self.done.wait()
+                return
+
+
+def test_the_compiled_pipeline_drives_the_agents_through_kfp_local(federation, config, tmp_path):
+    """The same with the compiled pipeline's tasks as kfp.local subprocesses, three SecAgg+
+    rounds, agent 4 SIGKILLed after it shared its keys in round 1: round 1 completes by
+    dropout recovery; restarted, the agent serves rounds 2 and 3. The held-out accuracy
+    rises from chance (about 0.1) to a registered model."""
+    from fedpipe.ops import local_run, tracking
+
+    victim = 4
+    watcher = _KillAfterSharingKeys(federation, victim)
+    watcher.start()
+    try:
+        outcome = local_run.run_pipeline(config, tmp_path / "pipeline_root")
+    finally:
+        watcher.done.set()
+        watcher.join(timeout=30)
+        if victim in federation.agents:  # restarted by the watcher: ended with its thread
+            federation.kill_agent(victim)
+        federation.start_agent(victim, federation.owners / f"client-{victim}")
+    assert watcher.restarted
+    assert GlobalModel.load(outcome.model_path).round_number == 3
     accuracy = float(re.search(r"held-out accuracy ([0-9.]+)", outcome.registration).group(1))
     assert accuracy > 0.5
+    client = tracking.client(config)
+
+    def history(key: str) -> list[float]:
+        metrics = client.get_metric_history(outcome.training.mlflow_run_id, key)
+        return [m.value for m in sorted(metrics, key=lambda m: m.step)]
+
+    assert history("secagg/dropouts_recovered") == [1.0, 0.0, 0.0]
+    assert history("secagg/survivors") == [CLIENTS - 1, CLIENTS, CLIENTS]

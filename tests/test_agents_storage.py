@@ -52,14 +52,7 @@ def test_agents_train_from_s3_and_gcs_data(tmp_path, monkeypatch):
         fed.start_agent(1, "gs://owner-1/fl", env={"STORAGE_EMULATOR_HOST": gcs_host})
         fed.start_agent(2, owners[2])
         fed.wait_online(range(CLIENTS), timeout_s=300)
-        remote = config.replace(
-            {
-                "clients.runtime": "agents",
-                "clients.coordinator": fed.address,
-                "clients.tls_dir": str(fed.tls.root),
-                "clients.task_timeout_s": 300.0,
-            }
-        )
+        remote = config.replace(fed.run_config(task_timeout_s=300.0))
         result = simulate(remote, tmp_path / "agents", register=False)
 
     outcome = json.loads((tmp_path / "agents" / "round_001" / "outcome.json").read_text())

@@ -3,7 +3,6 @@ impersonation, replay and tampering refused, liveness from heartbeats, restart."
 
 from __future__ import annotations
 
-import datetime
 import json
 import stat
 import threading
@@ -123,18 +122,8 @@ def test_a_caller_without_a_certificate_is_refused_and_logged(federation):
     _refused_at_handshake(federation, channel, pb_grpc.CoordinatorStub(channel))
 
 
-def test_an_expired_certificate_is_refused_and_logged(federation, tmp_path):
-    authority = provisioning.Authority.load(federation.tls.ca_cert, federation.tls.ca_key)
-    now = datetime.datetime.now(datetime.UTC)
-    cert, key = provisioning.issue(
-        authority,
-        provisioning.client_cn(3),
-        not_before=now - datetime.timedelta(days=30),
-        not_after=now - datetime.timedelta(days=1),
-    )
-    provisioning.write_certificate(tmp_path / "expired.pem", cert)
-    provisioning.write_key(tmp_path / "expired.key", key)
-    channel, stub = _stub(federation, tmp_path / "expired.pem", tmp_path / "expired.key")
+def test_an_expired_certificate_is_refused_and_logged(federation, expired_certificate):
+    channel, stub = _stub(federation, *expired_certificate(federation.tls, 3))
     _refused_at_handshake(federation, channel, stub)
 
 

@@ -57,7 +57,13 @@ class Agent:
         # Fail now, not at the first task, on unreadable data (a remote URI is fetched now).
         data_folder.load(data_uri, self.state_dir)
         credentials = tuple(str(Path(p).resolve()) for p in (cert, key, ca))  # signs with them
-        self._worker_args = (self.client_id, data_uri, str(self.state_dir), credentials)
+        self._worker_args = (
+            self.client_id,
+            data_uri,
+            str(self.state_dir),
+            credentials,
+            os.getpid(),
+        )
         self._worker: futures.ProcessPoolExecutor | None = None
         no_data = np.zeros((0, 0), np.float32)
         self._transport_context = client_tasks.AgentContext(
@@ -69,6 +75,7 @@ class Agent:
         self._sequence = int(self._sequence_file.read_text()) if self._sequence_file.exists() else 0
         self._sequence_lock = threading.Lock()
         self._stop = threading.Event()
+        self._polling = threading.Event()  # a FetchTask poll is open
         self.heartbeat_interval_s = 1.0
 
     def next_sequence(self) -> int:
@@ -105,7 +112,11 @@ class Agent:
                 delay = min(delay * 2, 10.0)
 
     def _heartbeats(self) -> None:
+        """Heartbeats while no task poll is open (the coordinator counts an open poll as
+        one): while the agent runs a task, and between polls."""
         while not self._stop.wait(self.heartbeat_interval_s):
+            if self._polling.is_set():
+                continue
             try:
                 self.stub.Heartbeat(pb.HeartbeatRequest(envelope=self.envelope()), timeout=5)
             except grpc.RpcError as e:
@@ -133,7 +144,11 @@ class Agent:
         stream = self.stub.FetchTask(
             pb.TaskPoll(envelope=self.envelope(), wait_s=wait_s), timeout=wait_s + 30
         )
-        task, payload = transport.collect(stream, "task")
+        self._polling.set()
+        try:
+            task, payload = transport.collect(stream, "task")
+        finally:
+            self._polling.clear()
         if task is None:
             return False
         started = time.perf_counter()
@@ -193,12 +208,18 @@ _context: client_tasks.AgentContext | None = None
 
 
 def _worker_init(
-    client_id: int, data_uri: str, state_dir: str, credentials: tuple[str, str, str]
+    client_id: int,
+    data_uri: str,
+    state_dir: str,
+    credentials: tuple[str, str, str],
+    agent_pid: int,
 ) -> None:
     from fedpipe.agents.local import die_with_parent
 
     global _context
     die_with_parent()  # a killed agent takes its worker with it
+    if os.getppid() != agent_pid:  # it died while this worker started, before the signal
+        os._exit(1)
     x, y = data_folder.load(data_uri, state_dir)
     _context = client_tasks.AgentContext(client_id, x, y, Path(state_dir), credentials)
 

@@ -109,7 +109,7 @@ def run(
         return {"client_id": ctx.client_id, "received_bytes": sum(map(len, files.values()))}, {
             "echo": files.get("echo", b"")
         }
-    config = run_config.from_json(meta["config"])
+    config = _config(meta["config"])
     if kind == "train":
         return _train(ctx, config, meta, files)
     cohort = Cohort(**meta["cohort"])
@@ -195,10 +195,17 @@ def _shape(value: list[int] | None) -> tuple[int, int] | None:
 
 
 @functools.lru_cache(maxsize=2)
+def _config(config_json: str) -> run_config.RunConfig:
+    """A run's config, parsed once per worker: every task of a run carries the same text,
+    and parsing it (type hints evaluated per section) costs more than a protocol step."""
+    return run_config.from_json(config_json)
+
+
+@functools.lru_cache(maxsize=2)
 def _cached_trainer(config_json: str, features: int, num_classes: int, image_shape):
     from fedpipe.training import trainer
 
-    config = run_config.from_json(config_json)
+    config = _config(config_json)
     shape_only = np.zeros((0, features), np.float32)
     data = Dataset(
         shape_only,

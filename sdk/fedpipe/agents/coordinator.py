@@ -181,6 +181,10 @@ class Coordinator(pb_grpc.CoordinatorServicer):
             except queue.Empty:
                 if time.time() >= wait_until:
                     return
+                # An open poll is a heartbeat (a killed agent's connection closes, a hung
+                # one's poll ends by wait_until): an idle agent need not send others.
+                with self._lock:
+                    record.last_heartbeat = time.time()
                 continue
             if pending.done.is_set() or time.time() > pending.task.deadline:
                 continue  # given up on by its dispatcher

@@ -22,8 +22,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """In the child, before exec: be killed when the process that started it dies, so an
-    interrupted test or demo leaves no coordinator or agent behind (Linux only)."""
+    """In the child, before exec: be killed when the thread that started it ends (Linux's
+    parent-death signal follows the thread), so an interrupted test or demo leaves no
+    coordinator or agent behind (Linux only)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 

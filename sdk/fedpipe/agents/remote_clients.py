@@ -102,15 +102,22 @@ class RemoteClients:
         self, client_id: int, kind: str, meta: dict[str, Any], files: dict[str, bytes]
     ) -> Reply:
         """One task to one agent, waiting for its answer until the task deadline."""
-        started = time.perf_counter()
         payload = transport.pack(files)
+        return self._send(
+            client_id, kind, json.dumps(meta).encode(), payload, transport.digest(payload)
+        )
+
+    def _send(
+        self, client_id: int, kind: str, meta_json: bytes, payload: bytes, sha256: bytes
+    ) -> Reply:
+        started = time.perf_counter()
         task = pb.Task(
             task_id=uuid.uuid4().hex,
             client_id=client_id,
             kind=kind,
-            meta_json=json.dumps(meta).encode(),
+            meta_json=meta_json,
             payload_size=len(payload),
-            payload_sha256=transport.digest(payload),
+            payload_sha256=sha256,
             deadline=time.time() + self.task_timeout_s,
         )
         try:
@@ -142,11 +149,16 @@ class RemoteClients:
     def dispatch_all(
         self, client_ids: Sequence[int], kind: str, meta: dict[str, Any], files: dict[str, bytes]
     ) -> list[Reply]:
-        """The same task to several agents at once; replies in client order."""
+        """The same task to several agents at once; replies in client order. The task is
+        encoded once (the round's model is the bulk of a train task's payload)."""
         if not client_ids:
             return []
+        meta_json, payload = json.dumps(meta).encode(), transport.pack(files)
+        sha256 = transport.digest(payload)
         with futures.ThreadPoolExecutor(max_workers=min(32, len(client_ids))) as pool:
-            return list(pool.map(lambda c: self.dispatch(c, kind, meta, files), client_ids))
+            return list(
+                pool.map(lambda c: self._send(c, kind, meta_json, payload, sha256), client_ids)
+            )
 
 
 # -- the client runtime, through agents ------------------------------------------------
