@@ -167,6 +167,9 @@ def test_the_compiled_pipeline_drives_the_agents_through_kfp_local(federation, c
     victim = 4
     watcher = _KillAfterSharingKeys(federation, victim)
     watcher.start()
+    # Round 2's select waits for the restarted agent (selection.min_available), which may
+    # still be registering when round 1 ends.
+    config = config.replace({"selection.min_available": CLIENTS})
     try:
         outcome = local_run.run_pipeline(config, tmp_path / "pipeline_root")
     finally:

@@ -144,6 +144,8 @@ class SelectionConfig(Section):
         0, checks.integer(0, 1000), "an integer >= 0 (0 = no probation)"
     )
     probation_rounds: int = setting(2, checks.integer(1, 1000), "an integer in [1, 1000]")
+    min_available: int = setting(0, checks.integer(0), "an integer >= 0 (0 = do not wait)")
+    available_wait_s: float = setting(60.0, checks.number(0.0, 3600.0), "seconds in [0, 3600]")
 
     @property
     def shard_count(self) -> int:

@@ -14,6 +14,20 @@ from fedpipe.config import RunConfig
 from fedpipe.privacy import accounting, cohort_sampling, randomness
 
 
+def _online(config: RunConfig, client_ids: list[int]) -> list[int] | None:
+    """The candidates reachable now (None: the runtime has no liveness). Like Flower's
+    min_available_clients: wait up to selection.available_wait_s for
+    selection.min_available of them, so that a late or restarted agent joins the round."""
+    clients = runtime.for_config(config)
+    wanted = min(config.selection.min_available, len(client_ids))
+    deadline = time.monotonic() + config.selection.available_wait_s
+    while True:
+        online = clients.online(client_ids)
+        if online is None or len(online) >= wanted or time.monotonic() >= deadline:
+            return online
+        time.sleep(0.25)
+
+
 def select(
     config: RunConfig, round_number: int, registry_path: str | Path, cohort_path: str | Path
 ) -> list[int]:
@@ -30,7 +44,7 @@ def select(
     else:
         candidates = probation.eligible(config, registry, round_number)
         size = config.selection.cohort_size
-        online = runtime.for_config(config).online([c.client_id for c in candidates.clients])
+        online = _online(config, [c.client_id for c in candidates.clients])
         if online is not None:  # only clients that can be reached now (agents that heartbeat)
             kept = [c for c in candidates.clients if c.client_id in set(online)]
             candidates = dataclasses.replace(candidates, clients=kept)
