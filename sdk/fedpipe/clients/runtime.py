@@ -283,5 +283,7 @@ class InProcessClients:
         for u in trained:
             ctx = ClientContext.for_update(plan, u, secure=False, state_dir=self.state_dir)
             delta, _ = chain.client_update(u.vector, ctx)
-            sent.append(dataclasses.replace(u, vector=delta, checksum=wire.checksum(delta)))
+            if delta is not u.vector:  # a client layer changed it: stamp what is sent
+                u = dataclasses.replace(u, vector=delta, checksum=wire.checksum(delta))
+            sent.append(u)
         return sent

@@ -20,13 +20,14 @@ and subtracted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedpipe.aggregation.clipping import clip_l2
+from fedpipe.aggregation.clipping import clip_factor, clip_l2
 from fedpipe.aggregation.layer import (
     Aggregate,
     ClientContext,
@@ -80,6 +81,7 @@ class DpFedAvg(Weighting):
     _clipped: int = 0
     _kept: int = 0
     _bound: float = 0.0
+    _factors: dict[int, float] = dataclasses.field(default_factory=dict)  # clip, by client
 
     @classmethod
     def from_config(cls, config: RunConfig) -> DpFedAvg:
@@ -91,7 +93,8 @@ class DpFedAvg(Weighting):
             config.min_valid_updates,
             accounting.count_noise_stddev(config),
             randomness.for_config(config),
-            lambda rounds: accounting.reported_epsilon(config, rounds),
+            # report() runs twice per round (as a layer and as the weighting): one accountant call
+            functools.lru_cache(maxsize=2)(functools.partial(accounting.reported_epsilon, config)),
         )
 
     def initial_state(self, size: int) -> State:
@@ -126,20 +129,28 @@ class DpFedAvg(Weighting):
         return 1.0
 
     def weights(self, updates: list[ClientUpdate], rnd: RoundContext) -> np.ndarray:
-        return np.ones(len(updates))
+        """Equal weights times each update's clip factor (`on_updates`): the mean's sum
+        w_i x_i is then exactly the sum of the clipped updates."""
+        return np.array([self._factors[u.client_id] for u in updates])
 
     def divisor(self, aggregate: Aggregate, rnd: RoundContext) -> float:
         return float(self.cohort_size)
 
     def on_updates(self, updates: list[ClientUpdate], rnd: RoundContext) -> Screened:
+        """Clip each update to the round's clip norm C. The clipped update is factor x
+        vector, with factor = min(1, C / norm); the factor goes to the mean as the update's
+        weight (this layer is the chain's weighting, the last layer before the mean), so
+        the server holds no float64 copy of every update (float64(x) x factor is what the
+        copy held, so the sum is the same to the bit)."""
         self._bound = self.clip_norm(rnd.state)
-        kept, self._clipped = [], 0
+        self._factors, self._clipped = {}, 0
+        scratch = np.empty(updates[0].vector.size, np.float64) if updates else None
         for u in updates:
-            clipped, norm = clip_l2(u.vector, self._bound)
+            factor, norm = clip_factor(u.vector, self._bound, scratch)
             self._clipped += norm > self._bound
-            kept.append(dataclasses.replace(u, vector=clipped))
-        self._kept = len(kept)
-        return Screened(kept)
+            self._factors[u.client_id] = factor
+        self._kept = len(updates)
+        return Screened(list(updates))
 
     def on_aggregate(self, aggregate: Aggregate, rnd: RoundContext) -> Aggregate:
         self._bound, self._round = self.clip_norm(rnd.state), rnd.round_number
@@ -151,7 +162,7 @@ class DpFedAvg(Weighting):
         if share > 0:
             rng = self.noise_source.generator("dp-noise", rnd.round_number)
             stddev = self.value_noise_multiplier * self._bound * math.sqrt(share)
-            aggregate.total = aggregate.total + rng.normal(0.0, stddev, aggregate.total.size)
+            aggregate.total += rng.normal(0.0, stddev, aggregate.total.size)  # in place: no copy
             self._rng = rng
         return aggregate
 

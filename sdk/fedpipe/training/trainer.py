@@ -98,7 +98,7 @@ class Trainer:
         def predict(x):
             return self.model(x, training=False)
 
-        # Weights in and out as one flat vector, one graph call each: Keras' set_weights and
+        # Weights in and out as one flat vector, inside the graph: Keras' set_weights and
         # get_weights convert and assign tensor by tensor from Python, which cost more per
         # client than a small client's whole epoch (docs/performance.md).
         all_variables = [v.value for v in self.model.weights]
@@ -119,7 +119,7 @@ class Trainer:
         self._dp_sgd = config.training.dp_sgd_clip_norm is not None
         self._noise_source = randomness.for_config(config)
         if self._dp_sgd:
-            train_epoch = dp_sgd.build_train_epoch(
+            epoch = dp_sgd.build_train_epoch(
                 self.model,
                 variables,
                 anchors,
@@ -127,11 +127,47 @@ class Trainer:
                 config.training.dp_sgd_noise_multiplier,
                 features,
             )
+        else:
+
+            def epoch(x, y, learning_rate, mu, batch_size, seed):
+                del seed  # plain SGD draws no noise
+                return train_epoch(x, y, learning_rate, mu, batch_size)
+
+        # A client's whole local training is one graph call: load the global weights, run
+        # every epoch over its examples in that epoch's shuffled order, return the delta.
+        # Each graph call costs a few ms of argument binding and host copies, more than a
+        # small client's epoch on the 2NN (docs/performance.md section 9).
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([self.spec.size], tf.float32),
+                x_spec,
+                y_spec,
+                tf.TensorSpec([None, None], tf.int64),  # one shuffled order per epoch
+                scalar,
+                scalar,
+                tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([None, 2], tf.int64),  # one DP-SGD noise seed per epoch
+            ]
+        )
+        def train_client(vector, x, y, orders, learning_rate, mu, batch_size, seeds):
+            load(vector)
+            loss = tf.constant(0.0)
+            for e in tf.range(tf.shape(orders)[0]):
+                order = orders[e]
+                loss = epoch(
+                    tf.gather(x, order),
+                    tf.gather(y, order),
+                    learning_rate,
+                    mu,
+                    batch_size,
+                    seeds[e],
+                )
+            return flat() - vector, loss
+
         # Concrete functions: every signature is fixed, and calling them directly skips
-        # tf.function's per-call argument binding (several ms a call, several calls a client).
+        # tf.function's dispatch on the arguments' types.
         self._load = load.get_concrete_function()
-        self._flat = flat.get_concrete_function()
-        self._train_epoch = train_epoch.get_concrete_function()
+        self._train_client = train_client.get_concrete_function()
         self._predict = predict.get_concrete_function()
 
     def initial_weights(self) -> np.ndarray:
@@ -155,21 +191,25 @@ class Trainer:
         seed: list[int],
     ) -> LocalResult:
         """E epochs of minibatch SGD from the global weights; shuffling seeded per client."""
-        self.set_weights(global_weights)
         rng = np.random.default_rng(seed)
-        lr, prox, size = np.float32(learning_rate), np.float32(mu), np.int32(batch_size)
-        epoch_loss = 0.0
-        for epoch in range(epochs):
-            order = rng.permutation(len(x))
-            args = [x[order], y[order], lr, prox, size]
-            if self._dp_sgd:  # the epoch's noise seed: secret, not from the client's seed
+        orders = np.stack([rng.permutation(len(x)) for _ in range(epochs)])
+        seeds = np.zeros((epochs, 2), np.int64)
+        if self._dp_sgd:  # each epoch's noise seed: secret, not from the client's seed
+            for epoch in range(epochs):
                 noise_rng = self._noise_source.generator("dp-sgd", *seed, epoch)
-                args.append(noise_rng.integers(0, 2**62, size=2))
-            epoch_loss = float(self._train_epoch(*args))
-        delta = self._flat().numpy() - global_weights
-        return LocalResult(
-            delta=delta.astype(wire.WIRE_DTYPE), num_examples=len(x), train_loss=epoch_loss
+                seeds[epoch] = noise_rng.integers(0, 2**62, size=2)
+        vector = np.asarray(global_weights, dtype=wire.WIRE_DTYPE)
+        delta, loss = self._train_client(
+            vector,
+            x,
+            y,
+            orders,
+            np.float32(learning_rate),
+            np.float32(mu),
+            np.int32(batch_size),
+            seeds,
         )
+        return LocalResult(delta=delta.numpy(), num_examples=len(x), train_loss=float(loss))
 
     def evaluate(self, weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> Evaluation:
         self.set_weights(weights)
