@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -164,11 +164,23 @@ class Trainer:
                 )
             return flat() - vector, loss
 
-        # Concrete functions: every signature is fixed, and calling them directly skips
-        # tf.function's dispatch on the arguments' types.
-        self._load = load.get_concrete_function()
-        self._train_client = train_client.get_concrete_function()
-        self._predict = predict.get_concrete_function()
+        self._graphs = {"load": load, "train_client": train_client, "predict": predict}
+
+    # Concrete functions: every signature is fixed, and calling them directly skips
+    # tf.function's dispatch on the arguments' types. Each is traced at its first use: a
+    # task that only needs the model (initialize, register) or only trains (local-train)
+    # does not pay for tracing the others, about a second each on 2 cores.
+    @functools.cached_property
+    def _load(self) -> Callable:
+        return self._graphs["load"].get_concrete_function()
+
+    @functools.cached_property
+    def _train_client(self) -> Callable:
+        return self._graphs["train_client"].get_concrete_function()
+
+    @functools.cached_property
+    def _predict(self) -> Callable:
+        return self._graphs["predict"].get_concrete_function()
 
     def initial_weights(self) -> np.ndarray:
         """The seeded initial weights (the model itself holds whatever was trained last)."""
