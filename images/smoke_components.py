@@ -44,7 +44,7 @@ def main(components_dir: Path, scratch: Path) -> None:
     )
     config_json = run_config.to_json()
 
-    def load(stage: str):  # noqa: ANN202 - a kfp component factory
+    def load(stage: str) -> components.YamlComponent:
         return components.load_component_from_file(str(components_dir / stage / "component.yaml"))
 
     initialize, select, broadcast = load("initialize"), load("select"), load("broadcast")
