@@ -83,3 +83,37 @@ def test_agent_image_starts_the_agent():
     steps = _instructions(ROOT / "images" / "agent.Dockerfile")
     (entrypoint,) = [json.loads(rest) for word, rest in steps if word == "ENTRYPOINT"]
     assert entrypoint == ["fedpipe", "agent"]
+
+
+def test_every_package_folder_is_installed_by_a_non_editable_install():
+    """The image installs fedpipe as a wheel (`pip install --no-deps .`), which holds only the
+    packages setup.cfg lists; an editable install hides a missing one (fedpipe.config was)."""
+    listed = set()
+    in_packages = False
+    for line in (ROOT / "setup.cfg").read_text().splitlines():
+        if line.startswith("packages ="):
+            in_packages = True
+        elif in_packages and line.startswith("    "):
+            listed.add(line.strip())
+        elif in_packages:
+            break
+    roots = {"sdk/fedpipe": "fedpipe", "components": "fedpipe.components"}
+    roots["pipelines"] = "fedpipe.pipelines"
+    folders = set()
+    for folder, package in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder).parts
+            folders.add(".".join((package, *relative)))
+    assert folders - listed == set()
+
+
+def test_build_script_keeps_image_storage_out_of_the_repo():
+    result = subprocess.run(
+        ["bash", str(ROOT / "images" / "build.sh")],
+        env={"PATH": "/usr/bin:/bin", "WORK": str(ROOT / "imgbuild")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and "outside" in result.stderr
+    assert not (ROOT / "imgbuild").exists()
