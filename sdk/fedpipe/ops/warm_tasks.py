@@ -22,6 +22,7 @@ import json
 import os
 import runpy
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -108,7 +109,8 @@ class WarmTasks:
         """kfp.local's task command with the executor started through this server; a
         command without the executor line kfp.local writes is returned as it is."""
         cold = f"{sys.executable} -m {_EXECUTOR}"
-        warm = f"{sys.executable} -I -S {_CLIENT} {self.socket_path} {_EXECUTOR}"
+        client, socket_path = shlex.quote(str(_CLIENT)), shlex.quote(str(self.socket_path))
+        warm = f"{sys.executable} -I -S {client} {socket_path} {_EXECUTOR}"
         rewritten = [part.replace(cold, warm) for part in full_command]
         if rewritten == full_command:
             warnings.warn(
