@@ -23,6 +23,7 @@ from cryptography import x509
 from fedpipe.agents import client_tasks, data_folder, provisioning, transport
 from fedpipe.agents import protocol_pb2 as pb
 from fedpipe.agents import protocol_pb2_grpc as pb_grpc
+from fedpipe.artifacts.files import atomic_write
 
 log = logging.getLogger("fedpipe.agent")
 VERSION = "1"
@@ -83,7 +84,8 @@ class Agent:
         the last one used (kept in the state dir)."""
         with self._sequence_lock:
             self._sequence = max(self._sequence + 1, time.time_ns() // 1000)
-            self._sequence_file.write_text(str(self._sequence))
+            # Atomically: an agent SIGKILLed mid-write must still start again.
+            atomic_write(self._sequence_file, str(self._sequence).encode())
             return self._sequence
 
     def envelope(self) -> pb.Envelope:

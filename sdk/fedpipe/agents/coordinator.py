@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -30,6 +29,7 @@ import grpc
 from fedpipe.agents import protocol_pb2 as pb
 from fedpipe.agents import protocol_pb2_grpc as pb_grpc
 from fedpipe.agents import provisioning, transport
+from fedpipe.artifacts.files import atomic_write
 
 log = logging.getLogger("fedpipe.coordinator")
 
@@ -333,9 +333,7 @@ class Coordinator(pb_grpc.CoordinatorServicer):
         if self._state_file is None:
             return
         state = {str(c): max([r.floor, *r.seen]) for c, r in self._agents.items()}
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self._state_file)
+        atomic_write(self._state_file, json.dumps(state).encode())
 
     def _load_state(self) -> None:
         if self._state_file is None or not self._state_file.exists():

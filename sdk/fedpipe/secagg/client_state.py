@@ -20,30 +20,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedpipe.artifacts.files import atomic_write
 from fedpipe.secagg.client import SecAggClient
 from fedpipe.secagg.session import ProtocolAbort, Session
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write-then-rename in the same directory: a reader sees the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _private_dir(path: Path) -> Path:
@@ -65,7 +50,7 @@ class PublicKeyDirectory(Mapping[int, bytes]):
         if known is not None and known != public_key:
             raise ProtocolAbort(f"client {client_id} already has another registered signing key")
         if known is None:
-            _atomic_write(self.path / f"{client_id}.pub", public_key.hex().encode())
+            atomic_write(self.path / f"{client_id}.pub", public_key.hex().encode())
 
     def __getitem__(self, client_id: int) -> bytes:
         try:
@@ -95,7 +80,7 @@ class SessionJournal:
     def put(self, key: str, value: Any) -> None:
         data = self._read()
         data[key] = value
-        _atomic_write(self.path, json.dumps(data, sort_keys=True).encode())
+        atomic_write(self.path, json.dumps(data, sort_keys=True).encode())
 
 
 class ClientState:
@@ -112,7 +97,7 @@ class ClientState:
         if path.exists():
             return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text()))
         key = Ed25519PrivateKey.generate()
-        _atomic_write(path, key.private_bytes_raw().hex().encode())
+        atomic_write(path, key.private_bytes_raw().hex().encode())
         PublicKeyDirectory(self.root).register(self.client_id, key.public_key().public_bytes_raw())
         return key
 
