@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from fedpipe.dashboard import agents, runs
-from fedpipe.dashboard.charts import Reference, Series, line_chart
+from fedpipe.dashboard.charts import NO_DATA, Reference, Series, line_chart
 
 HERE = Path(__file__).parent
 REFRESH_MS = 2000
@@ -39,13 +39,9 @@ def _privacy(detail: runs.RunDetail) -> str:
 WITHHELD = "withheld under DP: no client-level figure is released"
 
 
-def _clients(detail: runs.RunDetail) -> str:
-    if detail.dp_delta is not None and runs.ACCEPTED not in detail.series:
-        return WITHHELD  # not "0 accepted": the counts exist, they are not published
-    return (
-        f"{int(detail.last(runs.ACCEPTED) or 0)} accepted, "
-        f"{int(detail.last(runs.REJECTED) or 0)} rejected"
-    )
+def _withheld(detail: runs.RunDetail) -> bool:
+    """A DP run's client counts exist but are not released: not "0 accepted"."""
+    return detail.dp_delta is not None and runs.ACCEPTED not in detail.series
 
 
 def run_view(detail: runs.RunDetail) -> dict:
@@ -53,13 +49,18 @@ def run_view(detail: runs.RunDetail) -> dict:
     row, s = detail.row, detail.series
     planned = f" / {row.rounds_planned}" if row.rounds_planned else ""
     health = detail.health_totals()
-    clients = _clients(detail)
+    withheld = _withheld(detail)
     fields = {
         "status": row.status,
         "rounds": f"{row.rounds_done}{planned}",
         "accuracy": _number(row.accuracy),
         "loss": _number(detail.last(runs.LOSS)),
-        "clients": clients,
+        "clients": WITHHELD
+        if withheld
+        else (
+            f"{int(detail.last(runs.ACCEPTED) or 0)} accepted, "
+            f"{int(detail.last(runs.REJECTED) or 0)} rejected"
+        ),
         "privacy": _privacy(detail),
         "health": (
             f"{int(health['tasks_retried'])} tasks retried "
@@ -82,7 +83,7 @@ def run_view(detail: runs.RunDetail) -> dict:
             "Client participation",
             [Series("accepted", s[runs.ACCEPTED]), Series("rejected", s[runs.REJECTED])],
             y_min=0.0,
-            empty=WITHHELD if clients == WITHHELD else "no data yet",
+            empty=WITHHELD if withheld else NO_DATA,
         ),
         "privacy": line_chart(
             "Privacy budget spent (ε)",

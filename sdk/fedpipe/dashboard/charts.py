@@ -13,6 +13,7 @@ from html import escape
 WIDTH, HEIGHT = 460, 220
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 28, 32
 COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c")
+NO_DATA = "no data yet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,7 @@ def line_chart(
     reference: Reference | None = None,
     y_min: float | None = None,
     y_max: float | None = None,
-    empty: str = "no data yet",
+    empty: str = NO_DATA,
 ) -> str:
     """An SVG line chart of per-round series; the `empty` note when there is nothing to draw."""
     drawn = [s for s in series if s.points]
