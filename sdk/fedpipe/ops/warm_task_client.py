@@ -14,6 +14,9 @@ import socket
 import struct
 import sys
 
+# fedpipe.ops.warm_tasks' _HEADER and _STATUS, repeated: this script imports only the stdlib.
+HEADER, STATUS = struct.Struct("!Q"), struct.Struct("!i")
+
 
 def main() -> None:
     socket_path, module, *args = sys.argv[1:]
@@ -25,15 +28,15 @@ def main() -> None:
             conn.connect(socket_path)
         except OSError as e:
             sys.exit(f"fedpipe warm task server at {socket_path} is not reachable: {e}")
-        socket.send_fds(conn, [struct.pack("!Q", len(request))], [0, 1, 2])
+        socket.send_fds(conn, [HEADER.pack(len(request))], [0, 1, 2])
         conn.sendall(request)
         reply = b""
-        while len(reply) < 4:
-            chunk = conn.recv(4 - len(reply))
+        while len(reply) < STATUS.size:
+            chunk = conn.recv(STATUS.size - len(reply))
             if not chunk:
                 sys.exit(f"fedpipe warm task server at {socket_path} closed before the task ended")
             reply += chunk
-    (status,) = struct.unpack("!i", reply)
+    (status,) = STATUS.unpack(reply)
     if status < 0:  # the task was killed by a signal: end the same way
         if -status not in (signal.SIGKILL, signal.SIGSTOP):  # these cannot be caught
             signal.signal(-status, signal.SIG_DFL)

@@ -53,7 +53,10 @@ PRELOAD = (
     "sklearn.datasets",
     "fedpipe.stages",
 )
+# The framing warm_task_client.py speaks (it repeats these: it imports nothing of fedpipe):
+# the request's length, sent with the three streams, then the task's exit status.
 _HEADER = struct.Struct("!Q")
+_STATUS = struct.Struct("!i")
 
 
 class WarmTasks:
@@ -186,7 +189,7 @@ def _serve_one(conn: socket.socket) -> None:
         _, status = os.waitpid(pid, 0)
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         with contextlib.suppress(OSError):
-            conn.sendall(struct.pack("!i", code))
+            conn.sendall(_STATUS.pack(code))
     finally:
         os._exit(0)
 
