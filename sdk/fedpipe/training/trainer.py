@@ -27,6 +27,14 @@ from fedpipe.training import dp_sgd, models
 # slower on the small dense models here and reorder floating-point sums.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# One intra-op thread. A client's ops are small (batch 32): split across threads, they
+# spent more CPU waking and waiting than computing (10 agents on 2 cores: 145 ms of CPU per
+# client against 52 ms), and the split changes float sums with the core count. With one
+# thread a client's update is the same bits wherever it trains (a simulation thread, a
+# pod, an agent), and the cores are used by training clients side by side (the
+# simulation's shard threads, the agents). Read when TensorFlow creates its runtime, at
+# the first op: override it in the environment before then.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 
 @dataclasses.dataclass(frozen=True)
