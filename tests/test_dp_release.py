@@ -32,7 +32,6 @@ ALLOWED_METRICS = {
     "final_loss": "held-out loss of the registered model",
     "epsilon": "the privacy spent, from the config alone",
     "dp_clip_norm": "the clip norm (fixed, or adapted from a noised count)",
-    "round_seconds": "wall clock of the round's tasks",
     "health/tasks_retried": "task retries (tasks serve shards, not clients)",
     "health/failed_attempts": "failed task attempts",
     "health/time_lost_s": "time lost to retries",

@@ -23,7 +23,8 @@ from fedpipe.config import RunConfig
 # spent, the (noised) clip norm, and task-level health (retries and faults of the tasks,
 # not of clients). Withheld: client counts (they reveal the Poisson cohort's size),
 # train_loss (an un-noised mean of client losses), health/clients_lost, the simulated
-# clock (computed from the cohort's members), local_epsilon_max (one silo's size and
+# clock (computed from the cohort's members), round_seconds (a round's wall clock grows
+# with the number of clients it trains), local_epsilon_max (one silo's size and
 # participation), secagg/* (survivors, dropouts and bytes follow the cohort size).
 DP_ROUND_METRICS = frozenset(
     {
@@ -31,7 +32,6 @@ DP_ROUND_METRICS = frozenset(
         "loss",
         "epsilon",
         "dp_clip_norm",
-        "round_seconds",
         "health/tasks_retried",
         "health/failed_attempts",
         "health/time_lost_s",
