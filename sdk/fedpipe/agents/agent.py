@@ -67,8 +67,8 @@ class Agent:
         )
         self._worker: futures.ProcessPoolExecutor | None = None
         no_data = np.zeros((0, 0), np.float32)
-        self._transport_context = client_tasks.AgentContext(
-            self.client_id, no_data, np.zeros(0, np.int64), self.state_dir
+        self._no_data_context = client_tasks.AgentContext(
+            self.client_id, no_data, np.zeros(0, np.int64), self.state_dir, credentials
         )
         self.channel = transport.secure_channel(coordinator, cert, key, ca)
         self.stub = pb_grpc.CoordinatorStub(self.channel)
@@ -179,11 +179,13 @@ class Agent:
         return True
 
     def _run(self, kind: str, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:
-        """Run a task in the agent's worker process: training holds the interpreter for
+        """Run a task: the protocol steps here (milliseconds of cryptography; the SecAgg
+        state store under the state dir is the same for both processes, and one task runs
+        at a time), training in the agent's worker process: it holds the interpreter for
         seconds at a time, and the heartbeats must go on meanwhile. The worker loads the
         data once and keeps its trainer between tasks; a crashed worker is replaced."""
-        if kind in client_tasks.TRANSPORT_ONLY:  # needs neither data nor a model
-            return client_tasks.run(self._transport_context, kind, meta, files)
+        if kind in client_tasks.NO_DATA:
+            return client_tasks.run(self._no_data_context, kind, meta, files)
         try:
             return self._pool().submit(_worker_run, kind, meta, files).result()
         except futures.process.BrokenProcessPool:

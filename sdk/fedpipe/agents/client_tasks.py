@@ -37,7 +37,9 @@ from fedpipe.secagg import rounds as sa
 from fedpipe.secagg.client_state import ClientState
 
 KINDS = ("ping", "advertise", "share_keys", "train", "confirm", "unmask")
-TRANSPORT_ONLY = ("ping",)  # an echo of its payload: checks the path, touches no data
+# The kinds that need neither the data nor a model (an echo, the SecAgg protocol steps):
+# the agent answers them itself, without its worker, even while the worker trains.
+NO_DATA = ("ping", "advertise", "share_keys", "confirm", "unmask")
 _ANSWERS = {"share_keys": "key_shares", "confirm": "confirmation", "unmask": "response"}
 
 
