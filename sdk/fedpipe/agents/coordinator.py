@@ -86,6 +86,9 @@ class Coordinator(pb_grpc.CoordinatorServicer):
         self._pending: dict[str, PendingTask] = {}
         self._expired: dict[str, int] = {}  # recent finished task ids -> their client
         self._state_file = Path(state_dir) / "agents.json" if state_dir else None
+        self._state_lock = threading.Lock()  # one state write at a time
+        self._recorded = 0  # sequences accepted (under _lock)
+        self._saved = 0  # how many of them the state file holds (under _state_lock)
         self._load_state()
 
     # -- who is calling -------------------------------------------------------------
@@ -137,8 +140,10 @@ class Coordinator(pb_grpc.CoordinatorServicer):
             horizon = time.time() - self.clock_window_s
             record.seen = {q: t for q, t in record.seen.items() if t >= horizon}
             record.seen[envelope.sequence] = envelope.sent_at
-            self._save_state()
-            return record
+            self._recorded += 1
+            recorded = self._recorded
+        self._save_state(recorded)
+        return record
 
     def _orchestrator_call(self, context: grpc.ServicerContext) -> None:
         if self._caller(context) != ORCHESTRATOR:
@@ -327,13 +332,21 @@ class Coordinator(pb_grpc.CoordinatorServicer):
             with self._lock:
                 self._agents.setdefault(caller, AgentRecord(caller)).refused += 1
 
-    def _save_state(self) -> None:
+    def _save_state(self, recorded: int) -> None:
         """Persist the highest sequence seen per agent, so a restarted coordinator still
-        rejects replays (called with the lock held)."""
+        rejects replays: a call goes on only once the sequences up to its own (the
+        `recorded`-th) are on disk. A synced write takes milliseconds: it is made outside
+        the agents' lock, and once for every call that arrived while the last one ran."""
         if self._state_file is None:
             return
-        state = {str(c): max([r.floor, *r.seen]) for c, r in self._agents.items()}
-        atomic_write(self._state_file, json.dumps(state).encode())
+        with self._state_lock:
+            if self._saved >= recorded:
+                return
+            with self._lock:
+                state = {str(c): max([r.floor, *r.seen]) for c, r in self._agents.items()}
+                upto = self._recorded
+            atomic_write(self._state_file, json.dumps(state).encode())
+            self._saved = upto
 
     def _load_state(self) -> None:
         if self._state_file is None or not self._state_file.exists():
