@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import json
 import tempfile
 import threading
@@ -129,6 +130,7 @@ class RemoteClients:
                 ),
                 "result",
             )
+            files = transport.unpack(answer) if result is not None and result.ok else {}
         except (grpc.RpcError, transport.PayloadError) as e:
             error = f"{e.code().name}: {e.details()}" if isinstance(e, grpc.RpcError) else str(e)
             return Reply(
@@ -142,7 +144,7 @@ class RemoteClients:
             result.ok,
             result.error,
             json.loads(result.meta_json or b"{}"),
-            transport.unpack(answer) if result.ok else {},
+            files,
             seconds,
             len(payload),
             len(answer),
@@ -296,9 +298,15 @@ def _close_connections() -> None:
         _connections.clear()
 
 
+@functools.lru_cache(maxsize=4)
+def _config_json(config: RunConfig) -> str:
+    """Every task of a run carries the run's config: serialised once per process."""
+    return config.to_json()
+
+
 def _task_meta(config: RunConfig, cohort: Cohort) -> dict[str, Any]:
     return {
-        "config": config.to_json(),
+        "config": _config_json(config),
         "round_key": f"{cohort.started_at}/{cohort.round_number}",
         "cohort": dataclasses.asdict(cohort),
     }
