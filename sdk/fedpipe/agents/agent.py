@@ -79,6 +79,7 @@ class Agent:
         self._sequence_lock = threading.Lock()
         self._stop = threading.Event()
         self._polling = threading.Event()  # a FetchTask poll is open
+        self._last_sent = 0.0  # time.monotonic() of the last message to the coordinator
         self.heartbeat_interval_s = 1.0
 
     def next_sequence(self) -> int:
@@ -95,6 +96,7 @@ class Agent:
             return self._sequence
 
     def envelope(self) -> pb.Envelope:
+        self._last_sent = time.monotonic()
         return transport.envelope(self.client_id, self.next_sequence())
 
     def register(self) -> None:
@@ -120,10 +122,13 @@ class Agent:
                 delay = min(delay * 2, 10.0)
 
     def _heartbeats(self) -> None:
-        """Heartbeats while no task poll is open (the coordinator counts an open poll as
-        one): while the agent runs a task, and between polls."""
+        """Heartbeats while the agent is otherwise silent: the coordinator counts an open
+        task poll and every message as one, so they go out only while a task runs for
+        longer than an interval (training), or between polls."""
         while not self._stop.wait(self.heartbeat_interval_s):
             if self._polling.is_set():
+                continue
+            if time.monotonic() - self._last_sent < self.heartbeat_interval_s:
                 continue
             try:
                 self.stub.Heartbeat(pb.HeartbeatRequest(envelope=self.envelope()), timeout=5)
