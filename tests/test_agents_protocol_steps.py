@@ -1,15 +1,11 @@
 """The agent answers the secure-aggregation protocol steps in its own process: they need
-neither the data nor a model, so they are never handed to its training worker (which may
-be busy training, or still importing TensorFlow). A key advertisement that carries the
-round plan queues the round's training on the worker at once, and the later train task
-answers from that training instead of starting another. Agents built in this process, with
-a stand-in worker that records what it is handed; the tasks are handed to them as the
-coordinator would hand them over."""
+neither the data nor a model, so they neither wait for nor start its training worker
+(which may be busy training, or still importing TensorFlow). Agents built in this process;
+the steps are handed to them as the coordinator would hand them over."""
 
 from __future__ import annotations
 
 import time
-from concurrent import futures
 
 import pytest
 
@@ -26,22 +22,16 @@ CLIENTS = 3
 CONFIG = {"data.num_clients": CLIENTS, "selection.cohort_size": CLIENTS}
 
 
-class Worker:
-    """Stands in for an agent's training worker: records each call it is handed; the
-    training it is handed fails at once, with a mark."""
+class WorkerUsed(AssertionError):
+    pass
 
-    def __init__(self) -> None:
-        self.handed: list[tuple[str, dict]] = []
 
-    def submit(self, fn, meta, *args) -> futures.Future:
-        self.handed.append((fn.__name__, meta))
-        trained: futures.Future = futures.Future()
-        trained.set_exception(RuntimeError("the stand-in worker trains nothing"))
-        return trained
+def _no_worker():
+    raise WorkerUsed("the task was handed to the training worker")
 
 
 @pytest.fixture
-def agents(tmp_path):
+def agents(tmp_path, monkeypatch):
     config = run_config.from_mapping(CONFIG)
     owners = data_folder.prepare(config, tmp_path / "owners")
     tls = provisioning.provision(tmp_path / "tls", CLIENTS)
@@ -57,15 +47,15 @@ def agents(tmp_path):
             tmp_path / f"state-{c}",
             warm_up=False,
         )
-        agent.worker = Worker()
-        agent._pool = lambda agent=agent: agent.worker
+        monkeypatch.setattr(agent, "_pool", _no_worker)
         made.append(agent)
     yield made
     for agent in made:
+        agent.stop()
         agent.channel.close()
 
 
-def test_secagg_protocol_steps_never_reach_the_worker(agents, tmp_path):
+def test_secagg_protocol_steps_are_answered_without_the_worker(agents, tmp_path):
     config = run_config.from_mapping({**CONFIG, "aggregation.secure.mode": "secagg"})
     clients = list(range(CLIENTS))
     cohort = Cohort(
@@ -87,23 +77,6 @@ def test_secagg_protocol_steps_never_reach_the_worker(agents, tmp_path):
     assert [s.client_id for s in shares] == clients
     for s in shares:
         assert sorted(e.recipient for e in s.shares) == [c for c in clients if c != s.client_id]
-    assert all(not a.worker.handed for a in agents)
 
-
-def test_an_advertisement_with_the_plan_queues_the_training_the_train_task_uses(agents):
-    config = run_config.from_mapping({**CONFIG, "aggregation.secure.mode": "secagg"})
-    cohort = Cohort(1, [0, 1, 2], [[0, 1, 2]], False, time.time(), [1.0] * 3, "ab" * 16)
-    meta = {**_task_meta(config, cohort), "model_size": 16, "plan_id": "round-1-plan"}
-    agent = agents[0]
-
-    answer, _ = agent._run("advertise", meta, {"plan": b"the round plan"})
-    assert answer["advertisement"]["client_id"] == 0  # answered while the training is queued
-    assert [(name, m["plan_id"]) for name, m in agent.worker.handed] == [
-        ("_worker_train", "round-1-plan")
-    ]
-    with pytest.raises(RuntimeError, match="trains nothing"):  # the queued training's outcome
-        agent._run("train", meta, {"transcript": b"[]"})
-    assert len(agent.worker.handed) == 1  # not trained a second time
-
-    with pytest.raises(ValueError, match="holds no round plan"):  # a plan it was never sent
-        agent._run("train", {**meta, "plan_id": "another"}, {"transcript": b"[]"})
+    with pytest.raises(WorkerUsed):  # training does need the worker
+        agents[0]._run("train", meta, {})

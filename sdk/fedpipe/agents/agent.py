@@ -24,7 +24,6 @@ from fedpipe.agents import client_tasks, data_folder, provisioning, transport
 from fedpipe.agents import protocol_pb2 as pb
 from fedpipe.agents import protocol_pb2_grpc as pb_grpc
 from fedpipe.artifacts.files import atomic_write
-from fedpipe.artifacts.updates import ClientUpdate
 
 log = logging.getLogger("fedpipe.agent")
 VERSION = "1"
@@ -68,7 +67,6 @@ class Agent:
             os.getpid(),
         )
         self._worker: futures.ProcessPoolExecutor | None = None
-        self._training: dict[str, tuple[bytes, futures.Future]] = {}  # plan digest -> it
         no_data = np.zeros((0, 0), np.float32)
         self._no_data_context = client_tasks.AgentContext(
             self.client_id, no_data, np.zeros(0, np.int64), self.state_dir, credentials
@@ -192,49 +190,18 @@ class Agent:
         return True
 
     def _run(self, kind: str, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:
-        """Run a task. Training runs in the agent's worker process: it holds the
-        interpreter for seconds at a time, and the heartbeats must go on meanwhile; the
-        worker loads the data once and keeps its trainer between tasks (a crashed worker
-        is replaced). Everything else runs here (milliseconds of cryptography, and the
-        SecAgg state store under the state dir is the same for both processes). A key
-        advertisement that carries the round plan queues the round's training at once, so
-        it runs while the keys are agreed, and the train task only answers with its result
-        (masked under SecAgg)."""
-        if kind == "train":
-            return self._answer_train(meta, files)
-        if kind == "advertise" and "plan" in files:
-            try:
-                self._train_ahead(meta, files["plan"])
-            except Exception as e:  # the advertisement does not need it: train tries again
-                log.warning("client %d: training not queued (%r)", self.client_id, e)
-                if isinstance(e, futures.process.BrokenProcessPool):
-                    self._worker, self._training = None, {}
-        return client_tasks.run(self._no_data_context, kind, meta, files)
-
-    def _train_ahead(self, meta: dict, plan: bytes) -> tuple[bytes, futures.Future]:
-        """The round's training, queued on the worker once per round plan (by its
-        plan_id; only the latest plan's is kept)."""
-        plan_id = meta["plan_id"]
-        if plan_id not in self._training:
-            self._training = {plan_id: (plan, self._pool().submit(_worker_train, meta, plan))}
-        return self._training[plan_id]
-
-    def _answer_train(self, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:
-        if "plan" in files:
-            plan, trained = self._train_ahead(meta, files["plan"])
-        elif meta.get("plan_id") in self._training:
-            plan, trained = self._training[meta["plan_id"]]
-        else:
-            raise ValueError(
-                f"client {self.client_id} holds no round plan {meta.get('plan_id')}: it was "
-                "not sent with a key advertisement to this agent (restarted since?)"
-            )
+        """Run a task: the protocol steps here (milliseconds of cryptography; the SecAgg
+        state store under the state dir is the same for both processes, and one task runs
+        at a time), training in the agent's worker process: it holds the interpreter for
+        seconds at a time, and the heartbeats must go on meanwhile. The worker loads the
+        data once and keeps its trainer between tasks; a crashed worker is replaced."""
+        if kind in client_tasks.NO_DATA:
+            return client_tasks.run(self._no_data_context, kind, meta, files)
         try:
-            update = trained.result()
+            return self._pool().submit(_worker_run, kind, meta, files).result()
         except futures.process.BrokenProcessPool:
-            self._worker, self._training = None, {}
+            self._worker = None
             raise
-        return client_tasks.answer(self._no_data_context, meta, plan, update, files)
 
     def _pool(self) -> futures.ProcessPoolExecutor:
         if self._worker is None:
@@ -280,9 +247,9 @@ def _worker_warm_up() -> None:
     from fedpipe.training import trainer  # noqa: F401
 
 
-def _worker_train(meta: dict, plan: bytes) -> ClientUpdate:
+def _worker_run(kind: str, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:
     assert _context is not None
-    return client_tasks.train(_context, meta, plan)
+    return client_tasks.run(_context, kind, meta, files)
 
 
 def _describe(error: grpc.RpcError) -> str:

@@ -3,8 +3,7 @@ clients run (fedpipe.clients.runtime.InProcessClients: training, the aggregation
 client part, each secure-aggregation step), on the agent's own data and with secrets from
 the OS's cryptographic source that never leave the agent.
 
-A task is (kind, meta, files) and its answer (meta, files): `run` for the protocol
-steps, `train` (in the agent's worker) then `answer` for a train task. The agent's
+A task is (kind, meta, files) and its answer (meta, files); see `run`. The agent's
 protocol state (its SecAgg entropy for a session and its journal: the request it
 confirmed and the one it answered) is kept in a client state store under its state
 directory (fedpipe.secagg.client_state), so a restarted agent can finish a round it began
@@ -38,6 +37,9 @@ from fedpipe.secagg import rounds as sa
 from fedpipe.secagg.client_state import ClientState
 
 KINDS = ("ping", "advertise", "share_keys", "train", "confirm", "unmask")
+# The kinds that need neither the data nor a model (an echo, the SecAgg protocol steps):
+# the agent answers them itself, without its worker, even while the worker trains.
+NO_DATA = ("ping", "advertise", "share_keys", "confirm", "unmask")
 _ANSWERS = {"share_keys": "key_shares", "confirm": "confirmation", "unmask": "response"}
 
 
@@ -87,7 +89,7 @@ class AgentContext:
         self, config: run_config.RunConfig, trainer: Callable[[], Any] | None = None
     ) -> InProcessClients:
         """The agent as a runtime of one in-process client: itself (the protocol steps
-        and the answer to a train task need no trainer; training passes its own)."""
+        need no trainer; training passes its own)."""
         return InProcessClients(
             config,
             self,
@@ -98,20 +100,20 @@ class AgentContext:
 
 
 def _no_trainer() -> Any:
-    raise RuntimeError("an agent trains only in its worker process")
+    raise RuntimeError("a secure-aggregation protocol step does not train")
 
 
 def run(
     ctx: AgentContext, kind: str, meta: dict[str, Any], files: dict[str, bytes]
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Run one task that needs neither the data nor a model (an echo, a SecAgg protocol
-    step; training is `train` then `answer`); raises on anything the agent refuses to do
-    (the error is reported)."""
+    """Run one task; raises on anything the agent refuses to do (the error is reported)."""
     if kind == "ping":
         return {"client_id": ctx.client_id, "received_bytes": sum(map(len, files.values()))}, {
             "echo": files.get("echo", b"")
         }
     config = _config(meta["config"])
+    if kind == "train":
+        return _train(ctx, config, meta, files)
     cohort = Cohort(**meta["cohort"])
     session = sa.session_for(config, cohort, int(meta["model_size"]))
     runtime = ctx.runtime(config)
@@ -126,9 +128,12 @@ def run(
     return {_ANSWERS[kind]: step(session, ctx.client_id, messages).to_dict()}, {}
 
 
-def train(ctx: AgentContext, meta: dict[str, Any], plan: bytes) -> ClientUpdate:
-    """Local training from the round plan's global weights (in the agent's worker): the
-    update itself, which never leaves the agent (`answer` makes what is sent of it)."""
+def _train(
+    ctx: AgentContext, config: run_config.RunConfig, meta: dict[str, Any], files: dict[str, bytes]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Local training from the round plan's global weights, then the chain's client part;
+    under secure aggregation the answer is the masked input, never the update itself."""
+    plan = _plan(files["plan"])
     model_trainer = _trainer(
         meta["config"],
         ctx.x,
@@ -137,32 +142,16 @@ def train(ctx: AgentContext, meta: dict[str, Any], plan: bytes) -> ClientUpdate:
         int(meta["num_classes"]),
         _shape(meta.get("image_shape")),
     )
-    runtime = ctx.runtime(_config(meta["config"]), lambda: model_trainer)
-    update = runtime.train(_plan(plan), ctx.client_id)
-    assert update is not None  # an agent has no mods that withhold it
-    return update
-
-
-def answer(
-    ctx: AgentContext,
-    meta: dict[str, Any],
-    plan: bytes,
-    update: ClientUpdate,
-    files: dict[str, bytes],
-) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The train task's answer: the chain's client part applied to the trained update and,
-    under secure aggregation, the masked input only, never the update itself."""
     with tempfile.TemporaryDirectory() as tmp:
         transcript = []
         if "transcript" in files:
             transcript = [Path(tmp) / "transcript.json"]
             transcript[0].write_bytes(files["transcript"])
-        runtime = ctx.runtime(_config(meta["config"]))
-        sent = runtime.sent(_plan(plan), [update], transcript)
+        sent = ctx.runtime(config, lambda: model_trainer).updates(plan, [ctx.client_id], transcript)
     if not sent:
         raise ValueError(f"client {ctx.client_id} withholds its update this round")
     (update,) = sent
-    described = {
+    answer = {
         "num_examples": update.num_examples,
         "train_loss": update.train_loss,
         "duration_s": update.duration_s,
@@ -170,7 +159,7 @@ def answer(
         "dtype": str(update.vector.dtype),
         "checksum": update.checksum,
     }
-    return described, {"vector": update.vector.tobytes()}
+    return answer, {"vector": update.vector.tobytes()}
 
 
 def update_of(client_id: int, meta: dict[str, Any], files: dict[str, bytes]) -> ClientUpdate:

@@ -34,7 +34,6 @@ from fedpipe import secagg
 from fedpipe.agents import client_tasks, transport
 from fedpipe.agents import protocol_pb2 as pb
 from fedpipe.agents import protocol_pb2_grpc as pb_grpc
-from fedpipe.artifacts import wire
 from fedpipe.artifacts.round_plan import Cohort, RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate
 from fedpipe.clients.runtime import Answers
@@ -208,12 +207,10 @@ class AgentClients:
         message_paths: Sequence[str | Path] | None,
         answer: tuple[str, Any],
         step: str,
-        training: tuple[dict[str, Any], dict[str, bytes]] = ({}, {}),
     ) -> Answers:
         """One protocol step by each agent: the messages of those that answered."""
         meta = {**_task_meta(self.config, plan.cohort), "model_size": plan.spec.size}
         files = {} if message_paths is None else {"transcript": _transcript(message_paths)}
-        meta, files = {**training[0], **meta}, {**training[1], **files}
         replies = _answered(
             self._dispatch(clients, kind, meta, files), step, plan.cohort.round_number
         )
@@ -223,13 +220,8 @@ class AgentClients:
         return Answers(messages, {r.client_id: r.seconds for r in replies})
 
     def advertise(self, plan: RoundPlan, clients: Sequence[int]) -> Answers:
-        """Step 1. The task carries the round plan: each agent starts training at once, and
-        its train task later only masks the result."""
         advertisement = ("advertisement", KeyAdvertisement)
-        training = self._training(plan) if clients else ({}, {})
-        return self._ask(
-            plan, clients, "advertise", None, advertisement, "key advertisement", training
-        )
+        return self._ask(plan, clients, "advertise", None, advertisement, "key advertisement")
 
     def share_keys(
         self, plan: RoundPlan, clients: Sequence[int], message_paths: Sequence[str | Path]
@@ -255,13 +247,22 @@ class AgentClients:
         self, plan: RoundPlan, clients: Sequence[int], secagg_messages: Sequence[str | Path]
     ) -> list[ClientUpdate]:
         """Each agent trains on its own data; under secure aggregation it answers with its
-        masked input only, and was sent the round plan with the key advertisement (the
-        train task names it by its plan_id)."""
+        masked input only."""
+        from fedpipe.data import datasets
+
         if not clients:
             return []
-        meta, files = self._training(plan)
+        data = datasets.load(self.config)  # the server's data: only the model's shape is used
+        meta = {
+            **_task_meta(self.config, plan.cohort),
+            "num_features": data.num_features,
+            "num_classes": data.num_classes,
+            "image_shape": list(data.image_shape) if data.image_shape else None,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            plan.save(Path(tmp) / "plan.npz")
+            files = {"plan": (Path(tmp) / "plan.npz").read_bytes()}
         if sa.enabled(self.config):
-            del files["plan"]
             files["transcript"] = _transcript(secagg_messages)
         n = plan.cohort.round_number
         updates = []
@@ -271,24 +272,6 @@ class AgentClients:
             except (KeyError, ValueError) as e:
                 print(f"round {n}: client {r.client_id}'s update is unreadable ({e})", flush=True)
         return updates
-
-    def _training(self, plan: RoundPlan) -> tuple[dict[str, Any], dict[str, bytes]]:
-        """What an agent needs to train: the round plan (named by its round and weights)
-        and the model's shape."""
-        from fedpipe.data import datasets
-
-        data = datasets.load(self.config)  # the server's data: only the model's shape is used
-        task = _task_meta(self.config, plan.cohort)
-        meta = {
-            **task,
-            "plan_id": f"{task['round_key']}/{wire.checksum(plan.weights)}",
-            "num_features": data.num_features,
-            "num_classes": data.num_classes,
-            "image_shape": list(data.image_shape) if data.image_shape else None,
-        }
-        with tempfile.TemporaryDirectory() as tmp:
-            plan.save(Path(tmp) / "plan.npz")
-            return meta, {"plan": (Path(tmp) / "plan.npz").read_bytes()}
 
 
 _connections: dict[Settings, RemoteClients] = {}

@@ -150,7 +150,7 @@ class InProcessClients:
         config: RunConfig,
         data: ClientData,
         trainer: Callable[[], Trainer],
-        mods: Callable[[Trainer], Sequence[ClientMod]] | None = None,
+        mods: Callable[[Trainer], Sequence[ClientMod]] = lambda trainer: (),
         state_dir: Path | None = None,
         secagg_client: rounds.ClientFactory | None = None,
     ) -> None:
@@ -164,9 +164,7 @@ class InProcessClients:
 
     @functools.cached_property
     def mods(self) -> list[ClientMod]:
-        """The mods around each client; without any, no trainer is built for them (an
-        agent masks its update in a process that has no trainer)."""
-        return list(self._make_mods(self.trainer)) if self._make_mods else []
+        return list(self._make_mods(self.trainer))
 
     def online(self, client_ids: Sequence[int]) -> list[int] | None:
         return None  # the mods decide in the round who sends nothing
@@ -269,13 +267,6 @@ class InProcessClients:
         self, plan: RoundPlan, clients: Sequence[int], secagg_messages: Sequence[str | Path]
     ) -> list[ClientUpdate]:
         trained = [u for u in (self.train(plan, c) for c in clients) if u is not None]
-        return self.sent(plan, trained, secagg_messages)
-
-    def sent(
-        self, plan: RoundPlan, trained: list[ClientUpdate], secagg_messages: Sequence[str | Path]
-    ) -> list[ClientUpdate]:
-        """What the clients send of their trained updates: the chain's client part applied
-        and, under secure aggregation, their masked inputs only."""
         chain = build_chain(self.config)
         if chain.secure:  # the chain's client part runs inside the masking
             return rounds.mask_updates(
