@@ -12,8 +12,9 @@ median of the others. Issue 12's target: agents add at most 20% (ratio <= 1.2).
 
 On a shared, busy machine wall time favours the agents: ten processes get a larger share
 of the CPUs than one. So each round's CPU seconds (user + system) of every process
-involved are also summed from /proc: this process, and with agents the coordinator, the
-agents and their workers. Their ratio is the work agents add, whatever the load.
+involved are also summed from /proc: this process (the pipeline), and with agents the
+coordinator, the agents and (as the agents' children) their training workers, reported
+per process role too. Their ratio is the work agents add, whatever the load.
 
     .venv/bin/python benchmarks/agents_round.py [--rounds 5] [--data-dir DIR]
 """
@@ -43,9 +44,10 @@ TARGET = 1.2
 MODES = ("off", "secagg+")
 
 
-def cpu_seconds(roots: list[int]) -> float:
-    """User + system CPU seconds of the processes `roots` and all their descendants, from
-    /proc/<pid>/stat (Linux)."""
+def cpu_by_role(roles: dict[str, list[int]]) -> dict[str, float]:
+    """User + system CPU seconds of each role's processes (role -> its processes) and,
+    as "<role> children", of their descendants that are no role's, from /proc/<pid>/stat
+    (Linux)."""
     tick = os.sysconf("SC_CLK_TCK")
     parent, used = {}, {}
     for entry in Path("/proc").iterdir():
@@ -62,27 +64,34 @@ def cpu_seconds(roots: list[int]) -> float:
     children = defaultdict(list)
     for pid, ppid in parent.items():
         children[ppid].append(pid)
-    total, todo = 0.0, list(roots)
-    while todo:
-        pid = todo.pop()
-        total += used.get(pid, 0.0)
-        todo += children[pid]
-    return total
+    rooted = {pid for roots in roles.values() for pid in roots}
+    spent = {}
+    for role, roots in roles.items():
+        spent[role] = sum(used.get(pid, 0.0) for pid in roots)
+        total, todo = 0.0, [c for pid in roots for c in children[pid]]
+        while todo:
+            pid = todo.pop()
+            if pid not in rooted:  # another role's process is counted there
+                total += used.get(pid, 0.0)
+                todo += children[pid]
+        spent[f"{role} children"] = total
+    return spent
 
 
 @contextlib.contextmanager
-def round_clock(roots: list[int]) -> Iterator[dict[str, list[float]]]:
-    """Wall and CPU seconds of each round simulate() runs while inside: select's start to
-    evaluate's end (simulate looks the stages up on the module at every call)."""
+def round_clock(roles: dict[str, list[int]]) -> Iterator[dict[str, list]]:
+    """Wall and CPU seconds (in all, and per role) of each round simulate() runs while
+    inside: select's start to evaluate's end (simulate looks the stages up on the module
+    at every call)."""
     from fedpipe import stages
 
-    spent: dict[str, list[float]] = {"wall": [], "cpu": []}
-    started: list[tuple[float, float]] = []
+    spent: dict[str, list] = {"wall": [], "cpu": [], "cpu_by_role": []}
+    started: list[tuple[float, dict[str, float]]] = []
     select, evaluate = stages.select, stages.evaluate
 
     @functools.wraps(select)
     def timed_select(*args, **kwargs):
-        started.append((time.perf_counter(), cpu_seconds(roots)))
+        started.append((time.perf_counter(), cpu_by_role(roles)))
         return select(*args, **kwargs)
 
     @functools.wraps(evaluate)
@@ -90,8 +99,12 @@ def round_clock(roots: list[int]) -> Iterator[dict[str, list[float]]]:
         try:
             return evaluate(*args, **kwargs)
         finally:
-            spent["wall"].append(time.perf_counter() - started[-1][0])
-            spent["cpu"].append(cpu_seconds(roots) - started[-1][1])
+            wall, before = started[-1]
+            after = cpu_by_role(roles)
+            by_role = {role: after[role] - before.get(role, 0.0) for role in after}
+            spent["wall"].append(time.perf_counter() - wall)
+            spent["cpu"].append(sum(by_role.values()))
+            spent["cpu_by_role"].append(by_role)
 
     stages.select, stages.evaluate = timed_select, timed_evaluate
     try:
@@ -100,18 +113,22 @@ def round_clock(roots: list[int]) -> Iterator[dict[str, list[float]]]:
         stages.select, stages.evaluate = select, evaluate
 
 
-def timed_run(config, workdir: Path, roots: list[int]) -> dict:
+def timed_run(config, workdir: Path, roles: dict[str, list[int]]) -> dict:
     from fedpipe.simulation.runner import simulate
 
-    with round_clock(roots) as spent:
+    with round_clock(roles) as spent:
         result = simulate(config, workdir, run_name="agents-round", register=False)
-    wall, cpu = spent["wall"], spent["cpu"]
+    wall, cpu, by_role = spent["wall"], spent["cpu"], spent["cpu_by_role"]
+    later = by_role[1:] or by_role
     return {
         "round_seconds": wall,
         "round_cpu_seconds": cpu,
         "first_round_seconds": wall[0],
         "median_round_seconds": statistics.median(wall[1:] or wall),
         "median_round_cpu_seconds": statistics.median(cpu[1:] or cpu),
+        "median_round_cpu_seconds_by_role": {
+            role: statistics.median(r[role] for r in later) for role in later[0]
+        },
         "accuracy": result.accuracy,
     }
 
@@ -141,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         for mode, config in configs.items():
             print(f"simulated clients, secure mode {mode} ...", flush=True)
             figures["modes"][mode] = {
-                "simulated": timed_run(config, work / f"sim-{mode}", [os.getpid()])
+                "simulated": timed_run(config, work / f"sim-{mode}", {"pipeline": [os.getpid()]})
             }
         owners = data_folder.prepare(base, work / "owners")
         clients = base.data.num_clients
@@ -162,8 +179,12 @@ def main(argv: list[str] | None = None) -> dict:
                         "clients.task_timeout_s": 600.0,
                     }
                 )
-                roots = [os.getpid(), fed.coordinator.pid, *(p.pid for p in fed.agents.values())]
-                figures["modes"][mode]["agents"] = timed_run(remote, work / f"agents-{mode}", roots)
+                roles = {
+                    "pipeline": [os.getpid()],
+                    "coordinator": [fed.coordinator.pid],
+                    "agents": [p.pid for p in fed.agents.values()],  # children: their workers
+                }
+                figures["modes"][mode]["agents"] = timed_run(remote, work / f"agents-{mode}", roles)
     print(f"\nMNIST reference setting, {args.rounds} rounds, load average {os.getloadavg()}")
     print(f"agents online {figures['agents_online_seconds']:.1f}s after their start")
     print(
@@ -181,6 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"{sim['first_round_seconds']:.1f}s / {agents['first_round_seconds']:.1f}s"
             f"{'' if runs['ratio'] <= TARGET else f'  (wall target <= {TARGET})'}"
         )
+    print("median CPU s/round by process, agents runs (rounds 2-):")
+    for mode, runs in figures["modes"].items():
+        by_role = runs["agents"]["median_round_cpu_seconds_by_role"]
+        print(f"  {mode:<9}" + "  ".join(f"{role} {s:.2f}" for role, s in by_role.items() if s))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(figures, indent=1))
     print(f"written to {args.output}")

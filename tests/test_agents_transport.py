@@ -228,3 +228,14 @@ def test_a_killed_agent_goes_offline_and_a_restarted_one_rejoins(federation):
     assert reply.ok and reply.files["echo"] == b"back"
     state = federation.state_dir(1)
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_a_payload_is_its_named_files_and_anything_else_is_refused():
+    files = {"plan": bytes(range(256)) * 40, "empty": b"", "transcript": b"[]"}
+    payload = transport.pack(files)
+    assert transport.unpack(payload) == files
+    index = json.dumps([["a", 1], ["a", 1]]).encode()
+    repeated = len(index).to_bytes(4, "big") + index + b"xy"
+    for malformed in (payload[:-1], payload + b"x", b"\x00\x00", b"\x00\x00\x00\x02{}", repeated):
+        with pytest.raises(transport.PayloadError):
+            transport.unpack(malformed)

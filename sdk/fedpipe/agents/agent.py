@@ -28,6 +28,7 @@ from fedpipe.artifacts.files import atomic_write
 log = logging.getLogger("fedpipe.agent")
 VERSION = "1"
 POLL_S = 5.0
+SEQUENCE_RESERVE_US = 60_000_000
 
 
 def client_id_from_certificate(cert_path: str | Path) -> int:
@@ -67,28 +68,35 @@ class Agent:
         )
         self._worker: futures.ProcessPoolExecutor | None = None
         no_data = np.zeros((0, 0), np.float32)
-        self._transport_context = client_tasks.AgentContext(
-            self.client_id, no_data, np.zeros(0, np.int64), self.state_dir
+        self._no_data_context = client_tasks.AgentContext(
+            self.client_id, no_data, np.zeros(0, np.int64), self.state_dir, credentials
         )
         self.channel = transport.secure_channel(coordinator, cert, key, ca)
         self.stub = pb_grpc.CoordinatorStub(self.channel)
         self._sequence_file = self.state_dir / "sequence"
         self._sequence = int(self._sequence_file.read_text()) if self._sequence_file.exists() else 0
+        self._reserved = self._sequence  # every number used so far is below it
         self._sequence_lock = threading.Lock()
         self._stop = threading.Event()
         self._polling = threading.Event()  # a FetchTask poll is open
+        self._last_sent = 0.0  # time.monotonic() of the last message to the coordinator
         self.heartbeat_interval_s = 1.0
 
     def next_sequence(self) -> int:
         """Strictly increasing across restarts: at least the time in microseconds, and past
-        the last one used (kept in the state dir)."""
+        the last one used. The state dir keeps a bound above every number handed out,
+        reserved SEQUENCE_RESERVE_US ahead: one synced write a minute instead of one per
+        message (each cost a disk flush), and a restarted agent starts past the bound."""
         with self._sequence_lock:
             self._sequence = max(self._sequence + 1, time.time_ns() // 1000)
-            # Atomically: an agent SIGKILLed mid-write must still start again.
-            atomic_write(self._sequence_file, str(self._sequence).encode())
+            if self._sequence >= self._reserved:
+                self._reserved = self._sequence + SEQUENCE_RESERVE_US
+                # Atomically: an agent SIGKILLed mid-write must still start again.
+                atomic_write(self._sequence_file, str(self._reserved).encode())
             return self._sequence
 
     def envelope(self) -> pb.Envelope:
+        self._last_sent = time.monotonic()
         return transport.envelope(self.client_id, self.next_sequence())
 
     def register(self) -> None:
@@ -114,10 +122,13 @@ class Agent:
                 delay = min(delay * 2, 10.0)
 
     def _heartbeats(self) -> None:
-        """Heartbeats while no task poll is open (the coordinator counts an open poll as
-        one): while the agent runs a task, and between polls."""
+        """Heartbeats while the agent is otherwise silent: the coordinator counts an open
+        task poll and every message as one, so they go out only while a task runs for
+        longer than an interval (training), or between polls."""
         while not self._stop.wait(self.heartbeat_interval_s):
             if self._polling.is_set():
+                continue
+            if time.monotonic() - self._last_sent < self.heartbeat_interval_s:
                 continue
             try:
                 self.stub.Heartbeat(pb.HeartbeatRequest(envelope=self.envelope()), timeout=5)
@@ -179,11 +190,13 @@ class Agent:
         return True
 
     def _run(self, kind: str, meta: dict, files: dict[str, bytes]) -> tuple[dict, dict]:
-        """Run a task in the agent's worker process: training holds the interpreter for
+        """Run a task: the protocol steps here (milliseconds of cryptography; the SecAgg
+        state store under the state dir is the same for both processes, and one task runs
+        at a time), training in the agent's worker process: it holds the interpreter for
         seconds at a time, and the heartbeats must go on meanwhile. The worker loads the
         data once and keeps its trainer between tasks; a crashed worker is replaced."""
-        if kind in client_tasks.TRANSPORT_ONLY:  # needs neither data nor a model
-            return client_tasks.run(self._transport_context, kind, meta, files)
+        if kind in client_tasks.NO_DATA:
+            return client_tasks.run(self._no_data_context, kind, meta, files)
         try:
             return self._pool().submit(_worker_run, kind, meta, files).result()
         except futures.process.BrokenProcessPool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,9 @@ from fedpipe.secagg import rounds as sa
 from fedpipe.secagg.client_state import ClientState
 
 KINDS = ("ping", "advertise", "share_keys", "train", "confirm", "unmask")
-TRANSPORT_ONLY = ("ping",)  # an echo of its payload: checks the path, touches no data
+# The kinds that need neither the data nor a model (an echo, the SecAgg protocol steps):
+# the agent answers them itself, without its worker, even while the worker trains.
+NO_DATA = ("ping", "advertise", "share_keys", "confirm", "unmask")
 _ANSWERS = {"share_keys": "key_shares", "confirm": "confirmation", "unmask": "response"}
 
 
@@ -113,7 +116,7 @@ def run(
     if kind == "train":
         return _train(ctx, config, meta, files)
     cohort = Cohort(**meta["cohort"])
-    session = sa.session_for(config, cohort, int(meta["model_size"]))
+    session = _session(meta["config"], json.dumps(meta["cohort"]), int(meta["model_size"]))
     runtime = ctx.runtime(config)
     if kind == "advertise":
         ad = runtime.advertise_one(session, ctx.client_id)
@@ -199,6 +202,13 @@ def _config(config_json: str) -> run_config.RunConfig:
     """A run's config, parsed once per worker: every task of a run carries the same text,
     and parsing it (type hints evaluated per section) costs more than a protocol step."""
     return run_config.from_json(config_json)
+
+
+@functools.lru_cache(maxsize=2)
+def _session(config_json: str, cohort_json: str, model_size: int) -> secagg.Session:
+    """A round's session, derived once for the round's protocol steps (its neighbour
+    graph costs milliseconds)."""
+    return sa.session_for(_config(config_json), Cohort(**json.loads(cohort_json)), model_size)
 
 
 @functools.lru_cache(maxsize=2)

@@ -80,7 +80,7 @@ def coordinator(
     from fedpipe.agents import coordinator as service
 
     _log_to("coordinator", state_dir, "coordinator.log")
-    server, _, bound = service.serve(
+    server, coordinator, bound = service.serve(
         port,
         cert,
         key,
@@ -96,6 +96,7 @@ def coordinator(
     click.echo(f"coordinator ready on {host}:{bound}", err=True)
     stop.wait()
     server.stop(grace=2).wait()
+    coordinator.close()
 
 
 @click.command()

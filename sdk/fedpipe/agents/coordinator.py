@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -36,6 +37,7 @@ log = logging.getLogger("fedpipe.coordinator")
 ORCHESTRATOR = "orchestrator"
 MAX_POLL_S = 30.0
 EXPIRED_KEPT = 10_000
+LOG_LINES_KEPT = 100_000  # lines of the sequence log before it is compacted
 
 
 @dataclasses.dataclass
@@ -85,7 +87,10 @@ class Coordinator(pb_grpc.CoordinatorServicer):
         self._queues: dict[int, queue.Queue[PendingTask]] = {}
         self._pending: dict[str, PendingTask] = {}
         self._expired: dict[str, int] = {}  # recent finished task ids -> their client
-        self._state_file = Path(state_dir) / "agents.json" if state_dir else None
+        self._state_file = Path(state_dir) / "sequences.log" if state_dir else None
+        self._state_lock = threading.Lock()  # one log write at a time
+        self._log: int | None = None  # the log's descriptor, open for appending
+        self._log_lines = 0
         self._load_state()
 
     # -- who is calling -------------------------------------------------------------
@@ -137,8 +142,8 @@ class Coordinator(pb_grpc.CoordinatorServicer):
             horizon = time.time() - self.clock_window_s
             record.seen = {q: t for q, t in record.seen.items() if t >= horizon}
             record.seen[envelope.sequence] = envelope.sent_at
-            self._save_state()
-            return record
+        self._save_state(caller, envelope.sequence)
+        return record
 
     def _orchestrator_call(self, context: grpc.ServicerContext) -> None:
         if self._caller(context) != ORCHESTRATOR:
@@ -327,19 +332,51 @@ class Coordinator(pb_grpc.CoordinatorServicer):
             with self._lock:
                 self._agents.setdefault(caller, AgentRecord(caller)).refused += 1
 
-    def _save_state(self) -> None:
-        """Persist the highest sequence seen per agent, so a restarted coordinator still
-        rejects replays (called with the lock held)."""
+    def _save_state(self, client_id: int, sequence: int) -> None:
+        """Persist an accepted sequence number before the call that carried it goes on, so
+        a restarted coordinator still rejects replays: one line appended to a log and
+        synced (rewriting a whole state file per message cost a disk flush of milliseconds
+        and most of the coordinator's CPU), the log compacted now and then."""
         if self._state_file is None:
             return
-        state = {str(c): max([r.floor, *r.seen]) for c, r in self._agents.items()}
-        atomic_write(self._state_file, json.dumps(state).encode())
+        with self._state_lock:
+            if self._log is None or self._log_lines >= LOG_LINES_KEPT:
+                self._compact_log()
+            assert self._log is not None
+            os.write(self._log, f"{client_id} {sequence}\n".encode())
+            os.fdatasync(self._log)
+            self._log_lines += 1
+
+    def _compact_log(self) -> None:
+        """Rewrite the log as each agent's highest sequence (atomically: a coordinator
+        killed meanwhile keeps the old log) and reopen it for appending."""
+        assert self._state_file is not None
+        with self._lock:
+            floors = {c: max([r.floor, *r.seen]) for c, r in self._agents.items()}
+        atomic_write(self._state_file, "".join(f"{c} {q}\n" for c, q in floors.items()).encode())
+        if self._log is not None:
+            os.close(self._log)
+        self._log = os.open(self._state_file, os.O_WRONLY | os.O_APPEND)
+        self._log_lines = len(floors)
 
     def _load_state(self) -> None:
+        """Each agent's floor: the highest sequence in the log. A line torn by a crash
+        mid-append is skipped: its call had not gone on."""
         if self._state_file is None or not self._state_file.exists():
             return
-        for client, sequence in json.loads(self._state_file.read_text()).items():
-            self._agents[int(client)] = AgentRecord(int(client), floor=int(sequence))
+        for line in self._state_file.read_text().splitlines():
+            fields = line.split()
+            if len(fields) != 2 or not all(f.isdigit() for f in fields):
+                continue
+            client, sequence = int(fields[0]), int(fields[1])
+            record = self._agents.setdefault(client, AgentRecord(client))
+            record.floor = max(record.floor, sequence)
+
+    def close(self) -> None:
+        with self._state_lock:
+            if self._log is not None:
+                os.close(self._log)
+                self._log = None
 
 
 class _refusals:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -62,11 +63,7 @@ def certified_key(
     ValueError saying why when the certificate does not certify one."""
     if not certificate_pem:
         raise ValueError("no certificate came with it")
-    cert = x509.load_pem_x509_certificate(certificate_pem)
-    try:
-        cert.verify_directly_issued_by(authority)
-    except (ValueError, TypeError, InvalidSignature) as e:
-        raise ValueError("its certificate was not issued by the federation CA") from e
+    cert = _issued_by(certificate_pem, authority)
     now = now or datetime.datetime.now(datetime.UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise ValueError("its certificate is expired or not yet valid")
@@ -82,6 +79,18 @@ def certified_key(
     if len(extension.value) != 32:
         raise ValueError("its certificate's signing key is not an Ed25519 key")
     return extension.value
+
+
+@functools.lru_cache(maxsize=1024)
+def _issued_by(certificate_pem: bytes, authority: x509.Certificate) -> x509.Certificate:
+    """The certificate, once its CA signature checked out (kept: every protocol step of
+    every round checks the same cohort's certificates again; a failed check is not kept)."""
+    cert = x509.load_pem_x509_certificate(certificate_pem)
+    try:
+        cert.verify_directly_issued_by(authority)
+    except (ValueError, TypeError, InvalidSignature) as e:
+        raise ValueError("its certificate was not issued by the federation CA") from e
+    return cert
 
 
 class CertifiedDirectory(Mapping[int, bytes]):

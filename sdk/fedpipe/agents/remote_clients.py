@@ -15,9 +15,12 @@ as a simulated client would.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import functools
 import json
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -127,6 +130,7 @@ class RemoteClients:
                 ),
                 "result",
             )
+            files = transport.unpack(answer) if result is not None and result.ok else {}
         except (grpc.RpcError, transport.PayloadError) as e:
             error = f"{e.code().name}: {e.details()}" if isinstance(e, grpc.RpcError) else str(e)
             return Reply(
@@ -140,7 +144,7 @@ class RemoteClients:
             result.ok,
             result.error,
             json.loads(result.meta_json or b"{}"),
-            transport.unpack(answer) if result.ok else {},
+            files,
             seconds,
             len(payload),
             len(answer),
@@ -188,13 +192,11 @@ class AgentClients:
     ) -> list[Reply]:
         if not clients:
             return []
-        with RemoteClients.for_config(self.config) as remote:
-            return remote.dispatch_all(clients, kind, meta, files)
+        return _connection(self.config).dispatch_all(clients, kind, meta, files)
 
     def online(self, client_ids: Sequence[int]) -> list[int]:
         """The agents that heartbeat now, among client_ids."""
-        with RemoteClients.for_config(self.config) as remote:
-            online = set(remote.online())
+        online = set(_connection(self.config).online())
         return [c for c in client_ids if c in online]
 
     def _ask(
@@ -272,9 +274,39 @@ class AgentClients:
         return updates
 
 
+_connections: dict[Settings, RemoteClients] = {}
+_connections_lock = threading.Lock()
+
+
+def _connection(config: RunConfig) -> RemoteClients:
+    """This process's connection to the run's coordinator, opened on first use and kept
+    for the run's later steps (a TLS handshake per step cost more than a protocol step's
+    messages); closed when the process exits."""
+    s = settings(config)
+    with _connections_lock:
+        if s not in _connections:
+            if not _connections:
+                atexit.register(_close_connections)
+            _connections[s] = RemoteClients(s.address, s.tls_dir, s.task_timeout_s)
+        return _connections[s]
+
+
+def _close_connections() -> None:
+    with _connections_lock:
+        for remote in _connections.values():
+            remote.close()
+        _connections.clear()
+
+
+@functools.lru_cache(maxsize=4)
+def _config_json(config: RunConfig) -> str:
+    """Every task of a run carries the run's config: serialised once per process."""
+    return config.to_json()
+
+
 def _task_meta(config: RunConfig, cohort: Cohort) -> dict[str, Any]:
     return {
-        "config": config.to_json(),
+        "config": _config_json(config),
         "round_key": f"{cohort.started_at}/{cohort.round_number}",
         "cohort": dataclasses.asdict(cohort),
     }
