@@ -252,7 +252,8 @@ def main() -> None:
                 f"target (n=100, 1M, 10% dropout, SecAgg+: server <= {TARGET_RATIO:g}x plain "
                 f"sum): server {r['server_vs_plain']}x -> {'met' if verdict else 'NOT met'}; "
                 f"removing its {r['masks']} masks alone takes {r['floor_vs_plain']}x the plain "
-                f"sum on {_cores()} cores at the measured rate (server {r['server_vs_floor']}x that)"
+                f"sum on {_cores()} cores at the measured rate "
+                f"(server {r['server_vs_floor']}x that)"
             )
     for r in rows:
         if r["outcome"] == "exact" and r["dropout"] == TARGET["dropout"]:

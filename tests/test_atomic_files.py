@@ -23,9 +23,14 @@ while True:
 
 def test_a_writer_killed_at_any_moment_leaves_the_old_or_the_new_content(tmp_path):
     path = tmp_path / "sequence"
-    for _ in range(5):
+    for kill_after in (0.05, 0.1, 0.2, 0.3, 0.5):
+        started = path.stat().st_mtime_ns if path.exists() else 0
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
-        time.sleep(0.5)
+        deadline = time.monotonic() + 60  # the writer's start, however busy the machine
+        while (path.stat().st_mtime_ns if path.exists() else 0) == started:
+            assert time.monotonic() < deadline and writer.poll() is None, "the writer never wrote"
+            time.sleep(0.01)
+        time.sleep(kill_after)  # now it is rewriting the file in a loop
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
         text = path.read_text()
