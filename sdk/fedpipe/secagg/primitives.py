@@ -25,8 +25,10 @@ KEY_BYTES = 32
 _PRG_KEY_BYTES = 16  # AES-128: the first half of a 32-byte seed
 _PRG_BLOCK = 16
 # A slice of the sum and one mask's keystream for it stay in cache while every mask is
-# applied: memory traffic is the sum once, not once per mask.
-_CHUNK_BYTES = 1 << 17
+# applied: memory traffic is the sum once, not once per mask. 512 KiB each fills half of
+# a 1 MiB L2 cache; with two threads it removed 218 masks of 1M words at 8.3-8.6 GB/s
+# against 5.8-7.1 GB/s with 128 KiB (fewer calls, so fewer GIL handovers per byte).
+_CHUNK_BYTES = 1 << 19
 
 __all__ = [
     "InvalidSignature",
