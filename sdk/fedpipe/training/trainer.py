@@ -33,8 +33,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # thread a client's update is the same bits wherever it trains (a simulation thread, a
 # pod, an agent), and the cores are used by training clients side by side (the
 # simulation's shard threads, the agents). Read when TensorFlow creates its runtime, at
-# the first op: override it in the environment before then.
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+# the first op: override it in the environment before then (empty counts as unset, as
+# it does for TensorFlow).
+if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
+    os.environ["TF_NUM_INTRAOP_THREADS"] = "1"
 
 
 @dataclasses.dataclass(frozen=True)
