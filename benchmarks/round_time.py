@@ -463,13 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simulate: {args.rounds} rounds of {CONFIG_PATH.name}", flush=True)
         simulation = time_simulation(config, work)
         print("compute floor: one epoch over all training examples", flush=True)
+        in_process = time_floor(config, args.rounds)
+        threads = int(os.environ["TF_NUM_INTRAOP_THREADS"])  # as the trainer set it
         cores = len(os.sched_getaffinity(0))  # TensorFlow's default: one thread per core
-        floors = Floor(
-            {
-                1: time_floor(config, args.rounds),
-                cores: time_floor_with_threads(args, cores),
-            }
-        )
+        floors = Floor({threads: in_process, cores: time_floor_with_threads(args, cores)})
         plain = None
         if not args.skip_plain:
             print(f"plain Keras FedAvg: {args.rounds} rounds", flush=True)
