@@ -134,14 +134,25 @@ class TaskLogs:
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[TaskLogs]:
-        from kfp.local import subprocess_task_handler
+        """Inside, kfp.local's tasks run through `run`. kfp.local also indents its prints
+        per task by swapping builtins.print, from the ParallelFor's threads and without a
+        lock: their exits interleave and leave wrappers behind, each of which doubles the
+        calls of every later print (a test process that had run many pipelines spent a
+        minute per task printing). The task output goes to log files here, so there is
+        nothing to indent: the swap is off inside, and print is restored on the way out."""
+        import builtins
 
-        original = subprocess_task_handler.run_local_subprocess
+        from kfp.local import logging_utils, subprocess_task_handler
+
+        original = subprocess_task_handler.run_local_subprocess, logging_utils.indented_print
+        printer = builtins.print
         subprocess_task_handler.run_local_subprocess = self.run
+        logging_utils.indented_print = contextlib.nullcontext
         try:
             yield self
         finally:
-            subprocess_task_handler.run_local_subprocess = original
+            subprocess_task_handler.run_local_subprocess, logging_utils.indented_print = original
+            builtins.print = printer
 
     def failed_names(self) -> list[str]:
         """Tasks whose last attempt failed, in the order they failed."""
