@@ -120,6 +120,22 @@ def test_a_deflate_bomb_is_not_inflated_beyond_its_declared_size(tmp_path):
         load_shard(honest)
 
 
+def test_a_flipped_byte_in_a_stored_member_is_caught_by_its_crc(tmp_path):
+    """save_bundle stores members uncompressed, and load_bundle reads them straight from
+    the file, not through zipfile's reader: the member's CRC-32 is still checked."""
+    good = tmp_path / "good.npz"
+    save_shard(good, 1, 0, [_good(0)])
+    raw = bytearray(good.read_bytes())
+    at = raw.index(np.full(8, 0.1, np.float32).tobytes())  # client 0's vector
+    raw[at + 3] ^= 0x01
+    flipped = tmp_path / "flipped.npz"
+    flipped.write_bytes(bytes(raw))
+    with pytest.raises(ShardUnreadable, match="CRC-32"):
+        load_shard(flipped)
+    (update,) = load_shard(good)
+    update.vector[0] = 1.0  # arrays are the reader's own, writable, like np.load's
+
+
 def _assert_only_valid_updates_pass(paths) -> None:
     kept, rejections = _collect(COHORT, paths)  # never raises
     rnd = RoundContext(1, COHORT, {}, {}, SPEC, secure=False)

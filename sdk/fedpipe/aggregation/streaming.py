@@ -112,10 +112,12 @@ def _agreements(
     """The cosine of each accepted update with the aggregate, from the held updates or, for
     a large cohort, a second pass over the shards (the first update of each accepted client
     being the one that was summed)."""
+    delta_norm = vector_math.l2_norm(delta)
     if held is not None:
-        return {c: vector_math.cosine(v, delta, norms[c]) for c, v in held.items()}
+        return {c: vector_math.cosine(v, delta, norms[c], delta_norm) for c, v in held.items()}
     out: dict[int, float] = {}
     for u in _updates(update_paths, []):
         if u.client_id in accepted and u.client_id not in out:
-            out[u.client_id] = vector_math.cosine(u.vector, delta, norms[u.client_id])
+            norm = norms[u.client_id]
+            out[u.client_id] = vector_math.cosine(u.vector, delta, norm, delta_norm)
     return out

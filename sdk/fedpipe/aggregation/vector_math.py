@@ -37,7 +37,10 @@ def l2_norm(vector: np.ndarray) -> float:
     return math.sqrt(dot(vector, vector))
 
 
-def cosine(a: np.ndarray, b: np.ndarray, norm_a: float | None = None) -> float:
-    """Agreement of two vectors (0 when either is zero); `norm_a` if already known."""
-    norms = (l2_norm(a) if norm_a is None else norm_a) * l2_norm(b)
+def cosine(
+    a: np.ndarray, b: np.ndarray, norm_a: float | None = None, norm_b: float | None = None
+) -> float:
+    """Agreement of two vectors (0 when either is zero); norms passed are those already
+    known (each is a pass over the vector)."""
+    norms = (l2_norm(a) if norm_a is None else norm_a) * (l2_norm(b) if norm_b is None else norm_b)
     return dot(a, b) / norms if norms > 0 else 0.0

@@ -7,6 +7,7 @@ the chain's server parts that need individual updates are refused by its builder
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,17 +117,7 @@ def aggregate(
     if secure:
         metrics.update(secure.report.metrics())
     if not chain.streams:
-        stats = [
-            ClientStats(
-                u.client_id,
-                u.num_examples,
-                u.train_loss,
-                u.duration_s,
-                float("nan") if secure else vector_math.l2_norm(u.vector),
-                None if secure else vector_math.cosine(u.vector, delta),
-            )
-            for u in accepted
-        ]
+        stats = _client_stats(accepted, delta, secure is not None)
     outcome = AggregationOutcome(
         round_number=cohort.round_number,
         cohort=cohort.clients,
@@ -156,6 +147,27 @@ def aggregate(
                 flush=True,
             )
     return outcome
+
+
+def _client_stats(
+    accepted: list[ClientUpdate], delta: np.ndarray, secure: bool
+) -> list[ClientStats]:
+    """Each accepted update's figures; under secure aggregation the server never holds an
+    update, so no norm or agreement."""
+    if secure:
+        return [
+            ClientStats(u.client_id, u.num_examples, u.train_loss, u.duration_s, math.nan, None)
+            for u in accepted
+        ]
+    delta_norm = vector_math.l2_norm(delta)
+    stats = []
+    for u in accepted:
+        norm = vector_math.l2_norm(u.vector)
+        agreement = vector_math.cosine(u.vector, delta, norm, delta_norm)
+        stats.append(
+            ClientStats(u.client_id, u.num_examples, u.train_loss, u.duration_s, norm, agreement)
+        )
+    return stats
 
 
 def _quorum(config: RunConfig, sampled: int) -> int:
