@@ -134,6 +134,10 @@ def test_a_flipped_byte_in_a_stored_member_is_caught_by_its_crc(tmp_path):
         load_shard(flipped)
     (update,) = load_shard(good)
     update.vector[0] = 1.0  # arrays are the reader's own, writable, like np.load's
+    big = tmp_path / "big.npz"
+    wire.save_bundle(big, {"w": np.zeros(100_000, np.float32)}, {})
+    with pytest.raises(wire.BundleUnreadable, match="w.npy: 400128 bytes stored, over the"):
+        wire.load_bundle(big, max_bytes=1000)  # refused before its data is read
 
 
 def _assert_only_valid_updates_pass(paths) -> None:

@@ -107,9 +107,11 @@ def load_bundle(
     path: str | Path, max_bytes: int = MAX_BUNDLE_BYTES
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a bundle written by save_bundle, trusting nothing in it: each member's .npy
-    header (dtype, shape) is checked before its data is read, object dtypes (pickles) are
-    refused, and at most `max_bytes` are inflated in all (read through a bounded stream,
-    so a deflate bomb stops at the declared size). Any problem raises BundleUnreadable."""
+    header (dtype, shape) is checked against the budget before its data is used, object
+    dtypes (pickles) are refused, and at most `max_bytes` are read in all. Stored members
+    (what save_bundle writes) are read whole only when their stored size fits the budget;
+    compressed ones through a bounded stream, so a deflate bomb stops at its declared
+    size. Any problem raises BundleUnreadable."""
     try:
         with open(path, "rb") as file, zipfile.ZipFile(file) as archive:
             members = archive.infolist()
