@@ -120,9 +120,10 @@ def test_a_deflate_bomb_is_not_inflated_beyond_its_declared_size(tmp_path):
         load_shard(honest)
 
 
-def test_a_flipped_byte_in_a_stored_member_is_caught_by_its_crc(tmp_path):
+def test_stored_members_read_straight_from_the_file_are_still_checked_and_bounded(tmp_path):
     """save_bundle stores members uncompressed, and load_bundle reads them straight from
-    the file, not through zipfile's reader: the member's CRC-32 is still checked."""
+    the file, not through zipfile's reader: a flipped byte still fails the member's
+    CRC-32, and a member larger than the budget is refused before it is read."""
     good = tmp_path / "good.npz"
     save_shard(good, 1, 0, [_good(0)])
     raw = bytearray(good.read_bytes())
