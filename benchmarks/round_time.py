@@ -15,8 +15,9 @@ in every round):
   plain     a single-process Keras FedAvg loop written here (model.fit per client)
   kfp       the same pipeline through kfp.local, to price one pipeline task
 
-The first round of each loop includes building the model and tracing its steps; medians
-over rounds are robust to that one-off warm-up, which is reported separately.
+The first round of each loop includes building the model and tracing its steps (for
+simulate, the second shard thread's model: the floor measured first built the first);
+medians over rounds are robust to that one-off warm-up, which is reported separately.
 
     .venv/bin/python benchmarks/round_time.py [--rounds 8] [--skip-kfp] [--data-dir DIR]
 """
