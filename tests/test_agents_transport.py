@@ -239,3 +239,15 @@ def test_a_payload_is_its_named_files_and_anything_else_is_refused():
     for malformed in (payload[:-1], payload + b"x", b"\x00\x00", b"\x00\x00\x00\x02{}", repeated):
         with pytest.raises(transport.PayloadError):
             transport.unpack(malformed)
+
+
+def test_a_coordinator_dies_with_the_thread_that_started_it(tmp_path):
+    """LocalFederation's processes set their parent-death signal themselves once they run
+    (a preexec_fn would make subprocess fork, running gRPC's fork handlers): when the
+    thread that started a coordinator ends, the coordinator is killed."""
+    fed = LocalFederation(tmp_path / "federation", 1)
+    starter = threading.Thread(target=fed.start_coordinator)
+    starter.start()
+    starter.join()  # it returned once the coordinator listened; the thread is gone
+    assert fed.coordinator is not None
+    assert fed.coordinator.wait(timeout=30) == -9  # SIGKILL

@@ -232,9 +232,7 @@ def _worker_init(
     from fedpipe.agents.local import die_with_parent
 
     global _context
-    die_with_parent()  # a killed agent takes its worker with it
-    if os.getppid() != agent_pid:  # it died while this worker started, before the signal
-        os._exit(1)
+    die_with_parent(agent_pid)  # a killed agent takes its worker with it
     x, y = data_folder.load(data_uri, state_dir)
     _context = client_tasks.AgentContext(client_id, x, y, Path(state_dir), credentials)
 

@@ -78,7 +78,9 @@ def coordinator(
 ) -> None:
     """Run the coordinator over mutual TLS until SIGTERM/SIGINT."""
     from fedpipe.agents import coordinator as service
+    from fedpipe.agents import local
 
+    local.die_with_launcher()
     _log_to("coordinator", state_dir, "coordinator.log")
     server, coordinator, bound = service.serve(
         port,
@@ -117,7 +119,9 @@ def coordinator(
 def agent(data: str, address: str, cert: str, key: str, ca: str, state_dir: str | None) -> None:
     """Run a client agent next to its data: dial out, register, answer round tasks."""
     from fedpipe.agents import agent as agent_module
+    from fedpipe.agents import local
 
+    local.die_with_launcher()
     _log_to("agent", state_dir, "agent.log")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     agent_module.run(data, address, cert, key, ca, state_dir)

@@ -19,14 +19,30 @@ from fedpipe.agents import provisioning, remote_clients
 
 _CLI = ["-c", "from fedpipe.cli import main; main()"]
 _PR_SET_PDEATHSIG = 1
+# Set by LocalFederation for the coordinator and agents it starts: the pid they die with.
+PARENT_PID_ENV = "FEDPIPE_DIE_WITH_PARENT"
 
 
-def die_with_parent() -> None:
-    """In the child, before exec: be killed when the thread that started it ends (Linux's
-    parent-death signal follows the thread), so an interrupted test or demo leaves no
-    coordinator or agent behind (Linux only)."""
+def die_with_parent(parent_pid: int) -> None:
+    """Be killed when the thread that started this process ends (Linux's parent-death
+    signal), so an interrupted test or demo leaves no coordinator, agent or worker
+    behind; exit now if `parent_pid` has already ended (Linux only).
+
+    Called by the child itself once it runs, not as a `preexec_fn`: one makes subprocess
+    fork rather than spawn, which runs gRPC's fork handlers in a parent that uses gRPC,
+    and those can leave the child hung before its exec (its poller's epoll fd closed
+    under it, grpc/grpc#43157; an agent of test_agents_storage never started so)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def die_with_launcher() -> None:
+    """die_with_parent for a process LocalFederation started (none otherwise)."""
+    parent = os.environ.pop(PARENT_PID_ENV, None)
+    if parent:
+        die_with_parent(int(parent))
 
 
 class LocalFederation:
@@ -50,14 +66,15 @@ class LocalFederation:
     def _spawn(
         self, args: list[str], log: Path, env: dict[str, str] | None = None
     ) -> subprocess.Popen:
-        env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **(env or {}),
+            "PYTHONUNBUFFERED": "1",
+            PARENT_PID_ENV: str(os.getpid()),
+        }
         with open(log, "ab") as out:
             return subprocess.Popen(
-                [sys.executable, *_CLI, *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=die_with_parent,
+                [sys.executable, *_CLI, *args], stdout=out, stderr=subprocess.STDOUT, env=env
             )
 
     @property
