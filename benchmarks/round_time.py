@@ -25,7 +25,6 @@ medians over rounds are robust to that one-off warm-up, which is reported separa
 from __future__ import annotations
 
 import argparse
-import builtins
 import contextlib
 import dataclasses
 import functools
@@ -308,14 +307,8 @@ def time_pipeline(config: RunConfig, workdir: Path) -> PipelineTiming:
     from fedpipe.simulation.runner import simulate
 
     pipeline_root = workdir / "pipeline_root"
-    original_print = builtins.print
     started = time.perf_counter()
-    try:
-        run_pipeline(config, pipeline_root)
-    finally:
-        # kfp.local indents print() around each task by swapping builtins.print; parallel
-        # ParallelFor tasks race on the swap and can leave it indented after the run.
-        builtins.print = original_print
+    run_pipeline(config, pipeline_root)  # TaskLogs.capture keeps kfp.local's print swap off
     kfp_seconds = time.perf_counter() - started
     tasks = len(list(pipeline_root.rglob("executor_output.json")))
 
