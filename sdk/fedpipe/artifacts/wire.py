@@ -180,8 +180,9 @@ def _stored_member(file: BinaryIO, info: zipfile.ZipInfo, budget: int) -> _Membe
 
 
 def _read_npy(stream: Any, name: str, budget: int) -> np.ndarray:
-    """One .npy member, header first: its declared size must fit the budget before a
-    byte of data is read, and the member must hold exactly that many bytes."""
+    """One .npy member, header first: its declared size must fit the budget before its
+    data is read from the stream (a stored member's bytes are already in memory, bounded
+    by _stored_member), and the member must hold exactly that many bytes."""
     version = np.lib.format.read_magic(stream)
     if version == (1, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
