@@ -28,6 +28,7 @@ import numpy as np
 
 from fedpipe.secagg import FixedPoint, Session, ThresholdNotMet, graph, primitives
 from fedpipe.secagg.in_process import run_round
+from fedpipe.secagg.quantization import TRAILING_WORDS
 
 TARGET = {"clients": 100, "params": 1_000_000, "dropout": 0.1, "mode": "secagg+"}
 TARGET_RATIO = 5.0  # server seconds / plain-sum seconds at TARGET
@@ -98,7 +99,7 @@ def one_setting(
         k = k or graph.default_neighbours(clients)
         neighbours = graph.random_regular(ids, k, seed, 1)
     encoding = FixedPoint(1.0, 20, 4096, clients)
-    session = Session(1, neighbours, threshold, encoding, params + 1)
+    session = Session(1, neighbours, threshold, encoding, params + TRAILING_WORDS)
     rng = np.random.default_rng([seed, clients, params])
     update = rng.normal(0, 0.1, params).astype(np.float32)  # one update, shifted per client
     encoded_one = encoding.encode(update, 100)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedpipe.secagg.quantization import TRAILING_WORDS
+
 MIN_MATCH = 16  # non-zero coordinates that must agree
 WINDOW = 8  # coordinates per byte pattern
 PATTERNS = 4  # byte patterns per needle, from different parts of the vector
@@ -67,12 +69,13 @@ def needles_of(label: str, delta: np.ndarray, words: np.ndarray, scale: float) -
     """The forms of one client's update: its float32 delta; the words it would have masked
     (as stored, and read as signed integers); and those words decoded back to floats."""
     signed = words.view(np.int32 if words.dtype == np.uint32 else np.int64)
+    coordinates = signed[:-TRAILING_WORDS]
     return [
         Needle(f"{label} delta", np.asarray(delta, np.float32), rtol=1e-3, atol=1e-7),
         Needle(f"{label} fixed-point words", words, rtol=0.0, atol=1.0),
         Needle(f"{label} fixed-point words (signed)", signed, rtol=0.0, atol=1.0),
         Needle(
-            f"{label} weighted delta", signed[:-1].astype(np.float64) / scale, rtol=1e-3, atol=1e-7
+            f"{label} weighted delta", coordinates.astype(np.float64) / scale, rtol=1e-3, atol=1e-7
         ),
     ]
 

@@ -26,6 +26,7 @@ from fedpipe.aggregation.layer import ClientContext
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.artifacts.round_plan import RoundPlan
 from fedpipe.artifacts.updates import ClientUpdate
+from fedpipe.ops import tracking
 from fedpipe.secagg import rounds as sa
 from fedpipe.simulation.runner import simulate
 from tests import leak_scan
@@ -157,6 +158,10 @@ def test_nothing_the_coordinator_pipeline_or_mlflow_stored_holds_an_update(
     assert result.accuracy[-1] > result.accuracy[0]
     assert result.registration is not None
     assert not [p for p in _opened if p.startswith(str(owners))]
+    # A client's loss rides in its masked vector: MLflow has the cohort's mean, no client's.
+    logged = tracking.client(config).get_run(result.mlflow_run_id).data.metrics
+    assert "train_loss" in logged
+    assert not [k for k in logged if k.startswith("per_client/train_loss/")]
 
     updates = _true_updates(config, run, owners)
     needles = []

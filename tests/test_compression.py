@@ -9,7 +9,7 @@ import pytest
 
 from fedpipe import config, preflight
 from fedpipe.aggregation import compression
-from fedpipe.secagg.quantization import FixedPoint
+from fedpipe.secagg.quantization import TRAILING_WORDS, FixedPoint
 
 
 def _delta(size: int = 1000, seed: int = 0) -> np.ndarray:
@@ -103,7 +103,8 @@ def test_secure_sum_of_packed_stochastic_fixed_point_words() -> None:
     deltas = [rng.normal(0, 0.01, 200) for _ in range(4)]
     weights = [10, 20, 30, 40]
     modulus = 2**32
-    masks = [rng.integers(0, modulus, 201, dtype=np.uint64) for _ in range(3)]
+    words = 200 + TRAILING_WORDS  # the coordinates, the loss (here 0), the weight
+    masks = [rng.integers(0, modulus, words, dtype=np.uint64) for _ in range(3)]
     masks.append((-np.sum(masks, axis=0)) % modulus)  # the pairwise masks' cancellation
     means = []
     for _ in range(200):
@@ -115,8 +116,8 @@ def test_secure_sum_of_packed_stochastic_fixed_point_words() -> None:
             )
             for d, w, m in zip(deltas, weights, masks, strict=True)
         ]
-        assert len(payloads[0]) == -(-201 * encoding.bits // 8)
-        mean, total = encoding.decode_mean(compression.sum_packed(payloads, encoding, 201))
+        assert len(payloads[0]) == -(-words * encoding.bits // 8)
+        mean, total = encoding.decode_mean(compression.sum_packed(payloads, encoding, words))
         assert total == sum(weights)
         means.append(mean)
     exact = sum(w * d for w, d in zip(weights, deltas, strict=True)) / sum(weights)

@@ -24,6 +24,7 @@ from fedpipe.secagg import (
     shamir,
 )
 from fedpipe.secagg.in_process import run_round
+from fedpipe.secagg.quantization import LOSS_RANGE, TRAILING_WORDS
 
 
 def entropy(client: int) -> bytes:
@@ -33,12 +34,12 @@ def entropy(client: int) -> bytes:
 def make_session(n: int, k: int | None = None, size: int = 500, threshold: float = 0.6) -> Session:
     clients = list(range(n))
     neighbours = graph.complete(clients) if k is None else graph.random_regular(clients, k, 7, 1)
-    return Session(1, neighbours, threshold, FixedPoint(1.0, 20, 4096, n), size + 1)
+    return Session(1, neighbours, threshold, FixedPoint(1.0, 20, 4096, n), size + TRAILING_WORDS)
 
 
 def encoded_updates(session: Session, seed: int = 0) -> dict[int, np.ndarray]:
     rng = np.random.default_rng(seed)
-    size = session.vector_length - 1
+    size = session.vector_length - TRAILING_WORDS
     return {
         c: session.encoding.encode(rng.normal(0, 0.5, size), int(rng.integers(1, 400)))
         for c in session.clients
@@ -89,6 +90,23 @@ def test_fixed_point_gives_the_weighted_mean_and_the_cohort_sum_cannot_wrap():
     assert np.allclose(enc.decode_mean(extreme)[0], 2.0)
 
 
+def test_the_sum_gives_the_weighted_mean_loss_and_no_client_sends_its_own():
+    enc = FixedPoint(clip=0.5, fractional_bits=20, max_examples=4096, cohort_size=8)
+    rng = np.random.default_rng(2)
+    losses = [0.1, 0.7, 2.3, 0.05, 1.2, 40.0, float("nan"), 0.9]  # two past LOSS_RANGE
+    counts = [int(c) for c in rng.integers(50, 900, len(losses))]
+    deltas = rng.normal(0, 0.1, (len(losses), 20))
+    words = [enc.encode(d, n, loss=x) for d, n, x in zip(deltas, counts, losses, strict=True)]
+    counted = [min(x, LOSS_RANGE) if np.isfinite(x) else LOSS_RANGE for x in losses]
+    expected = np.dot(counted, counts) / sum(counts)
+    assert enc.decode_loss(sum(words)) == pytest.approx(expected, abs=1e-3)
+    assert enc.bits == FixedPoint(0.5, 20, 4096, 8).bits  # no wider words for it
+    # Under DP the loss stays home: the word is 0 and the server reports none.
+    quiet = FixedPoint(0.5, 20, 4096, 8, carries_loss=False)
+    assert quiet.encode(np.zeros(20), 100, loss=0.7)[-2] == 0
+    assert quiet.decode_loss(quiet.encode(np.zeros(20), 100, loss=0.7)) is None
+
+
 @pytest.mark.parametrize("k", [None, 6], ids=["secagg", "secagg+"])
 def test_dropouts_after_key_sharing_are_recovered_up_to_n_minus_t(k):
     session = make_session(10, k)
@@ -124,7 +142,8 @@ def test_a_masked_vector_looks_uniform_and_carries_no_trace_of_the_update():
         assert stats.chisquare(np.bincount(observed, minlength=256)).pvalue > 1e-3
     # The same test sees the unmasked update at once: it is (almost) all zeros.
     assert stats.chisquare(np.bincount(encoded[2] & 0xFF, minlength=256)).pvalue < 1e-100
-    assert abs(stats.pearsonr(masked[:-1].astype(float), np.arange(20_000)).statistic) < 0.05
+    coordinates = masked[:-TRAILING_WORDS].astype(float)
+    assert abs(stats.pearsonr(coordinates, np.arange(20_000)).statistic) < 0.05
 
 
 def test_a_tampered_share_ciphertext_is_rejected():

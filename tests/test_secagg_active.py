@@ -25,12 +25,14 @@ from fedpipe.secagg import (
 )
 from fedpipe.secagg.client import nonce_of
 from fedpipe.secagg.client_state import ClientState, PublicKeyDirectory
+from fedpipe.secagg.quantization import TRAILING_WORDS
 
 N = 6  # t = ceil(0.6 * 6) = 4 holders per secret (every client holds every secret)
 
 
 def _session() -> Session:
-    return Session(1, graph.complete(list(range(N))), 0.6, FixedPoint(1.0, 20, 4096, N), 11)
+    encoding = FixedPoint(1.0, 20, 4096, N)
+    return Session(1, graph.complete(list(range(N))), 0.6, encoding, 10 + TRAILING_WORDS)
 
 
 def _client(root, session: Session, c: int, *, fresh: bool = False) -> SecAggClient:

@@ -10,6 +10,7 @@ from fedpipe.aggregation.outcome import AggregationOutcome
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.artifacts.updates import load_shard
 from fedpipe.ops import tracking
+from fedpipe.secagg.quantization import TRAILING_WORDS
 from fedpipe.simulation.runner import simulate
 
 
@@ -33,10 +34,24 @@ def test_secure_rounds_learn_like_plain_ones_and_the_server_sees_only_masked_inp
     for u in load_shard(tmp_path / "secure/round_001/updates_0.npz"):
         assert u.encoding == "secagg" and u.num_examples == 0 and u.vector.dtype == np.uint32
         delta = plain_updates[u.client_id].vector
-        assert abs(np.corrcoef(u.vector[:-1].astype(float), delta)[0, 1]) < 0.1
+        assert abs(np.corrcoef(u.vector[:-TRAILING_WORDS].astype(float), delta)[0, 1]) < 0.1
+        assert u.train_loss == 0.0  # its loss is inside the masked vector too
     outcome = AggregationOutcome.load(tmp_path / "secure/round_002/outcome.json")
     assert outcome.metrics["secagg/survivors"] == 6
     assert "| secagg/survivors | 6 |" in outcome.to_markdown()
+    # The server learns the cohort's mean loss, unmasked with the sum, and no client's.
+    mlflow = tracking.client(two_rounds)
+    plain_run, secure_run = (mlflow.get_run(r.mlflow_run_id) for r in (plain, secure))
+    assert any(k.startswith("per_client/train_loss/") for k in plain_run.data.metrics)
+    assert not [k for k in secure_run.data.metrics if k.startswith("per_client/train_loss/")]
+    first = [
+        mlflow.get_metric_history(r.info.run_id, "train_loss")[0] for r in (plain_run, secure_run)
+    ]
+    assert first[0].step == first[1].step == 1  # same model and seeds in round 1: same losses
+    assert first[1].value == pytest.approx(first[0].value, abs=1e-3)  # to fixed-point steps
+    registry = json.loads((tmp_path / "secure/round_002/registry.json").read_text())
+    assert all(c["last_train_loss"] is None for c in registry["clients"])
+    assert "| masked | masked | masked |" in outcome.to_markdown(client_level=True)
 
 
 def test_dropped_clients_are_recovered_and_the_protocol_is_logged(two_rounds, tmp_path):
@@ -175,6 +190,16 @@ def test_secure_aggregation_refuses_aggregators_and_screening_that_need_single_u
     with pytest.raises(config.ConfigError) as error:
         preflight.check(secure.replace({"aggregation.screening.policy": "exclude"}))
     assert error.value.field == "aggregation.layers" and "screening" in str(error.value)
+
+
+def test_secure_aggregation_refuses_selection_by_each_clients_loss():
+    secure = config.from_mapping({"aggregation.secure.mode": "secagg+"})
+    with pytest.raises(config.ConfigError) as error:
+        preflight.check(secure.replace({"selection.policy": "power_of_choice"}))
+    assert error.value.field == "selection.policy"
+    assert "uniform, oort, linucb under secure aggregation" in str(error.value)
+    for policy in ("uniform", "oort", "linucb"):  # they do without a client's loss
+        assert preflight.check(secure.replace({"selection.policy": policy}))
 
 
 def test_norm_bounding_under_secure_aggregation_clips_in_the_clients(small_config, tmp_path):

@@ -241,12 +241,12 @@ def stochastic_fixed_point(
     """FixedPoint.encode with unbiased stochastic rounding instead of round-to-nearest, so
     a coarse grid (few fractional bits, hence few bits per word) adds no bias to the sum."""
     rng = rng if rng is not None else secure_rng()
-    weight = min(weight, encoding.max_examples)
-    clipped = np.clip(delta.astype(np.float64), -encoding.clip, encoding.clip)
-    scaled = clipped * (weight / encoding.max_examples) * encoding.scale
-    floor = np.floor(scaled)
-    fixed = (floor + (rng.random(scaled.shape) < scaled - floor)).astype(np.int64)
-    return np.append(fixed, np.int64(weight)).astype(encoding.word)
+
+    def stochastic(scaled: np.ndarray) -> np.ndarray:
+        floor = np.floor(scaled)
+        return floor + (rng.random(scaled.shape) < scaled - floor)
+
+    return encoding.encode(delta, weight, rounding=stochastic)
 
 
 def pack_words(words: np.ndarray, encoding: FixedPoint) -> bytes:

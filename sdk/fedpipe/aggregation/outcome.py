@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 from fedpipe.artifacts.updates import ClientUpdate
@@ -47,8 +48,8 @@ def require_quorum(
 @dataclasses.dataclass(frozen=True)
 class ClientStats:
     client_id: int
-    num_examples: int
-    train_loss: float
+    num_examples: int  # 0 under secure aggregation, as the next two are NaN: the server
+    train_loss: float  # never sees them for one client
     duration_s: float
     update_norm: float
     agreement: float | None = None  # cosine of the update with the round's aggregate
@@ -114,8 +115,8 @@ class AggregationOutcome:
             "|---:|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {c.client_id} | {c.num_examples} | {c.train_loss:.4f} | "
-            f"{c.update_norm:.4f} | {c.duration_s:.2f} |"
+            f"| {c.client_id} | {c.num_examples or 'masked'} | {_figure(c.train_loss)} | "
+            f"{_figure(c.update_norm)} | {c.duration_s:.2f} |"
             for c in self.accepted
         ]
         if self.rejected:
@@ -125,3 +126,8 @@ class AggregationOutcome:
             lines += ["", "| flagged client | action | reason |", "|---:|---|---|"]
             lines += [f"| {f.client_id} | {f.action} | {f.reason} |" for f in self.flagged]
         return "\n".join(lines) + "\n"
+
+
+def _figure(value: float) -> str:
+    """A client's figure in the round report; NaN (masked under secure aggregation) as such."""
+    return f"{value:.4f}" if math.isfinite(value) else "masked"

@@ -166,6 +166,10 @@ POLICIES: dict[str, type[SelectionPolicy]] = {
     "oort": Oort,
     "linucb": LinUCBSelection,
 }
+# Policies that rank by each client's last loss: secure aggregation keeps a client's loss
+# inside its masked vector, so they are refused with it (oort and linucb use the loss as
+# one signal among others, and do without it).
+RANKED_BY_CLIENT_LOSS = ("power_of_choice",)
 
 
 def policy_for(config: RunConfig) -> SelectionPolicy:

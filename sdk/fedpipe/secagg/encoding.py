@@ -1,5 +1,6 @@
 """The fixed-point encoding a round's config implies: the coordinate clip, the precision,
-the example-count bound, how many vectors may be summed, and room for DP noise shares."""
+the example-count bound, how many vectors may be summed, room for DP noise shares, and
+whether the clients' losses ride in the sum (not under DP)."""
 
 from __future__ import annotations
 
@@ -31,4 +32,5 @@ def encoding_for(config: RunConfig, cohort_size: int) -> FixedPoint:
         config.aggregation.secure.max_examples,
         cohort_size,
         noise_bound=TAIL_SIGMAS * noise,
+        carries_loss=not config.dp_enabled,
     )

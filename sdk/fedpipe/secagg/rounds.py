@@ -33,6 +33,7 @@ from fedpipe.privacy import randomness
 from fedpipe.secagg import graph, shamir
 from fedpipe.secagg.client_state import ClientState, PublicKeyDirectory
 from fedpipe.secagg.encoding import encoding_for
+from fedpipe.secagg.quantization import TRAILING_WORDS
 
 ENCODING = "secagg"  # the ClientUpdate encoding of a masked update
 _DROPOUT_TAG = 0xD209
@@ -63,7 +64,7 @@ def session_for(config: RunConfig, cohort: Cohort, model_size: int) -> secagg.Se
         neighbours,
         config.aggregation.secure.threshold,
         encoding_for(config, max(len(clients), 1)),
-        model_size + 1,
+        model_size + TRAILING_WORDS,
         cohort.session_id,
     )
 
@@ -243,6 +244,8 @@ class ProtocolReport:
     bytes_per_client: float
     client_seconds: dict[str, float]  # step -> mean seconds per client
     server_seconds: dict[str, float]
+    # The survivors' weighted mean training loss, unmasked with their sum (None under DP).
+    train_loss: float | None = None
 
     def metrics(self) -> dict[str, float]:
         values = {
@@ -250,6 +253,8 @@ class ProtocolReport:
             "secagg/dropouts_recovered": self.dropouts_recovered,
             "secagg/bytes_per_client": self.bytes_per_client,
         }
+        if self.train_loss is not None:
+            values["train_loss"] = self.train_loss
         values.update({f"secagg/client_seconds/{k}": v for k, v in self.client_seconds.items()})
         values.update({f"secagg/server_seconds/{k}": v for k, v in self.server_seconds.items()})
         return {k: float(v) for k, v in values.items()}
@@ -291,9 +296,9 @@ def masked_update(
     honest: bool = True,
 ) -> ClientUpdate:
     """Step 3 for one client caught up with the key shares: its trained delta encoded
-    (with the chain's client part inside) and masked. The example count travels inside the
-    masked vector, so the record says 0. Raises NonFiniteUpdate for an update it must
-    withhold."""
+    (with the chain's client part inside) and masked. The example count and the training
+    loss travel inside the masked vector, so the record says 0 for both. Raises
+    NonFiniteUpdate for an update it must withhold."""
     started = time.perf_counter()
     session = c.session
     ctx = ClientContext.for_update(plan, update, secure=True, state_dir=state_dir)
@@ -301,12 +306,13 @@ def masked_update(
         update.vector,
         chain.weighting.secure_weight(ctx, session.encoding.max_examples),
         client_transform(chain, ctx, honest=honest),
+        loss=update.train_loss,
     )
     return ClientUpdate.of(
         update.client_id,
         c.masked_input(encoded).vector,
         num_examples=0,
-        train_loss=update.train_loss,
+        train_loss=0.0,
         duration_s=update.duration_s + time.perf_counter() - started,
         encoding=ENCODING,
     )
@@ -405,6 +411,7 @@ def unmask_sum(
         dropouts_recovered=len(request.dropped),
         bytes_per_client=bytes_sent(messages, masked),
         client_seconds=client_seconds,
+        train_loss=session.encoding.decode_loss(summed),
         server_seconds={
             "request_unmasking": sum(messages.seconds.get("unmask_request", {}).values()),
             "replay": replayed - started,

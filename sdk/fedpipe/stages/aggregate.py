@@ -153,10 +153,11 @@ def _client_stats(
     accepted: list[ClientUpdate], delta: np.ndarray, secure: bool
 ) -> list[ClientStats]:
     """Each accepted update's figures; under secure aggregation the server never holds an
-    update, so no norm or agreement."""
+    update, so no norm or agreement, and a client's example count and loss are inside its
+    masked vector (NaN here; their cohort totals are in the protocol's report)."""
     if secure:
         return [
-            ClientStats(u.client_id, u.num_examples, u.train_loss, u.duration_s, math.nan, None)
+            ClientStats(u.client_id, u.num_examples, math.nan, u.duration_s, math.nan, None)
             for u in accepted
         ]
     delta_norm = vector_math.l2_norm(delta)

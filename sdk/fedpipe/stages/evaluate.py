@@ -28,7 +28,8 @@ def _update_registry(registry: ClientRegistry, outcome: AggregationOutcome) -> N
         record = by_id[stats.client_id]
         record.participation += 1
         record.last_round = outcome.round_number
-        record.last_train_loss = stats.train_loss
+        # NaN under secure aggregation: the loss is inside the masked sum, not known here
+        record.last_train_loss = stats.train_loss if math.isfinite(stats.train_loss) else None
         record.last_duration_s = stats.duration_s
         record.consecutive_failures = 0
     # A failure counts once per round, and only for registered clients that did not also
@@ -78,7 +79,7 @@ def _round_metrics(
         "simulated_time_s": registry.simulated_time_s,
     }
     total = sum(c.num_examples for c in outcome.accepted)
-    if total > 0:  # 0 under secure aggregation: the counts are inside the masked sum
+    if total > 0:  # 0 under secure aggregation: its report has the mean (outcome.metrics)
         values["train_loss"] = sum(c.train_loss * c.num_examples for c in outcome.accepted) / total
     values.update(outcome.metrics)
     values.update(health.metrics())
@@ -98,7 +99,8 @@ def _client_metrics(config: RunConfig, outcome: AggregationOutcome) -> dict[str,
         return {}
     values = {}
     for c in outcome.accepted:
-        values[f"per_client/train_loss/{c.client_id}"] = c.train_loss
+        if math.isfinite(c.train_loss):
+            values[f"per_client/train_loss/{c.client_id}"] = c.train_loss
         if math.isfinite(c.update_norm):
             values[f"per_client/update_norm/{c.client_id}"] = c.update_norm
     return values
