@@ -49,6 +49,7 @@ from fedpipe import config as run_config
 from fedpipe import stages
 from fedpipe.config import RunConfig
 from fedpipe.data import datasets, partition
+from fedpipe.ops import machine
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_PATH = REPO / "configs" / "mnist.yaml"
@@ -457,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         config = reference_config(args.data_dir, work, args.rounds)
         datasets.load(config)  # read MNIST once, outside every timed loop
         threads = int(os.environ["TF_NUM_INTRAOP_THREADS"])  # as the trainer set it
-        cores = len(os.sched_getaffinity(0))  # TensorFlow's default: one thread per core
+        cores = machine.usable_cores()  # TensorFlow's default: one thread per core
         print("compute floor: one epoch over all training examples", flush=True)
         before = time_floor(config, args.rounds)
         print(f"simulate: {args.rounds} rounds of {CONFIG_PATH.name}", flush=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedpipe.ops import machine
 from fedpipe.secagg import FixedPoint, Session, ThresholdNotMet, graph, primitives
 from fedpipe.secagg.in_process import run_round
 from fedpipe.secagg.quantization import TRAILING_WORDS
@@ -64,7 +65,8 @@ def prg_throughput(params: int = 1_000_000, masks: int = 32) -> dict[str, float]
 def mask_floor_seconds(row: dict, bytes_per_cpu_second: float) -> float:
     """What removing the row's masks costs at least: its mask bytes at the measured
     per-core rate, spread over the cores add_masks uses."""
-    return row["masks"] * 4 * (row["params"] + 1) / (bytes_per_cpu_second * primitives._cores())
+    words = row["masks"] * 4 * (row["params"] + TRAILING_WORDS)
+    return words / (bytes_per_cpu_second * machine.usable_cores())
 
 
 def plain_sum_seconds(update: np.ndarray, clients: list[int], repeats: int = 3) -> float:
@@ -248,7 +250,7 @@ def main() -> None:
                 f"target (n=100, 1M, 10% dropout, SecAgg+: server <= {TARGET_RATIO:g}x plain "
                 f"sum): server {r['server_vs_plain']}x -> {'met' if verdict else 'NOT met'}; "
                 f"removing its {r['masks']} masks alone takes {r['floor_vs_plain']}x the plain "
-                f"sum on {primitives._cores()} cores at the measured rate "
+                f"sum on {machine.usable_cores()} cores at the measured rate "
                 f"(server {r['server_vs_floor']}x that)"
             )
     for r in rows:

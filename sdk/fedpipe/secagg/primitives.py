@@ -8,7 +8,6 @@ security of X25519).
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedpipe.ops import machine
 
 KEY_BYTES = 32
 _PRG_KEY_BYTES = 16  # AES-128: the first half of a 32-byte seed
@@ -112,7 +113,7 @@ def add_masks(
         return
     per_block = _PRG_BLOCK // total.itemsize
     chunk = _CHUNK_BYTES // total.itemsize
-    workers = workers or _cores()
+    workers = workers or machine.usable_cores()
     # Slice bounds fall on AES blocks so that every slice starts its own counter.
     step = max(chunk, -(-total.size // workers // per_block) * per_block)
     bounds = [(lo, min(lo + step, total.size)) for lo in range(0, total.size, step)]
@@ -144,13 +145,6 @@ def _add_masks_to_slice(
                 np.add(part, words, out=part)
             else:
                 np.subtract(part, words, out=part)
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _keystream(seed: bytes, first_block: int):

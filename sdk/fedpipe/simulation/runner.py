@@ -7,7 +7,6 @@ the same artifacts mean the simulation and the pipeline give the same model.
 from __future__ import annotations
 
 import dataclasses
-import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +15,7 @@ from fedpipe import preflight, stages
 from fedpipe.artifacts.global_model import GlobalModel
 from fedpipe.clients import runtime as client_runtime
 from fedpipe.config import RunConfig
+from fedpipe.ops import machine
 from fedpipe.secagg import rounds as secure_aggregation
 from fedpipe.simulation import faults
 from fedpipe.stages.register import Registration
@@ -91,7 +91,7 @@ def _train_shards(
     and a client's update depends only on the plan, its data and its seed, so the result
     is the same as training the shards one after the other."""
 
-    workers = min(len(shard_ids), _cores())
+    workers = min(len(shard_ids), machine.usable_cores())
     slots: queue.SimpleQueue[int] = queue.SimpleQueue()
     for slot in range(workers):
         slots.put(slot)
@@ -115,11 +115,6 @@ def _train_shards(
         ]
         for future in futures:
             future.result()
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _share_keys(config: RunConfig, out: Path, shard_ids: list[int]) -> list[Path]:
