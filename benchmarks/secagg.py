@@ -65,8 +65,8 @@ def prg_throughput(params: int = 1_000_000, masks: int = 32) -> dict[str, float]
 def mask_floor_seconds(row: dict, bytes_per_cpu_second: float) -> float:
     """What removing the row's masks costs at least: its mask bytes at the measured
     per-core rate, spread over the cores add_masks uses."""
-    words = row["masks"] * 4 * (row["params"] + TRAILING_WORDS)
-    return words / (bytes_per_cpu_second * machine.usable_cores())
+    mask_bytes = row["masks"] * 4 * (row["params"] + TRAILING_WORDS)
+    return mask_bytes / (bytes_per_cpu_second * machine.usable_cores())
 
 
 def plain_sum_seconds(update: np.ndarray, clients: list[int], repeats: int = 3) -> float:

@@ -47,9 +47,12 @@ def require_quorum(
 
 @dataclasses.dataclass(frozen=True)
 class ClientStats:
+    """One accepted client's figures. Under secure aggregation the server never sees a
+    client's count, loss or update: num_examples is 0, train_loss and update_norm NaN."""
+
     client_id: int
-    num_examples: int  # 0 under secure aggregation, as the next two are NaN: the server
-    train_loss: float  # never sees them for one client
+    num_examples: int
+    train_loss: float
     duration_s: float
     update_norm: float
     agreement: float | None = None  # cosine of the update with the round's aggregate

@@ -126,7 +126,7 @@ class FixedPoint:
         if not self.carries_loss:
             return None
         signed, total = self._signed_total(summed)
-        loss_sum = int(signed[-2]) / self.scale / self.clip * LOSS_RANGE
+        loss_sum = int(signed[-2]) / self.scale / self.clip * LOSS_RANGE  # the loss word
         return loss_sum * self.max_examples / total
 
     def _signed_total(self, summed: np.ndarray) -> tuple[np.ndarray, int]:

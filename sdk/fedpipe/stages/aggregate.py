@@ -154,7 +154,7 @@ def _client_stats(
 ) -> list[ClientStats]:
     """Each accepted update's figures; under secure aggregation the server never holds an
     update, so no norm or agreement, and a client's example count and loss are inside its
-    masked vector (NaN here; their cohort totals are in the protocol's report)."""
+    masked vector (0 and NaN here; the protocol's report has the cohort's totals)."""
     if secure:
         return [
             ClientStats(u.client_id, u.num_examples, math.nan, u.duration_s, math.nan, None)
