@@ -90,7 +90,7 @@ def test_fixed_point_gives_the_weighted_mean_and_the_cohort_sum_cannot_wrap():
     assert np.allclose(enc.decode_mean(extreme)[0], 2.0)
 
 
-def test_the_sum_gives_the_weighted_mean_loss_and_no_client_sends_its_own():
+def test_the_summed_words_give_the_weighted_mean_loss_with_no_wider_word():
     enc = FixedPoint(clip=0.5, fractional_bits=20, max_examples=4096, cohort_size=8)
     rng = np.random.default_rng(2)
     losses = [0.1, 0.7, 2.3, 0.05, 1.2, 40.0, float("nan"), 0.9]  # two past LOSS_RANGE
