@@ -51,7 +51,6 @@ TASK: dict[str, Any] = {
     "simulation.systems.round_deadline_s": 2.0,
     "tracking.experiment": "fedpipe-experiment-selection",
 }
-POLICIES = ("uniform", "power_of_choice", "oort", "linucb")
 
 
 @dataclasses.dataclass(frozen=True)
