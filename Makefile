@@ -40,10 +40,12 @@ components: $(STAMP)
 MNIST_DIR ?= ../shared/data/mnist
 
 # One run prints every ratio of docs/performance.md: round vs compute floor, SecAgg server
-# vs plain sum, DP aggregate vs plain, cohort scaling, agents vs in-process clients
+# vs plain sum, DP aggregate vs plain, cohort scaling, agents vs in-process clients, and
+# the clients' training alone against the floor (client_calls.py)
 # (kfp.local: round_time.py without --skip-kfp).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/round_time.py --skip-kfp --skip-plain --data-dir $(MNIST_DIR)
+	$(BIN)/python benchmarks/client_calls.py --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/secagg.py
 	$(BIN)/python benchmarks/dp_overhead.py --data-dir $(MNIST_DIR)
 	$(BIN)/python benchmarks/scale.py --data-dir $(MNIST_DIR)

@@ -204,23 +204,30 @@ def time_floor(config: RunConfig, repeats: int) -> tuple[list[float], list[float
 
     model_trainer = trainer.for_config(config)
     data = model_trainer.data
-    weights = model_trainer.initial_weights()
     seconds, cpu_seconds = [], []
     for i in range(repeats + 1):
         started, cpu = time.perf_counter(), time.process_time()
-        model_trainer.train(
-            weights,
-            data.x_train,
-            data.y_train,
-            epochs=config.training.local_epochs,
-            batch_size=config.training.batch_size,
-            learning_rate=config.training.learning_rate,
-            mu=0.0,
-            seed=[config.seed, i],
-        )
+        one_epoch(config, model_trainer, data.x_train, data.y_train, [config.seed, i])
         seconds.append(time.perf_counter() - started)
         cpu_seconds.append(time.process_time() - cpu)
     return seconds[1:], cpu_seconds[1:]
+
+
+def one_epoch(
+    config: RunConfig, model_trainer: Any, x: np.ndarray, y: np.ndarray, seed: list[int]
+) -> None:
+    """One graph call of the trainer: an epoch over (x, y) from the initial weights, with
+    the reference setting's SGD and no FedProx term (the floor's call and a client's)."""
+    model_trainer.train(
+        model_trainer.initial_weights(),
+        x,
+        y,
+        epochs=config.training.local_epochs,
+        batch_size=config.training.batch_size,
+        learning_rate=config.training.learning_rate,
+        mu=0.0,
+        seed=seed,
+    )
 
 
 def time_floor_with_threads(args: argparse.Namespace, threads: int) -> tuple[list, list]:
