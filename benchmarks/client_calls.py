@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from round_time import DEFAULT_DATA_DIR, one_epoch, reference_config
@@ -38,11 +38,17 @@ from fedpipe.config import RunConfig
 from fedpipe.data import partition
 from fedpipe.ops import machine
 
+if TYPE_CHECKING:
+    from fedpipe.training.trainer import Trainer
+
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "client_calls.json"
-Client = tuple[int, np.ndarray, np.ndarray]
+Client = tuple[int, np.ndarray, np.ndarray]  # id, examples, labels
 
 
-def train_clients(config: RunConfig, model_trainer: Any, clients: list[Client], rep: int) -> None:
+def train_clients(
+    config: RunConfig, model_trainer: Trainer, clients: list[Client], rep: int
+) -> None:
+    """Each client's epoch, one graph call each, in order: a shard's training in a round."""
     for client_id, x, y in clients:
         one_epoch(config, model_trainer, x, y, [config.seed, rep, client_id])
 

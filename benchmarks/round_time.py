@@ -39,7 +39,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -50,6 +50,9 @@ from fedpipe import stages
 from fedpipe.config import RunConfig
 from fedpipe.data import datasets, partition
 from fedpipe.ops import machine
+
+if TYPE_CHECKING:  # TensorFlow loads only where a benchmark trains
+    from fedpipe.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_PATH = REPO / "configs" / "mnist.yaml"
@@ -214,7 +217,7 @@ def time_floor(config: RunConfig, repeats: int) -> tuple[list[float], list[float
 
 
 def one_epoch(
-    config: RunConfig, model_trainer: Any, x: np.ndarray, y: np.ndarray, seed: list[int]
+    config: RunConfig, model_trainer: Trainer, x: np.ndarray, y: np.ndarray, seed: list[int]
 ) -> None:
     """One graph call of the trainer: an epoch over (x, y) from the initial weights, with
     the reference setting's SGD and no FedProx term (the floor's call and a client's)."""
