@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from round_time import DEFAULT_DATA_DIR, one_epoch, reference_config
 
+from fedpipe.clients import selection
 from fedpipe.config import RunConfig
 from fedpipe.data import partition
 from fedpipe.ops import machine
@@ -46,11 +47,11 @@ Client = tuple[int, np.ndarray, np.ndarray]  # id, examples, labels
 
 
 def train_clients(
-    config: RunConfig, model_trainer: Trainer, clients: list[Client], rep: int
+    config: RunConfig, model_trainer: Trainer, weights: np.ndarray, clients: list[Client], rep: int
 ) -> None:
     """Each client's epoch, one graph call each, in order: a shard's training in a round."""
     for client_id, x, y in clients:
-        one_epoch(config, model_trainer, x, y, [config.seed, rep, client_id])
+        one_epoch(config, model_trainer, weights, x, y, [config.seed, rep, client_id])
 
 
 def measure(config: RunConfig, repeats: int) -> dict[str, list[float]]:
@@ -58,24 +59,26 @@ def measure(config: RunConfig, repeats: int) -> dict[str, list[float]]:
     warm-up of each (which traces every thread's model)."""
     from fedpipe.training import trainer
 
-    clients = [(c, *partition.client_data(config, c)) for c in range(config.data.num_clients)]
-    size = config.selection.clients_per_shard
-    shards = [clients[i : i + size] for i in range(0, len(clients), size)]
+    ids = list(range(config.data.num_clients))
+    data = {c: (c, *partition.client_data(config, c)) for c in ids}
+    clients = list(data.values())
+    shard_ids = selection.split_into_shards(ids, config.selection.clients_per_shard)
+    shards = [[data[c] for c in shard] for shard in shard_ids]
     trainers = []
     for slot in range(len(shards)):
         with trainer.worker_slot(slot):
             trainers.append(trainer.for_config(config))
-    pool = trainers[0].data
+    pool, weights = trainers[0].data, trainers[0].initial_weights()
 
     def floor(rep: int) -> None:
-        one_epoch(config, trainers[0], pool.x_train, pool.y_train, [config.seed, rep])
+        one_epoch(config, trainers[0], weights, pool.x_train, pool.y_train, [config.seed, rep])
 
     def serial(rep: int) -> None:
-        train_clients(config, trainers[0], clients, rep)
+        train_clients(config, trainers[0], weights, clients, rep)
 
     def in_shards(rep: int) -> None:
         threads = [
-            threading.Thread(target=train_clients, args=(config, t, shard, rep))
+            threading.Thread(target=train_clients, args=(config, t, weights, shard, rep))
             for t, shard in zip(trainers, shards, strict=True)
         ]
         for thread in threads:

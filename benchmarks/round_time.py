@@ -206,23 +206,28 @@ def time_floor(config: RunConfig, repeats: int) -> tuple[list[float], list[float
     from fedpipe.training import trainer
 
     model_trainer = trainer.for_config(config)
-    data = model_trainer.data
+    data, weights = model_trainer.data, model_trainer.initial_weights()
     seconds, cpu_seconds = [], []
     for i in range(repeats + 1):
         started, cpu = time.perf_counter(), time.process_time()
-        one_epoch(config, model_trainer, data.x_train, data.y_train, [config.seed, i])
+        one_epoch(config, model_trainer, weights, data.x_train, data.y_train, [config.seed, i])
         seconds.append(time.perf_counter() - started)
         cpu_seconds.append(time.process_time() - cpu)
     return seconds[1:], cpu_seconds[1:]
 
 
 def one_epoch(
-    config: RunConfig, model_trainer: Trainer, x: np.ndarray, y: np.ndarray, seed: list[int]
+    config: RunConfig,
+    model_trainer: Trainer,
+    weights: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: list[int],
 ) -> None:
-    """One graph call of the trainer: an epoch over (x, y) from the initial weights, with
-    the reference setting's SGD and no FedProx term (the floor's call and a client's)."""
+    """One graph call of the trainer: an epoch over (x, y) from `weights`, with the
+    reference setting's SGD and no FedProx term (the floor's call and a client's)."""
     model_trainer.train(
-        model_trainer.initial_weights(),
+        weights,
         x,
         y,
         epochs=config.training.local_epochs,
