@@ -13,6 +13,7 @@ import numpy as np
 from fedpipe.artifacts import wire
 from fedpipe.config import RunConfig
 from fedpipe.data import datasets
+from fedpipe.ops import machine
 from fedpipe.training.trainer import Evaluation, score
 
 DENSE_MODELS = ("logistic_regression", "mlp")
@@ -20,7 +21,8 @@ DENSE_MODELS = ("logistic_regression", "mlp")
 
 def predict(weights: np.ndarray, spec: wire.WeightsSpec, x: np.ndarray) -> np.ndarray:
     """Class probabilities of a stack of Dense layers (ReLU between, softmax last), the
-    layout models.build gives the dense models; float32 throughout, as Keras computes."""
+    layout models.build gives the dense models; float32 throughout, as Keras computes. One
+    BLAS thread (machine.one_blas_thread): no worker left spinning on a training core."""
     tensors = spec.split(np.asarray(weights, dtype=np.float32))
     kinds = [name.rsplit("/", 1)[-1] for name in spec.names]
     dense = all(k.ndim == 2 for k in tensors[0::2]) and all(b.ndim == 1 for b in tensors[1::2])
@@ -28,10 +30,11 @@ def predict(weights: np.ndarray, spec: wire.WeightsSpec, x: np.ndarray) -> np.nd
         raise ValueError(f"not a stack of Dense layers: {list(spec.names)}")
     h = np.asarray(x, dtype=np.float32)
     layers = list(zip(tensors[0::2], tensors[1::2], strict=True))
-    for i, (kernel, bias) in enumerate(layers):
-        h = h @ kernel + bias
-        if i < len(layers) - 1:
-            h = np.maximum(h, np.float32(0))
+    with machine.one_blas_thread():
+        for i, (kernel, bias) in enumerate(layers):
+            h = h @ kernel + bias
+            if i < len(layers) - 1:
+                h = np.maximum(h, np.float32(0))
     h = np.exp(h - h.max(axis=1, keepdims=True))
     return h / h.sum(axis=1, keepdims=True)
 
