@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from fedpipe.aggregation import vector_math
 from fedpipe.aggregation.clipping import clip_to_norm
 from fedpipe.aggregation.layer import Layer, RoundContext, Screened
 from fedpipe.aggregation.outcome import Rejection, ScreeningFlag
@@ -35,7 +36,7 @@ def screen_norms(updates: list[ClientUpdate], policy: str, threshold: float) -> 
     """Apply the screening policy (off | flag | downweight | exclude) to the updates."""
     if policy == "off" or len(updates) < MIN_COHORT:
         return ScreeningResult(list(updates), [])
-    norms = np.array([np.linalg.norm(u.vector.astype(np.float64)) for u in updates])
+    norms = np.array([vector_math.l2_norm(u.vector) for u in updates])
     median = float(np.median(norms))
     # Identical norms give MAD 0: fall back to a tiny scale so only longer ones stand out.
     scale = max(MAD_TO_STD * float(np.median(np.abs(norms - median))), 1e-9 * max(median, 1.0))
