@@ -23,7 +23,9 @@ def one_blas_thread() -> Iterator[None]:
     OpenBLAS's workers, once woken, spin for about a tenth of a second after each call: a
     10 ms product of the 2,000 held-out examples left 115 ms of CPU burnt behind it, which
     in a simulation is a core taken from the next round's training. At fedpipe's sizes one
-    thread is as fast (10-11 ms either way on 2 cores), so nothing is lost by it."""
+    thread does the product about as fast (10-11.5 ms against 8-12 ms on two cores); a
+    simulated round lost 45 ms of training time to the spin and gave back 10 ms of scoring
+    (docs/performance.md, section 15)."""
     with _blas_controller().limit(limits=1, user_api="blas"):
         yield
 
